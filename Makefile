@@ -1,0 +1,28 @@
+# Fresh machine: `make demo` builds the embedded demo corpus, `make test` runs the tests. Both run `make setup`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: setup demo test bench clean-demo
+
+$(VENV)/.setup-done: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_PINS)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.setup-done
+
+demo: setup
+	$(PY) jobs/build_longvid.py
+
+test: setup
+	$(PY) -m pytest -q tests
+
+bench: setup
+	$(PY) benchmarks/ingest.py
+
+clean-demo:
+	rm -rf longvid-demo

@@ -1,0 +1,1 @@
+"""Model backends and caption / QA / grounding annotators (later issues)."""

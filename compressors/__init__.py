@@ -1,0 +1,1 @@
+"""Video encoder, HiCo token merging and token I/O (later issues)."""

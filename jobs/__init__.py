@@ -1,0 +1,1 @@
+"""Thin Ray entrypoints. Nothing imports this package."""

@@ -1,0 +1,119 @@
+"""List the inputs of every configured source: local directories and files, manifests, S3 prefixes, http(s) URLs.
+
+A source yields rows of schemas.tables.CRAWL. Only metadata moves here; bytes are read later by the task that
+needs them. The same URI listed twice (by two sources) is one input.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import posixpath
+from typing import Iterable, Iterator
+
+from pipeline import storage
+
+MANIFEST_SUFFIXES = (".csv", ".jsonl", ".parquet")
+URI_COLUMNS = ("url", "path")
+
+
+class SourceError(ValueError):
+    """A source that cannot be listed (bad manifest, missing bucket): a config-level problem, not a reject."""
+
+
+def _extension(uri: str) -> str:
+    name = uri.split("?", 1)[0].rsplit("/", 1)[-1]
+    return name.rsplit(".", 1)[-1].lower() if "." in name else ""
+
+
+def _row(uri: str, source: str, metadata: dict | None = None, size: int | None = None) -> dict:
+    return {
+        "source_uri": uri,
+        "source": source,
+        "source_metadata": json.dumps(metadata or {}, sort_keys=True, default=str, ensure_ascii=False),
+        "size_hint": size,
+    }
+
+
+def _read_manifest_records(uri: str) -> list[dict]:
+    data = storage.read_bytes(uri)
+    lower = uri.lower()
+    if lower.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        return pq.read_table(io.BytesIO(data)).to_pylist()
+    text = data.decode("utf-8-sig")
+    if lower.endswith(".csv"):
+        return list(csv.DictReader(io.StringIO(text)))
+    records = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise SourceError(f"{uri} line {n}: not valid JSON ({e})")
+    return records
+
+
+def _resolve(ref: str, manifest_uri: str) -> str:
+    if "://" in ref:
+        return ref
+    if storage.is_s3(manifest_uri):
+        return posixpath.normpath(posixpath.join(manifest_uri.rsplit("/", 1)[0], ref)).replace("s3:/", "s3://", 1)
+    return os.path.normpath(os.path.join(os.path.dirname(manifest_uri), os.path.expanduser(ref)))
+
+
+def list_manifest(uri: str) -> Iterator[dict]:
+    records = _read_manifest_records(uri)
+    for n, rec in enumerate(records, 1):
+        column = next((c for c in URI_COLUMNS if rec.get(c)), None)
+        if column is None:
+            raise SourceError(f"{uri} record {n} has no `url` or `path` value (each row needs one)")
+        extra = {k: v for k, v in rec.items() if k not in URI_COLUMNS}
+        yield _row(_resolve(str(rec[column]), uri), uri, extra)
+
+
+def list_source(source: str, extensions: Iterable[str]) -> Iterator[dict]:
+    exts = {e.lower() for e in extensions}
+    if storage.is_http(source):
+        yield _row(source, source)
+        return
+    if storage.is_s3(source):
+        if source.lower().endswith(MANIFEST_SUFFIXES):
+            yield from list_manifest(source)
+            return
+        if _extension(source) in exts and storage.exists(source):
+            yield _row(source, source, size=storage.size(source))
+            return
+        try:
+            for uri, size in storage.list_files(source):
+                if _extension(uri) in exts:
+                    yield _row(uri, source, size=size)
+        except Exception as e:
+            if isinstance(e, SourceError):
+                raise
+            raise SourceError(f"cannot list {source}: {type(e).__name__}: {e}")
+        return
+    path = storage.normalize_local(source)
+    if os.path.isdir(path):
+        for uri, size in storage.list_files(path):
+            if _extension(uri) in exts:
+                yield _row(uri, source, size=size)
+    elif path.lower().endswith(MANIFEST_SUFFIXES):
+        yield from list_manifest(path)
+    elif os.path.isfile(path):
+        yield _row(path, source, size=os.path.getsize(path))
+    else:
+        raise SourceError(f"{source}: no such file or directory")
+
+
+def crawl(sources: Iterable[str], extensions: Iterable[str]) -> list[dict]:
+    """All inputs of all sources, one row per distinct URI, sorted by URI."""
+    extensions = list(extensions)
+    rows: dict[str, dict] = {}
+    for source in sources:
+        for row in list_source(source, extensions):
+            rows.setdefault(row["source_uri"], row)
+    return [rows[k] for k in sorted(rows)]

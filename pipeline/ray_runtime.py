@@ -1,0 +1,62 @@
+"""Ray plumbing: connect or start Ray, fan work units out as tasks, and collect results with progress."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Iterable, Sequence
+
+from pipeline.progress import Progress
+
+
+def init(address: str | None = None, num_cpus: int | None = None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
+                 runtime_env={"env_vars": {"PYTHONPATH": _pythonpath_with(root)}})
+
+
+def _pythonpath_with(root: str) -> str:
+    current = os.environ.get("PYTHONPATH", "")
+    return root if not current else f"{root}{os.pathsep}{current}"
+
+
+def map_units(stage: str, fn: Callable[..., dict], units: Sequence[Any], shared_args: tuple, unit: str,
+              total_items: int | None = None, items_of: Callable[[Any], int] = lambda u: 1,
+              num_cpus: float = 1) -> list[dict]:
+    """Run `fn(unit, *shared_args)` for every unit as a Ray task; results in unit order.
+
+    Progress counts `items_of(unit)` items per finished unit. A failing task raises here with its error.
+    """
+    import ray
+
+    if not units:
+        return []
+    remote = ray.remote(num_cpus=num_cpus, max_retries=2)(fn)
+    shared_refs = tuple(ray.put(a) for a in shared_args)
+    refs = [remote.remote(u, *shared_refs) for u in units]
+    index = {ref: i for i, ref in enumerate(refs)}
+    results: list[dict | None] = [None] * len(refs)
+    progress = Progress(stage, total_items if total_items is not None else len(units), unit)
+    pending = list(refs)
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1, timeout=5.0)
+        for ref in done:
+            i = index[ref]
+            results[i] = ray.get(ref)
+            progress.advance(items_of(units[i]))
+    progress.finish()
+    return results  # type: ignore[return-value]
+
+
+def flatten(results: Iterable[dict], key: str) -> list:
+    out = []
+    for r in results:
+        out.extend(r.get(key, []))
+    return out

@@ -1,0 +1,38 @@
+"""Run a list of stages on a validated config: start/connect Ray, run each stage, write and print the summary."""
+
+from __future__ import annotations
+
+import time
+
+from pipeline import manifest, ray_runtime, storage, summary
+from pipeline import stages as registry
+from pipeline.context import StageContext
+from schemas import layout
+from schemas.config import BuildConfig
+
+
+def run_build(cfg: BuildConfig, stage_names: list[str] | None = None, quiet: bool = False) -> dict:
+    start = time.monotonic()
+    names = registry.resolve(stage_names or cfg.stages)
+    storage.configure(cfg.storage.s3_endpoint_url, cfg.storage.s3_region)
+    if not storage.is_s3(cfg.out):
+        cfg.out = storage.normalize_local(cfg.out)
+    ctx = StageContext(cfg)
+    ray_runtime.init(cfg.ray.address, cfg.ray.num_cpus)
+    results = {}
+    for name in names:
+        stage = registry.load(name)
+        t0 = time.monotonic()
+        print(f"[{name}] start: {stage.DESCRIPTION}", flush=True)
+        results[name] = stage.run(ctx)
+        print(f"[{name}] done in {time.monotonic() - t0:.1f} s: {results[name]}", flush=True)
+    result = {"stages": results}
+    if storage.exists(ctx.uri(layout.MANIFEST_CRAWL)):
+        m = manifest.assemble(ctx)
+        stats = summary.summarize(m)
+        if m.complete:
+            summary.write(cfg.out, stats)
+        result["summary"] = stats
+        if not quiet:
+            print(summary.table(stats, time.monotonic() - start, names), flush=True)
+    return result

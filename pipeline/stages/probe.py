@@ -1,0 +1,43 @@
+"""probe: fetch + sha256 + PyAV probe + reader check for every input, in resumable parts; then dedup."""
+
+from __future__ import annotations
+
+from pipeline import manifest, ray_runtime, storage
+from pipeline.context import StageContext, configure_worker
+from pipeline.isolated import IsolatedWorker
+from pipeline.video_record import probe_input
+from schemas import layout, tables
+
+NAME = "probe"
+DESCRIPTION = "hash, probe and check limits of every input; reject what fails; dedup by content"
+
+
+def probe_part(unit: tuple[str, list[dict]], ctx: StageContext) -> dict:
+    """One Ray task: probe the inputs of one part and commit its Parquet file."""
+    uri, items = unit
+    configure_worker(ctx.cfg)
+    with IsolatedWorker() as worker:
+        rows = [probe_input(item, ctx.cfg, worker) for item in items]
+    storage.write_parquet(uri, tables.to_table(rows, tables.PROBE_PART))
+    return {"ok": sum(r["ok"] for r in rows), "rejected": sum(not r["ok"] for r in rows)}
+
+
+def run(ctx: StageContext) -> dict:
+    crawl_rows = manifest.read_crawl(ctx)
+    by_uri = {r["source_uri"]: r for r in crawl_rows}
+    storage.remove_stale_temporaries(ctx.uri(layout.PROBE_PARTS_DIR))
+    units = []
+    skipped = 0
+    for part in manifest.probe_parts(ctx, crawl_rows):
+        uri = manifest.part_uri(ctx, layout.PROBE_PARTS_DIR, part)
+        if storage.exists(uri):
+            skipped += len(part.keys)
+        else:
+            units.append((uri, [by_uri[k] for k in part.keys]))
+    if skipped:
+        print(f"[probe] {skipped} inputs already probed (committed parts), {len(crawl_rows) - skipped} to go", flush=True)
+    ray_runtime.map_units(NAME, probe_part, units, (ctx,), "inputs",
+                          total_items=sum(len(u[1]) for u in units), items_of=lambda u: len(u[1]))
+    m = manifest.assemble(ctx)
+    manifest.write(ctx, m)
+    return {"inputs": len(m.crawl), "accepted": len(m.videos), "rejected": len(m.rejects)}

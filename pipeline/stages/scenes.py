@@ -1,0 +1,50 @@
+"""scenes: shot boundaries for every accepted video, in resumable parts; the manifest gains scenes and sampling plans."""
+
+from __future__ import annotations
+
+from pipeline import manifest, ray_runtime, storage
+from pipeline.context import StageContext, configure_worker
+from pipeline.isolated import IsolatedFailure, IsolatedWorker
+from pipeline.video_record import local_copy_checked
+from schemas import layout, reasons, tables
+
+NAME = "scenes"
+DESCRIPTION = "PySceneDetect shot boundaries and per-stage sampling plans"
+
+
+def scenes_part(unit: tuple[str, list[dict]], ctx: StageContext) -> dict:
+    uri, videos = unit
+    configure_worker(ctx.cfg)
+    s = ctx.cfg.scenes
+    rows = []
+    with IsolatedWorker() as worker:
+        for v in videos:
+            row = {"video_id": v["video_id"], "ok": True, "reason": None, "message": None, "scenes": None}
+            try:
+                with local_copy_checked(v["source_uri"], v["sha256"], ctx.cfg) as path:
+                    row["scenes"] = worker.call("scenes", s.timeout_s, path=path, duration_s=v["duration_s"],
+                                                detector=s.detector, threshold=s.threshold,
+                                                min_scene_len_s=s.min_scene_len_s, downscale=s.downscale)
+            except IsolatedFailure as e:
+                reason = e.reason if e.reason in reasons.ALL else reasons.UNREADABLE
+                row.update(ok=False, reason=reason, message=f"scene detection failed: {e.message}")
+            rows.append(row)
+    storage.write_parquet(uri, tables.to_table(rows, tables.SCENES_PART))
+    return {"ok": sum(r["ok"] for r in rows)}
+
+
+def run(ctx: StageContext) -> dict:
+    m = manifest.assemble(ctx)
+    manifest.require_probed(m)
+    by_id = {v["video_id"]: v for v in m.candidates}
+    storage.remove_stale_temporaries(ctx.uri(layout.SCENES_PARTS_DIR))
+    units = []
+    for part in manifest.scenes_parts(ctx, list(by_id)):
+        uri = manifest.part_uri(ctx, layout.SCENES_PARTS_DIR, part)
+        if not storage.exists(uri):
+            units.append((uri, [by_id[k] for k in part.keys]))
+    ray_runtime.map_units(NAME, scenes_part, units, (ctx,), "videos",
+                          total_items=sum(len(u[1]) for u in units), items_of=lambda u: len(u[1]))
+    m = manifest.assemble(ctx)
+    manifest.write(ctx, m)
+    return {"videos": len(m.videos), "scenes": sum(len(v["scenes"] or []) for v in m.videos)}

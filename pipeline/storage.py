@@ -1,0 +1,237 @@
+"""One interface over local paths and s3:// URIs: read, list, and atomic writes (rename locally, completed upload on S3).
+
+Credentials come from boto3's standard chain; they are never logged or written anywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import tempfile
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import BinaryIO, Iterator, Optional
+
+_local = threading.local()
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    endpoint_url: Optional[str] = None
+    region: Optional[str] = None
+
+
+_settings = S3Settings()
+
+
+def configure(endpoint_url: Optional[str] = None, region: Optional[str] = None) -> None:
+    """Set the S3 endpoint for this process (each Ray task calls this with the job's config)."""
+    global _settings
+    new = S3Settings(endpoint_url, region)
+    if new != _settings:
+        _settings = new
+        _local.__dict__.pop("client", None)
+
+
+def settings() -> S3Settings:
+    return _settings
+
+
+def s3_client():
+    client = getattr(_local, "client", None)
+    if client is None:
+        import boto3
+        from botocore.config import Config
+
+        kwargs = {"config": Config(retries={"max_attempts": 5, "mode": "standard"})}
+        if _settings.endpoint_url:
+            kwargs["endpoint_url"] = _settings.endpoint_url
+        if _settings.region:
+            kwargs["region_name"] = _settings.region
+        client = boto3.session.Session().client("s3", **kwargs)
+        _local.client = client
+    return client
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def is_http(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    rest = uri[len("s3://"):]
+    bucket, _, key = rest.partition("/")
+    return bucket, key
+
+
+def join(base: str, *parts: str) -> str:
+    if is_s3(base):
+        out = base.rstrip("/")
+        for p in parts:
+            out = f"{out}/{p.strip('/')}"
+        return out
+    return os.path.join(base, *parts)
+
+
+def normalize_local(path: str) -> str:
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def exists(uri: str) -> bool:
+    if is_s3(uri):
+        from botocore.exceptions import ClientError
+
+        bucket, key = split_s3(uri)
+        try:
+            s3_client().head_object(Bucket=bucket, Key=key)
+            return True
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+    return os.path.exists(uri)
+
+
+def size(uri: str) -> int:
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        return int(s3_client().head_object(Bucket=bucket, Key=key)["ContentLength"])
+    return os.path.getsize(uri)
+
+
+def read_bytes(uri: str) -> bytes:
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
+    with open(uri, "rb") as f:
+        return f.read()
+
+
+@contextlib.contextmanager
+def open_read(uri: str) -> Iterator[BinaryIO]:
+    """A binary stream of a local file or an S3 object (streamed, not loaded whole)."""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        body = s3_client().get_object(Bucket=bucket, Key=key)["Body"]
+        try:
+            yield body
+        finally:
+            body.close()
+    else:
+        with open(uri, "rb") as f:
+            yield f
+
+
+def list_files(uri: str) -> Iterator[tuple[str, int]]:
+    """(uri, size) of every file under a local directory (recursive) or an S3 prefix (paginated), sorted."""
+    if is_s3(uri):
+        bucket, prefix = split_s3(uri)
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for page in pages:
+            for obj in page.get("Contents", []):
+                if not obj["Key"].endswith("/"):
+                    yield f"s3://{bucket}/{obj['Key']}", int(obj["Size"])
+        return
+    found = []
+    for root, dirs, files in os.walk(uri):
+        dirs.sort()
+        for name in files:
+            path = os.path.join(root, name)
+            if os.path.isfile(path):
+                found.append((path, os.path.getsize(path)))
+    yield from sorted(found)
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Atomic write: a reader sees the old content or the new one, never a partial file."""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        s3_client().put_object(Bucket=bucket, Key=key, Body=data)
+        return
+    os.makedirs(os.path.dirname(uri) or ".", exist_ok=True)
+    tmp = f"{uri}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, uri)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_bytes_if_changed(uri: str, data: bytes) -> bool:
+    """Write only when the content differs, so a rerun that computes the same result touches nothing."""
+    if exists(uri) and read_bytes(uri) == data:
+        return False
+    write_bytes(uri, data)
+    return True
+
+
+@contextlib.contextmanager
+def staged_output(uri: str) -> Iterator[str]:
+    """A local path to write a large output to; on clean exit it is committed to `uri` (rename or upload)."""
+    if is_s3(uri):
+        fd, tmp = tempfile.mkstemp(prefix="longvid-", suffix=".part")
+        os.close(fd)
+        try:
+            yield tmp
+            bucket, key = split_s3(uri)
+            s3_client().upload_file(tmp, bucket, key)  # multipart upload: the object appears only when complete
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return
+    os.makedirs(os.path.dirname(uri) or ".", exist_ok=True)
+    tmp = f"{uri}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        yield tmp
+        os.replace(tmp, uri)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def remove_stale_temporaries(uri_dir: str) -> None:
+    """Temporaries left by a killed run (local only; S3 multipart uploads that never completed are invisible)."""
+    if is_s3(uri_dir) or not os.path.isdir(uri_dir):
+        return
+    for root, _, files in os.walk(uri_dir):
+        for name in files:
+            if ".tmp-" in name:
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(root, name))
+
+
+def read_parquet(uri: str):
+    import pyarrow.parquet as pq
+
+    if is_s3(uri):
+        return pq.read_table(io.BytesIO(read_bytes(uri)))
+    return pq.read_table(uri)
+
+
+def parquet_bytes(table) -> bytes:
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
+
+
+def write_parquet(uri: str, table) -> bool:
+    return write_bytes_if_changed(uri, parquet_bytes(table))
+
+
+def copy_to_local(uri: str, dest_dir: str) -> str:
+    path = os.path.join(dest_dir, os.path.basename(uri) or "file")
+    with open_read(uri) as src, open(path, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+    return path

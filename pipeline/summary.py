@@ -1,0 +1,65 @@
+"""The build summary: counts that reconcile (stats/summary.json, deterministic) and the console table."""
+
+from __future__ import annotations
+
+import json
+
+from pipeline import storage
+from pipeline.manifest import Manifest
+from pipeline.progress import format_duration
+from schemas import layout
+
+
+def summarize(m: Manifest) -> dict:
+    records = [s.record for s in m.shards if s.record is not None]
+    return {
+        "inputs": len(m.crawl),
+        "accepted": len(m.videos),
+        "rejected": len(m.rejects),
+        "rejected_by_reason": m.reject_counts(),
+        "pending_probe": m.probe_pending,
+        "pending_scenes": m.scenes_pending,
+        "hours": round(sum(v["duration_s"] for v in m.videos) / 3600, 6),
+        "input_bytes": sum(v["bytes"] for v in m.videos),
+        "shards": len(records),
+        "shards_planned": len(m.shards),
+        "shard_bytes": sum(r["filesize"] for r in records),
+        "sharded_videos": sum(1 for v in m.videos if v["shard"]),
+    }
+
+
+def write(out_uri: str, summary: dict) -> None:
+    data = json.dumps(summary, indent=1, sort_keys=True).encode() + b"\n"
+    storage.write_bytes_if_changed(storage.join(out_uri, layout.STATS_SUMMARY), data)
+
+
+def _human_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def table(summary: dict, wall_s: float, stages: list[str]) -> str:
+    rows = [
+        ("stages run", ",".join(stages)),
+        ("inputs", summary["inputs"]),
+        ("accepted", summary["accepted"]),
+        ("rejected", summary["rejected"]),
+    ]
+    rows += [(f"  {reason}", n) for reason, n in summary["rejected_by_reason"].items()]
+    if summary["pending_probe"]:
+        rows.append(("not yet probed", summary["pending_probe"]))
+    if summary["pending_scenes"]:
+        rows.append(("no scenes yet", summary["pending_scenes"]))
+    rows += [
+        ("hours of video", f"{summary['hours']:.3f}"),
+        ("shards", f"{summary['shards']} of {summary['shards_planned']} planned"),
+        ("shard bytes", _human_bytes(summary["shard_bytes"])),
+        ("wall time", format_duration(wall_s)),
+    ]
+    width = max(len(str(k)) for k, _ in rows)
+    lines = ["", "LongVid build summary", "-" * (width + 24)]
+    lines += [f"{k:<{width}}  {v}" for k, v in rows]
+    return "\n".join(lines)

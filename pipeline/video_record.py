@@ -1,0 +1,87 @@
+"""Per-input work of the probe stage: fetch + hash, probe in an isolated process, and turn the outcome into a row."""
+
+from __future__ import annotations
+
+from pipeline import fetch, storage
+from pipeline.isolated import IsolatedFailure, IsolatedWorker
+from pipeline.probe import ProbeLimits
+from schemas import sample as sample_schema
+from schemas.config import BuildConfig
+
+PROBE_FIELD_NAMES = (
+    "container", "codec", "width", "height", "rotation", "fps", "num_frames", "duration_s", "has_audio", "bitrate",
+    "reader", "reader_num_frames", "reader_fps",
+)
+
+
+def video_id_of(sha256: str) -> str:
+    return sha256[:20]
+
+
+def field_extension(source_uri: str, container: str | None) -> str:
+    name = source_uri.split("?", 1)[0].rsplit("/", 1)[-1]
+    ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    if ext in sample_schema.VIDEO_EXTENSIONS:
+        return ext
+    return sample_schema.FORMAT_EXTENSIONS.get(container or "", "mp4")
+
+
+def limits_of(cfg: BuildConfig) -> ProbeLimits:
+    p = cfg.probe
+    return ProbeLimits(p.min_duration_s, p.max_duration_s, p.max_pixels, p.check_integrity)
+
+
+def http_policy_of(cfg: BuildConfig) -> fetch.HttpPolicy:
+    c = cfg.crawl
+    return fetch.HttpPolicy(c.http_timeout_s, c.http_retries, c.http_backoff_s)
+
+
+def probe_input(item: dict, cfg: BuildConfig, worker: IsolatedWorker) -> dict:
+    """One PROBE_PART row for one crawl row; never raises for a bad input."""
+    row = {k: item[k] for k in ("source_uri", "source", "source_metadata")}
+    row.update(ok=False, reason=None, message=None)
+    uri = item["source_uri"]
+    try:
+        with fetch.fetch(uri, cfg.probe.max_bytes, http_policy_of(cfg), item.get("size_hint")) as got:
+            row.update(sha256=got.sha256, video_id=video_id_of(got.sha256), bytes=got.bytes)
+            try:
+                fields = worker.call("probe", cfg.probe.timeout_s, path=got.path, **limits_of(cfg).as_kwargs())
+            except IsolatedFailure as e:
+                message = e.message.replace(got.path, uri) if got.path != uri else e.message
+                row.update(reason=e.reason, message=message)
+                return row
+    except fetch.FetchError as e:
+        row.update(reason=e.reason, message=e.message)
+        return row
+    row.update({k: fields[k] for k in PROBE_FIELD_NAMES})
+    row["extension"] = field_extension(uri, fields["container"])
+    row["ok"] = True
+    return row
+
+
+def local_copy_checked(uri: str, sha256: str, cfg: BuildConfig):
+    """Context manager giving a local path whose bytes hash to `sha256` (the source must not have changed)."""
+    ctx = fetch.fetch(uri, cfg.probe.max_bytes, http_policy_of(cfg))
+    return _Checked(ctx, uri, sha256)
+
+
+class SourceChanged(RuntimeError):
+    pass
+
+
+class _Checked:
+    def __init__(self, ctx, uri: str, sha256: str):
+        self.ctx, self.uri, self.sha256 = ctx, uri, sha256
+
+    def __enter__(self) -> str:
+        got = self.ctx.__enter__()
+        if got.sha256 != self.sha256:
+            self.ctx.__exit__(None, None, None)
+            raise SourceChanged(f"{self.uri} changed since it was probed (sha256 {got.sha256[:12]}… != "
+                                f"{self.sha256[:12]}…): rerun from the probe stage")
+        return got.path
+
+    def __exit__(self, *exc):
+        return self.ctx.__exit__(*exc)
+
+

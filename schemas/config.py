@@ -1,0 +1,358 @@
+"""The build config: typed sections with defaults, loaded from YAML plus overrides, validated before any work.
+
+Every problem is a ConfigError naming the dotted key, what is wrong and how to fix it; the job turns it into
+`config error: <key>: <what> (<fix>)` and exit code 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
+
+import yaml
+
+from schemas.sample import VIDEO_EXTENSIONS
+
+GiB = 1024**3
+
+
+class ConfigError(ValueError):
+    def __init__(self, key: str, problem: str, fix: str):
+        self.key, self.problem, self.fix = key, problem, fix
+        super().__init__(f"config error: {key}: {problem} ({fix})")
+
+
+@dataclass
+class RayConfig:
+    address: Optional[str] = None  # None: $RAY_ADDRESS when set (ray job submit sets it), else an in-process Ray
+    num_cpus: Optional[int] = None  # in-process Ray only; None = all cores
+
+
+@dataclass
+class StorageConfig:
+    s3_endpoint_url: Optional[str] = None  # None: boto3's own resolution ($AWS_ENDPOINT_URL, profile, AWS)
+    s3_region: Optional[str] = None
+
+
+@dataclass
+class CrawlConfig:
+    extensions: list[str] = field(default_factory=lambda: list(VIDEO_EXTENSIONS))
+    http_timeout_s: float = 60.0
+    http_retries: int = 3
+    http_backoff_s: float = 1.0
+
+
+@dataclass
+class ProbeConfig:
+    min_duration_s: float = 1.0
+    max_duration_s: float = 4 * 3600.0
+    max_pixels: int = 3840 * 2160
+    max_bytes: int = 64 * GiB
+    timeout_s: float = 600.0  # per file: probe + reader check, in an isolated process
+    check_integrity: bool = True  # demux every packet to catch truncated files (no decoding)
+    part_size: int = 32  # inputs per resumable work unit
+
+
+@dataclass
+class ScenesConfig:
+    detector: str = "content"  # content | adaptive | threshold | histogram | hash (PySceneDetect detectors)
+    threshold: Optional[float] = None  # None: the detector's own default
+    min_scene_len_s: float = 0.5
+    downscale: Optional[int] = None  # None: PySceneDetect's automatic downscale
+    timeout_s: float = 3600.0
+    part_size: int = 16
+
+
+@dataclass
+class SamplingStageConfig:
+    min_frames: int
+    max_frames: int
+    sample: str = "dynamic_fps1"  # dynamic_fps1 | middle
+    resolution: int = 224
+
+
+def _default_sampling_stages() -> dict[str, SamplingStageConfig]:
+    return {
+        "stage1": SamplingStageConfig(1, 4, "middle", 224),
+        "stage2": SamplingStageConfig(1, 8, "dynamic_fps1", 224),
+        "stage3": SamplingStageConfig(64, 512, "dynamic_fps1", 224),
+        "stage4": SamplingStageConfig(64, 512, "dynamic_fps1", 448),
+    }
+
+
+SAMPLE_TYPES = ("dynamic_fps1", "middle")
+SCENE_DETECTORS = ("content", "adaptive", "threshold", "histogram", "hash")
+PAYLOADS = ("video", "frames")
+
+
+@dataclass
+class SamplingConfig:
+    clip_len: int = 4
+    stages: dict[str, SamplingStageConfig] = field(default_factory=_default_sampling_stages)
+
+
+@dataclass
+class ShardConfig:
+    target_bytes: int = 1 * GiB
+    max_samples: int = 10_000
+    payload: str = "video"  # video: original bytes + json; frames: also the sampled frames of frames_stage as JPEG
+    frames_stage: str = "stage3"
+    jpeg_quality: int = 90
+
+
+@dataclass
+class BuildConfig:
+    sources: list[str] = field(default_factory=list)
+    out: str = ""
+    stages: list[str] = field(default_factory=lambda: ["ingest"])
+    ray: RayConfig = field(default_factory=RayConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    crawl: CrawlConfig = field(default_factory=CrawlConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    scenes: ScenesConfig = field(default_factory=ScenesConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    shard: ShardConfig = field(default_factory=ShardConfig)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Generic dict → dataclass conversion with key-precise errors
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4,
+          "ki": 1024, "mi": 1024**2, "gi": 1024**3, "ti": 1024**4}
+
+
+def parse_size(text: str) -> int:
+    """'1GiB' → 1073741824, '500MB' → 500000000, '123' → 123."""
+    m = _SIZE.match(text)
+    if not m:
+        raise ValueError(text)
+    unit = (m.group(2) or "").lower().rstrip("b")
+    return int(float(m.group(1)) * _UNITS[unit])
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(value, args[0], key)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(key, f"expected a mapping, got {type(value).__name__}", "write it as `key: value` lines")
+        return _from_dict(tp, value, key)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = [value] if not isinstance(value, str) else [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(key, f"expected a list, got {type(value).__name__}", "write a YAML list")
+        return [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        _, item = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(key, f"expected a mapping, got {type(value).__name__}", "write it as `name: {...}` lines")
+        return {str(k): _convert(v, item, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(key, f"expected true or false, got {value!r}", "use true or false")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(key, f"expected an integer, got {value!r}", "give a whole number")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str) and key.endswith(("bytes", "_bytes")):
+            try:
+                return parse_size(value)
+            except ValueError:
+                pass
+            raise ConfigError(key, f"cannot read {value!r} as a size", "give bytes or a size like 512MiB or 1GiB")
+        raise ConfigError(key, f"expected an integer, got {value!r}", "give a whole number")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(key, f"expected a number, got {value!r}", "give a number such as 1.5")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(key, f"expected a string, got {value!r}", "quote the value")
+    raise ConfigError(key, f"unsupported type {_type_name(tp)}", "this is a bug in the config schema")
+
+
+def _from_dict(cls: type, data: dict, prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in data.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if k not in known:
+            raise ConfigError(key, "unknown key", f"known keys here: {', '.join(sorted(known))}")
+        kwargs[k] = _convert(v, hints[k], key)
+    missing = [f.name for f in dataclasses.fields(cls)
+               if f.name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        key = f"{prefix}.{missing[0]}" if prefix else missing[0]
+        raise ConfigError(key, "missing", "this key is required here")
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def apply_override(data: dict, assignment: str) -> dict:
+    """`a.b.c=value` (value read as YAML) into a nested dict."""
+    if "=" not in assignment:
+        raise ConfigError(assignment, "an override needs `key=value`", "write --set probe.timeout_s=120")
+    key, raw = assignment.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(key, f"cannot read value {raw!r}: {e}", "quote the value")
+    node = data
+    parts = key.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(key, f"{p} is not a section", "override a key inside a section")
+    node[parts[-1]] = value
+    return data
+
+
+def load_yaml(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise ConfigError("--config", f"file not found: {path}", "give the path of a YAML config")
+    except yaml.YAMLError as e:
+        raise ConfigError("--config", f"{path} is not valid YAML: {e}", "fix the YAML syntax")
+    if not isinstance(data, dict):
+        raise ConfigError("--config", f"{path} must hold a mapping at top level", "write `key: value` lines")
+    return data
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Semantic checks
+
+
+SOURCE_SCHEMES = ("http://", "https://", "s3://")
+
+
+def _check_uri(key: str, uri: str, must_exist: bool) -> None:
+    if "://" in uri:
+        if not uri.startswith(SOURCE_SCHEMES):
+            scheme = uri.split("://", 1)[0]
+            raise ConfigError(key, f"scheme {scheme!r} is not supported", "use a local path, s3://, http:// or https://")
+        if uri.startswith("s3://") and len(uri) <= len("s3://"):
+            raise ConfigError(key, "s3 URI has no bucket", "write s3://bucket/prefix")
+    elif must_exist and not os.path.exists(uri):
+        raise ConfigError(key, f"local path does not exist: {uri}", "check the path or create it")
+
+
+def _positive(key: str, value: float, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(key, f"must be {'>= 0' if allow_zero else '> 0'}, got {value}", "give a positive value")
+
+
+def validate(cfg: BuildConfig) -> BuildConfig:
+    if not cfg.out:
+        raise ConfigError("out", "missing", "give an output path or s3:// URI with --out or `out:`")
+    _check_uri("out", cfg.out, must_exist=False)
+    if cfg.out.startswith(("http://", "https://")):
+        raise ConfigError("out", "cannot write to an http URL", "use a local path or s3://bucket/prefix")
+    for i, s in enumerate(cfg.sources):
+        _check_uri(f"sources[{i}]", s, must_exist=True)
+    if not cfg.stages:
+        raise ConfigError("stages", "empty", "name at least one stage, e.g. ingest")
+
+    p = cfg.probe
+    _positive("probe.min_duration_s", p.min_duration_s, allow_zero=True)
+    _positive("probe.max_duration_s", p.max_duration_s)
+    if p.max_duration_s <= p.min_duration_s:
+        raise ConfigError("probe.max_duration_s", f"{p.max_duration_s} is not above min_duration_s {p.min_duration_s}",
+                          "raise max_duration_s or lower min_duration_s")
+    for k in ("max_pixels", "max_bytes", "timeout_s", "part_size"):
+        _positive(f"probe.{k}", getattr(p, k))
+
+    c = cfg.crawl
+    _positive("crawl.http_timeout_s", c.http_timeout_s)
+    _positive("crawl.http_retries", c.http_retries, allow_zero=True)
+    _positive("crawl.http_backoff_s", c.http_backoff_s, allow_zero=True)
+    if not c.extensions:
+        raise ConfigError("crawl.extensions", "empty", "list the video extensions to pick up, e.g. [mp4, mkv]")
+    c.extensions = [e.lower().lstrip(".") for e in c.extensions]
+
+    s = cfg.scenes
+    if s.detector not in SCENE_DETECTORS:
+        raise ConfigError("scenes.detector", f"unknown detector {s.detector!r}", f"use one of {', '.join(SCENE_DETECTORS)}")
+    _positive("scenes.threshold", s.threshold)
+    _positive("scenes.min_scene_len_s", s.min_scene_len_s, allow_zero=True)
+    _positive("scenes.downscale", s.downscale)
+    _positive("scenes.timeout_s", s.timeout_s)
+    _positive("scenes.part_size", s.part_size)
+
+    sm = cfg.sampling
+    _positive("sampling.clip_len", sm.clip_len)
+    if not sm.stages:
+        raise ConfigError("sampling.stages", "empty", "define at least one curriculum stage")
+    for name, st in sm.stages.items():
+        key = f"sampling.stages.{name}"
+        if st.sample not in SAMPLE_TYPES:
+            raise ConfigError(f"{key}.sample", f"unknown sampling {st.sample!r}", f"use one of {', '.join(SAMPLE_TYPES)}")
+        _positive(f"{key}.min_frames", st.min_frames)
+        _positive(f"{key}.max_frames", st.max_frames)
+        _positive(f"{key}.resolution", st.resolution)
+        if st.max_frames < st.min_frames:
+            raise ConfigError(f"{key}.max_frames", f"{st.max_frames} is below min_frames {st.min_frames}",
+                              "make max_frames >= min_frames")
+
+    sh = cfg.shard
+    _positive("shard.target_bytes", sh.target_bytes)
+    _positive("shard.max_samples", sh.max_samples)
+    if sh.payload not in PAYLOADS:
+        raise ConfigError("shard.payload", f"unknown payload {sh.payload!r}", f"use one of {', '.join(PAYLOADS)}")
+    if sh.payload == "frames" and sh.frames_stage not in sm.stages:
+        raise ConfigError("shard.frames_stage", f"no sampling stage named {sh.frames_stage!r}",
+                          f"use one of {', '.join(sm.stages)}")
+    if not 1 <= sh.jpeg_quality <= 100:
+        raise ConfigError("shard.jpeg_quality", f"{sh.jpeg_quality} is outside 1..100", "use 1..100, e.g. 90")
+    if cfg.ray.num_cpus is not None:
+        _positive("ray.num_cpus", cfg.ray.num_cpus)
+    return cfg
+
+
+def build(data: dict, overrides: list[str] = ()) -> BuildConfig:
+    """Defaults, then the file's values, then `--set` overrides. A curriculum stage set to null is removed."""
+    data = merge(to_dict(BuildConfig()), data)
+    for o in overrides:
+        data = apply_override(data, o)
+    stages = (data.get("sampling") or {}).get("stages")
+    if isinstance(stages, dict):
+        data["sampling"]["stages"] = {k: v for k, v in stages.items() if v is not None}
+    return validate(_from_dict(BuildConfig, data, ""))

@@ -1,0 +1,111 @@
+"""Arrow schemas of every Parquet table a build writes, and a strict row→table converter."""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+import pyarrow as pa
+
+SCENE = pa.struct([("start_s", pa.float64()), ("end_s", pa.float64())])
+
+SAMPLING_PLAN = pa.struct(
+    [
+        ("stage", pa.string()),
+        ("sample", pa.string()),
+        ("min_frames", pa.int32()),
+        ("max_frames", pa.int32()),
+        ("resolution", pa.int32()),
+        ("duration_s", pa.float64()),
+        ("frame_indices", pa.list_(pa.int32())),
+        ("timestamps_s", pa.list_(pa.float64())),
+        ("prompt", pa.string()),
+    ]
+)
+
+# What the probe learns about one input file; shared by the probe parts and the videos manifest.
+PROBE_FIELDS = [
+    pa.field("sha256", pa.string()),
+    pa.field("video_id", pa.string()),
+    pa.field("bytes", pa.int64()),
+    pa.field("extension", pa.string()),
+    pa.field("container", pa.string()),
+    pa.field("codec", pa.string()),
+    pa.field("width", pa.int32()),
+    pa.field("height", pa.int32()),
+    pa.field("rotation", pa.int32()),
+    pa.field("fps", pa.float64()),
+    pa.field("num_frames", pa.int64()),
+    pa.field("duration_s", pa.float64()),
+    pa.field("has_audio", pa.bool_()),
+    pa.field("bitrate", pa.int64()),
+    # The training reader's view (decord, or PyAV where decord fails): sampling plans use these.
+    pa.field("reader", pa.string()),
+    pa.field("reader_num_frames", pa.int64()),
+    pa.field("reader_fps", pa.float64()),
+]
+
+SOURCE_FIELDS = [
+    pa.field("source_uri", pa.string(), nullable=False),
+    pa.field("source", pa.string()),  # the configured source (directory, manifest, prefix, URL) that listed it
+    pa.field("source_metadata", pa.string()),  # JSON object of carried manifest columns
+]
+
+CRAWL = pa.schema(SOURCE_FIELDS + [pa.field("size_hint", pa.int64())])
+
+PROBE_PART = pa.schema(
+    SOURCE_FIELDS
+    + [pa.field("ok", pa.bool_()), pa.field("reason", pa.string()), pa.field("message", pa.string())]
+    + PROBE_FIELDS
+)
+
+SCENES_PART = pa.schema(
+    [
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("ok", pa.bool_()),
+        pa.field("reason", pa.string()),
+        pa.field("message", pa.string()),
+        pa.field("scenes", pa.list_(SCENE)),
+    ]
+)
+
+VIDEOS = pa.schema(
+    [pa.field("video_id", pa.string(), nullable=False)]
+    + SOURCE_FIELDS
+    + [f for f in PROBE_FIELDS if f.name != "video_id"]
+    + [
+        pa.field("scenes", pa.list_(SCENE)),
+        pa.field("sampling", pa.list_(SAMPLING_PLAN)),
+        pa.field("shard", pa.string()),
+    ]
+)
+
+REJECTS = pa.schema(
+    SOURCE_FIELDS
+    + [
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("message", pa.string()),
+        pa.field("duplicate_of", pa.string()),
+        pa.field("sha256", pa.string()),
+        pa.field("bytes", pa.int64()),
+        pa.field("stage", pa.string()),  # the stage that rejected it
+    ]
+)
+
+
+class SchemaMismatch(ValueError):
+    pass
+
+
+def to_table(rows: Iterable[Mapping], schema: pa.Schema) -> pa.Table:
+    """Build a table from dict rows, refusing keys the schema lacks (a typo would otherwise drop data silently)."""
+    rows = list(rows)
+    names = set(schema.names)
+    for row in rows:
+        extra = set(row) - names
+        if extra:
+            raise SchemaMismatch(f"columns not in schema: {sorted(extra)}")
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def empty(schema: pa.Schema) -> pa.Table:
+    return schema.empty_table()

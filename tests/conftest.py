@@ -1,0 +1,91 @@
+"""Shared fixtures: a corpus of real ffmpeg-encoded videos with known content and broken files, an in-process Ray,
+and a config builder. S3 tests talk to a real moto_server on 127.0.0.1 (see test_s3.py)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# Fake credentials for the local S3 endpoint, set before Ray starts so its workers inherit them.
+for _k, _v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+               "AWS_EC2_METADATA_DISABLED": "true"}.items():
+    os.environ[_k] = _v
+os.environ.pop("AWS_PROFILE", None)
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+
+from pipeline import synthetic  # noqa: E402
+from schemas import config as config_schema  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Corpus:
+    root: Path
+    good: dict  # file name -> SyntheticVideo (known duration and cuts)
+    broken: dict  # file name -> expected reject reason
+    duplicate: tuple  # (copy name, original name)
+
+
+GOOD = {
+    "cuts.mp4": synthetic.SyntheticVideo([4, 3, 5]),
+    "with audio and spaces.mp4": synthetic.SyntheticVideo([3, 3], audio=True),
+    "ünïcode.name.v2.mp4": synthetic.SyntheticVideo([2.5, 2.5], width=256, height=144),
+    "sub dir/clip.webm": synthetic.SyntheticVideo([3, 2], codec="libvpx"),
+}
+BROKEN = {
+    "zero.mp4": "unreadable",
+    "random.mp4": "unreadable",
+    "page.mp4": "unreadable",
+    "truncated.mp4": "unreadable",
+    "audio_only.mp4": "no_video_stream",
+    "short.mp4": "too_short",
+}
+
+
+def build_corpus(root: Path) -> Corpus:
+    for name, video in GOOD.items():
+        synthetic.write(video, str(root / name))
+    (root / "zero.mp4").write_bytes(b"")
+    synthetic.write_random_bytes(str(root / "random.mp4"))
+    synthetic.write_html_named_video(str(root / "page.mp4"))
+    synthetic.write_truncated_copy(str(root / "cuts.mp4"), str(root / "truncated.mp4"), 0.5)
+    synthetic.write_audio_only(str(root / "audio_only.mp4"))
+    synthetic.write(synthetic.SyntheticVideo([0.5]), str(root / "short.mp4"))
+    (root / "copies").mkdir()
+    shutil.copyfile(root / "cuts.mp4", root / "copies" / "cuts copy.mp4")
+    (root / "notes.txt").write_text("not a video: the crawler skips it\n")
+    return Corpus(root, GOOD, BROKEN, ("copies/cuts copy.mp4", "cuts.mp4"))
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory) -> Corpus:
+    return build_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One in-process Ray for the whole session (starting Ray costs seconds on 2 cores)."""
+    import ray
+
+    from pipeline import ray_runtime
+
+    ray_runtime.init(num_cpus=2)
+    yield ray
+    ray.shutdown()
+
+
+def make_config(sources, out, overrides=(), **data) -> config_schema.BuildConfig:
+    data = {"sources": [str(s) for s in sources], "out": str(out), **data}
+    return config_schema.build(data, list(overrides))
+
+
+@pytest.fixture
+def config_factory():
+    return make_config
