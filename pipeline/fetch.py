@@ -16,15 +16,14 @@ from dataclasses import dataclass
 from typing import Iterator, Optional
 
 from pipeline import storage
+from pipeline.errors import Rejection
 from schemas import reasons
 
 CHUNK = 1 << 20
 
 
-class FetchError(Exception):
-    def __init__(self, reason: str, message: str):
-        self.reason, self.message = reason, message
-        super().__init__(f"{reason}: {message}")
+class FetchError(Rejection):
+    pass
 
 
 @dataclass(frozen=True)

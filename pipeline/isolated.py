@@ -16,13 +16,12 @@ import sys
 import time
 from typing import Any
 
+from pipeline.errors import Rejection
 from schemas import reasons
 
 
-class IsolatedFailure(Exception):
-    def __init__(self, reason: str, message: str):
-        self.reason, self.message = reason, message
-        super().__init__(f"{reason}: {message}")
+class IsolatedFailure(Rejection):
+    pass
 
 
 class IsolatedWorker:

@@ -10,13 +10,12 @@ import math
 import os
 from dataclasses import asdict, dataclass
 
+from pipeline.errors import Rejection
 from schemas import reasons
 
 
-class ProbeReject(Exception):
-    def __init__(self, reason: str, message: str):
-        self.reason, self.message = reason, message
-        super().__init__(f"{reason}: {message}")
+class ProbeReject(Rejection):
+    pass
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,7 @@ def write(video: SyntheticVideo, path: str) -> str:
     if video.codec == "libx264":
         codec_args += ["-preset", "ultrafast", "-crf", "28"]
     elif video.codec.startswith("libvpx"):
-        codec_args += ["-deadline", "realtime", "-cpu-used", "8", "-b:v", "300k"]
+        codec_args += ["-deadline", "realtime", "-cpu-used", "8", "-crf", "20", "-b:v", "1M"]
     args += codec_args + ["-r", str(video.fps), *video.extra_args, path]
     ffmpeg.run(args)
     return path
