@@ -24,7 +24,8 @@ class SourceError(ValueError):
 
 
 def _extension(uri: str) -> str:
-    name = uri.split("?", 1)[0].rsplit("/", 1)[-1]
+    path = uri.split("?", 1)[0] if storage.is_http(uri) else uri  # only URLs carry a query string
+    name = path.rsplit("/", 1)[-1]
     return name.rsplit(".", 1)[-1].lower() if "." in name else ""
 
 
@@ -37,9 +38,25 @@ def _row(uri: str, source: str, metadata: dict | None = None, size: int | None =
     }
 
 
+def _read_bytes(uri: str) -> bytes:
+    if storage.is_http(uri):
+        import requests
+
+        resp = requests.get(uri, timeout=60)
+        if resp.status_code != 200:
+            raise SourceError(f"cannot read manifest {uri}: HTTP {resp.status_code}")
+        return resp.content
+    return storage.read_bytes(uri)
+
+
+def _is_manifest(uri: str) -> bool:
+    path = uri.split("?", 1)[0] if storage.is_http(uri) else uri
+    return path.lower().endswith(MANIFEST_SUFFIXES)
+
+
 def _read_manifest_records(uri: str) -> list[dict]:
-    data = storage.read_bytes(uri)
-    lower = uri.lower()
+    data = _read_bytes(uri)
+    lower = (uri.split("?", 1)[0] if storage.is_http(uri) else uri).lower()
     if lower.endswith(".parquet"):
         import pyarrow.parquet as pq
 
@@ -60,6 +77,10 @@ def _read_manifest_records(uri: str) -> list[dict]:
 def _resolve(ref: str, manifest_uri: str) -> str:
     if "://" in ref:
         return ref
+    if storage.is_http(manifest_uri):
+        from urllib.parse import urljoin
+
+        return urljoin(manifest_uri, ref)
     if storage.is_s3(manifest_uri):
         return posixpath.normpath(posixpath.join(manifest_uri.rsplit("/", 1)[0], ref)).replace("s3:/", "s3://", 1)
     return os.path.normpath(os.path.join(os.path.dirname(manifest_uri), os.path.expanduser(ref)))
@@ -77,13 +98,13 @@ def list_manifest(uri: str) -> Iterator[dict]:
 
 def list_source(source: str, extensions: Iterable[str]) -> Iterator[dict]:
     exts = {e.lower() for e in extensions}
+    if _is_manifest(source) and (storage.is_http(source) or storage.is_s3(source)):
+        yield from list_manifest(source)
+        return
     if storage.is_http(source):
         yield _row(source, source)
         return
     if storage.is_s3(source):
-        if source.lower().endswith(MANIFEST_SUFFIXES):
-            yield from list_manifest(source)
-            return
         if _extension(source) in exts and storage.exists(source):
             yield _row(source, source, size=storage.size(source))
             return
@@ -101,7 +122,7 @@ def list_source(source: str, extensions: Iterable[str]) -> Iterator[dict]:
         for uri, size in storage.list_files(path):
             if _extension(uri) in exts:
                 yield _row(uri, source, size=size)
-    elif path.lower().endswith(MANIFEST_SUFFIXES):
+    elif _is_manifest(path):
         yield from list_manifest(path)
     elif os.path.isfile(path):
         yield _row(path, source, size=os.path.getsize(path))

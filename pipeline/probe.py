@@ -119,9 +119,15 @@ def analyze(path: str, min_duration_s: float, max_duration_s: float, max_pixels:
                 duration = end - float((stream.start_time or 0) * stream.time_base)
         if not duration or duration <= 0 or not fps:
             raise ProbeReject(reasons.UNREADABLE, "cannot determine duration or frame rate")
-        if check_integrity and packets is not None and stream.frames and packets < 0.9 * stream.frames:
-            raise ProbeReject(reasons.UNREADABLE,
-                              f"truncated: {packets} of {stream.frames} video frames present in the file")
+        if check_integrity and packets is not None:
+            if stream.frames and packets < 0.9 * stream.frames:
+                raise ProbeReject(reasons.UNREADABLE,
+                                  f"truncated: {packets} of {stream.frames} video frames present in the file")
+            start = float((stream.start_time or 0) * stream.time_base) if stream.time_base else 0.0
+            # Matroska/WebM headers carry no frame count: compare the demuxed span with the declared duration
+            if end is not None and duration and (end - start) < 0.9 * duration - 1.0 / (fps or 25):
+                raise ProbeReject(reasons.UNREADABLE, f"truncated: video data ends at {end - start:.2f} s of a "
+                                  f"declared {duration:.2f} s")
         num_frames = int(stream.frames or packets or round(duration * fps))
         if duration < min_duration_s:
             raise ProbeReject(reasons.TOO_SHORT, f"{duration:.2f} s is below the minimum of {min_duration_s:g} s")

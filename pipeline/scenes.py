@@ -38,5 +38,5 @@ def detect_scenes(path: str, duration_s: float, detector: str = "content", thres
         manager.auto_downscale = False
         manager.downscale = downscale
     manager.detect_scenes(video=video, show_progress=False)
-    cuts = [start.get_seconds() for start, _ in manager.get_scene_list(start_in_scene=True)[1:]]
+    cuts = [start.seconds for start, _ in manager.get_scene_list(start_in_scene=True)[1:]]
     return contiguous(cuts, duration_s)

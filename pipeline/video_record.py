@@ -19,7 +19,8 @@ def video_id_of(sha256: str) -> str:
 
 
 def field_extension(source_uri: str, container: str | None) -> str:
-    name = source_uri.split("?", 1)[0].rsplit("/", 1)[-1]
+    path = source_uri.split("?", 1)[0] if storage.is_http(source_uri) else source_uri
+    name = path.rsplit("/", 1)[-1]
     ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
     if ext in sample_schema.VIDEO_EXTENSIONS:
         return ext
