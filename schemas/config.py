@@ -55,7 +55,7 @@ class ProbeConfig:
     max_bytes: int = 64 * GiB
     timeout_s: float = 600.0  # per file: probe + reader check, in an isolated process
     check_integrity: bool = True  # demux every packet to catch truncated files (no decoding)
-    part_size: int = 32  # inputs per resumable work unit
+    part_size: int = 16  # inputs per resumable work unit (one Ray task each)
 
 
 @dataclass
@@ -65,7 +65,7 @@ class ScenesConfig:
     min_scene_len_s: float = 0.5
     downscale: Optional[int] = None  # None: PySceneDetect's automatic downscale
     timeout_s: float = 3600.0
-    part_size: int = 16
+    part_size: int = 4  # videos per resumable work unit; small, since one long video takes minutes
 
 
 @dataclass
