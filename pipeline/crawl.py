@@ -10,7 +10,6 @@ import csv
 import io
 import json
 import os
-import posixpath
 from typing import Iterable, Iterator
 
 from pipeline import storage
@@ -82,7 +81,16 @@ def _resolve(ref: str, manifest_uri: str) -> str:
 
         return urljoin(manifest_uri, ref)
     if storage.is_s3(manifest_uri):
-        return posixpath.normpath(posixpath.join(manifest_uri.rsplit("/", 1)[0], ref)).replace("s3:/", "s3://", 1)
+        bucket, key = storage.split_s3(manifest_uri)
+        segments = key.split("/")[:-1] if not ref.startswith("/") else []
+        for seg in ref.lstrip("/").split("/"):
+            if seg == "..":
+                if not segments:
+                    raise SourceError(f"{manifest_uri}: {ref!r} points outside bucket {bucket!r}")
+                segments.pop()
+            elif seg != ".":
+                segments.append(seg)
+        return f"s3://{bucket}/{'/'.join(segments)}"
     return os.path.normpath(os.path.join(os.path.dirname(manifest_uri), os.path.expanduser(ref)))
 
 

@@ -30,7 +30,7 @@ class Corpus:
     root: Path
     good: dict  # file name -> SyntheticVideo (known duration and cuts)
     broken: dict  # file name -> expected reject reason
-    duplicate: tuple  # (copy name, original name)
+    duplicate: tuple  # two names holding the same bytes (the one first by URI is kept)
 
 
 GOOD = {
