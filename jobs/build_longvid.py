@@ -16,6 +16,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pipeline import demo, runner  # noqa: E402
+from pipeline.context import StageInputMissing  # noqa: E402
+from pipeline.crawl import SourceError  # noqa: E402
 from pipeline import stages as registry  # noqa: E402
 from schemas import config as config_schema  # noqa: E402
 
@@ -61,7 +63,15 @@ def main(argv: list[str] | None = None) -> int:
     except config_schema.ConfigError as e:
         print(str(e), file=sys.stderr)
         return 2
-    runner.run_build(cfg)
+    try:
+        runner.run_build(cfg)
+    except SourceError as e:
+        print(f"config error: sources: {e} (check the source URI, its credentials and the manifest's columns)",
+              file=sys.stderr)
+        return 2
+    except StageInputMissing as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

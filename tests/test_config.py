@@ -297,3 +297,20 @@ def test_cli_config_error_exits_2_before_work(tmp_path, extra, key, problem):
     assert "Traceback" not in proc.stderr
     assert not out.exists(), "the job did work before rejecting its config"
     assert list(src.iterdir()) == []
+
+
+def test_cli_unlistable_source_and_missing_stage_input_are_clear_errors(tmp_path):
+    """Errors found once Ray is up still end in one clear line, not a traceback."""
+    manifest = tmp_path / "list.csv"
+    manifest.write_text("name,lang\nclip.mp4,en\n")  # no url/path column
+    proc = subprocess.run([sys.executable, "jobs/build_longvid.py", "--source", str(manifest), "--out",
+                           str(tmp_path / "out"), "--set", "ray.num_cpus=1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "config error: sources:" in proc.stderr and "no `url` or `path`" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = subprocess.run([sys.executable, "jobs/build_longvid.py", "--source", str(manifest), "--out",
+                           str(tmp_path / "out2"), "--stages", "shard", "--set", "ray.num_cpus=1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert "run the `crawl` stage first" in proc.stderr and "Traceback" not in proc.stderr
