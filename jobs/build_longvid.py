@@ -45,6 +45,8 @@ def load_config(args: argparse.Namespace) -> config_schema.BuildConfig:
     if not args.config and not args.source:
         data["sources"] = [demo.ensure_corpus()]
         data.setdefault("out", os.path.join(demo.DEMO_ROOT, "out"))
+        data.setdefault("stages", list(demo.DEMO_STAGES))
+        data = config_schema.merge(demo.DEMO_SETTINGS, data)
     cfg = config_schema.build(data, args.overrides)
     try:
         stages = registry.resolve(cfg.stages)
@@ -53,6 +55,11 @@ def load_config(args: argparse.Namespace) -> config_schema.BuildConfig:
         raise config_schema.ConfigError("stages", f"unknown stage {e.args[0]!r}", f"use any of {known}")
     if "crawl" in stages and not cfg.sources:
         raise config_schema.ConfigError("sources", "empty", "give at least one --source or `sources:` entry")
+    encoder = cfg.hico.encoder
+    if "hico" in stages and not encoder.checkpoint and not encoder.allow_random_init:
+        raise config_schema.ConfigError("hico.encoder.checkpoint", "missing",
+                                        "give a local UMT-L checkpoint (.safetensors/.pt), or set "
+                                        "hico.encoder.allow_random_init: true for tests and demos")
     return cfg
 
 

@@ -9,6 +9,10 @@ import shutil
 from pipeline import synthetic
 
 DEMO_ROOT = "longvid-demo"
+DEMO_STAGES = ("ingest", "hico")
+# The demo has no real checkpoint: a tiny random-weight encoder shows the hico stage end to end, and every token
+# row it writes says random_init = true.
+DEMO_SETTINGS = {"hico": {"encoder": {"preset": "tiny", "allow_random_init": True}}}
 DEMO_VIDEOS = {
     "lecture_cuts.mp4": synthetic.SyntheticVideo([20, 25, 15, 30]),
     "street walk (audio).mp4": synthetic.SyntheticVideo([30, 45], audio=True),

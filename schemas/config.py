@@ -105,6 +105,33 @@ class ShardConfig:
     jpeg_quality: int = 90
 
 
+ENCODER_PRESETS = ("umt_large_videochat_flash", "umt_large", "tiny")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass
+class EncoderConfig:
+    checkpoint: Optional[str] = None  # local .safetensors / .pt / .pth state dict of the UMT-L vision encoder
+    # umt_large_videochat_flash: ViT-L/16 laid out like the released VideoChat-Flash UMT-L weights (joint 1-D sin-cos
+    # table, q/v biases); umt_large: the same size with separable sin-cos; tiny: tests and demo
+    preset: str = "umt_large_videochat_flash"
+    key_prefixes: list[str] = field(default_factory=lambda: ["vision_tower.", "module.", "encoder."])
+    allow_random_init: bool = False  # tests and demo only: every output row records random_init
+    seed: int = 0
+
+
+@dataclass
+class HicoConfig:
+    stage: str = "stage3"  # curriculum stage whose sampled frames (and resolution) are encoded
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    tokens_per_frame: int = 16
+    batch_clips: int = 8  # clips per encoder forward
+    num_gpus: Optional[float] = None  # per actor; None: 1 when the cluster has GPUs, else 0 (CPU)
+    pool_size: int = 1  # encoder actors
+    dtype: str = "auto"  # auto: bfloat16 on GPU, float32 on CPU
+    row_group_bytes: int = 256 * 1024**2
+
+
 @dataclass
 class BuildConfig:
     sources: list[str] = field(default_factory=list)
@@ -117,6 +144,7 @@ class BuildConfig:
     scenes: ScenesConfig = field(default_factory=ScenesConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     shard: ShardConfig = field(default_factory=ShardConfig)
+    hico: HicoConfig = field(default_factory=HicoConfig)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -342,6 +370,19 @@ def validate(cfg: BuildConfig) -> BuildConfig:
                           f"use one of {', '.join(sm.stages)}")
     if not 1 <= sh.jpeg_quality <= 100:
         raise ConfigError("shard.jpeg_quality", f"{sh.jpeg_quality} is outside 1..100", "use 1..100, e.g. 90")
+    h = cfg.hico
+    if h.stage not in sm.stages:
+        raise ConfigError("hico.stage", f"no sampling stage named {h.stage!r}", f"use one of {', '.join(sm.stages)}")
+    if h.encoder.preset not in ENCODER_PRESETS:
+        raise ConfigError("hico.encoder.preset", f"unknown preset {h.encoder.preset!r}",
+                          f"use one of {', '.join(ENCODER_PRESETS)}")
+    if h.encoder.checkpoint:
+        _check_uri("hico.encoder.checkpoint", h.encoder.checkpoint, must_exist=True)
+    if h.dtype not in DTYPES:
+        raise ConfigError("hico.dtype", f"unknown dtype {h.dtype!r}", f"use one of {', '.join(DTYPES)}")
+    for k in ("tokens_per_frame", "batch_clips", "pool_size", "row_group_bytes"):
+        _positive(f"hico.{k}", getattr(h, k))
+    _positive("hico.num_gpus", h.num_gpus, allow_zero=True)
     if cfg.ray.num_cpus is not None:
         _positive("ray.num_cpus", cfg.ray.num_cpus)
     return cfg

@@ -32,3 +32,25 @@ def shard_record_path(index: int) -> str:
 def part_name(index: int, digest: str) -> str:
     """A work part is named by its position and a digest of its inputs, so a changed input set never reuses it."""
     return f"part-{index:06d}-{digest[:12]}.parquet"
+
+
+HICO_DIR = "hico"
+HICO_INDEX_NAME = "index.parquet"
+HICO_RECORDS_DIR = "work/hico"
+
+
+def hico_dir(stage: str) -> str:
+    return f"{HICO_DIR}/{stage}"
+
+
+def hico_part_path(stage: str, shard_index_or_name) -> str:
+    name = shard_index_or_name if isinstance(shard_index_or_name, str) else shard_name(shard_index_or_name)
+    return f"{hico_dir(stage)}/{name.removesuffix('.tar')}.parquet"
+
+
+def hico_index_path(stage: str) -> str:
+    return f"{hico_dir(stage)}/{HICO_INDEX_NAME}"
+
+
+def hico_record_path(stage: str, shard_name_: str) -> str:
+    return f"{HICO_RECORDS_DIR}/{stage}/{shard_name_.removesuffix('.tar')}.json"

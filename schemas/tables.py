@@ -109,3 +109,38 @@ def to_table(rows: Iterable[Mapping], schema: pa.Schema) -> pa.Table:
 
 def empty(schema: pa.Schema) -> pa.Table:
     return schema.empty_table()
+
+
+# HiCo clip tokens: one row per clip of `clip_len` sampled frames, merged to TOKENS_PER_CLIP tokens of width C.
+HICO_TOKEN_COLUMN = "tokens"
+HICO_TOKENS_PER_CLIP = 64
+
+
+def hico_schema(width: int, tokens_per_clip: int = HICO_TOKENS_PER_CLIP) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("video_id", pa.string(), nullable=False),
+            pa.field("stage", pa.string()),
+            pa.field("clip_index", pa.int32()),
+            pa.field("frame_indices", pa.list_(pa.int32())),
+            pa.field("t_start_s", pa.float64()),
+            pa.field("t_end_s", pa.float64()),
+            pa.field("padded", pa.bool_()),
+            pa.field(HICO_TOKEN_COLUMN, pa.fixed_shape_tensor(pa.float16(), [tokens_per_clip, width])),
+            pa.field("encoder_id", pa.string()),
+            pa.field("weights_sha256", pa.string()),
+            pa.field("random_init", pa.bool_()),
+        ]
+    )
+
+
+# Where each video's clips live: one row per (video, row group) segment, so a reader touches only those bytes.
+HICO_INDEX = pa.schema(
+    [
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("file", pa.string()),  # relative to the hico/<stage>/ folder
+        pa.field("row_group", pa.int32()),
+        pa.field("row_offset", pa.int32()),  # first row of the video inside the row group
+        pa.field("num_rows", pa.int32()),
+    ]
+)

@@ -14,6 +14,7 @@ STAGES: dict[str, str] = {
     "probe": "pipeline.stages.probe",
     "scenes": "pipeline.stages.scenes",
     "shard": "pipeline.stages.shard",
+    "hico": "pipeline.stages.hico",
 }
 
 GROUPS: dict[str, tuple[str, ...]] = {

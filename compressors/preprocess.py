@@ -1,0 +1,129 @@
+"""Frame preprocessing for the HiCo video encoder and grouping of sampled frames into clips.
+
+``preprocess_frames``: uint8 RGB frames ``[T, H, W, 3]`` -> float ``[T, 3, size, size]``: scale to [0, 1], plain
+square bicubic resize (``antialias=True``, ``align_corners=False``; no crop, aspect ratio not kept), clamp to
+[0, 1], ImageNet mean/std. ``size`` is 224 or 448 depending on the curriculum stage.
+
+With ``antialias=True`` torch's bicubic uses PIL's kernel (a = -0.5, widened when downscaling), so the result is
+PIL's ``resize(BICUBIC)`` up to rounding. Trainers whose image processor resizes uint8 images with PIL (the LLaVA /
+VideoChat-Flash ``UMTImageProcessor``) see 8-bit results: ``quantize=True`` rounds ours to 8-bit levels (then at
+most 1 level from PIL's, which also rounds between its horizontal and vertical passes), and ``backend="pil"``
+resizes each frame with PIL itself, bit-identical to such a processor (slower, CPU only).
+
+``plan_clips`` / ``clip_batch``: consecutive groups of ``clip_len`` sampled frames; a final short group is padded by
+repeating its last frame and marked ``padded``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def preprocess_frames(frames: np.ndarray | Tensor, size: int, device: torch.device | str | None = None,
+                      dtype: torch.dtype = torch.float32, *, quantize: bool = False,
+                      chunk_size: int = 32, backend: str = "torch") -> Tensor:
+    """uint8 ``[T, H, W, 3]`` RGB frames -> ``[T, 3, size, size]`` normalised pixels in ``dtype`` on ``device``.
+
+    The resize runs in float32, ``chunk_size`` frames at a time (so long full-HD videos do not need the whole
+    float copy at once). ``quantize`` rounds the resized pixels to 8-bit levels, as a PIL-based image processor does.
+    ``backend="pil"`` resizes with ``PIL.Image.resize(BICUBIC)`` frame by frame instead (implies 8-bit rounding).
+    """
+    if backend not in ("torch", "pil"):
+        raise ValueError(f"backend must be 'torch' or 'pil', got {backend!r}")
+    if isinstance(frames, np.ndarray):
+        frames = np.ascontiguousarray(frames)
+        frames = torch.from_numpy(frames if frames.flags.writeable else frames.copy())
+    if not isinstance(frames, Tensor):
+        raise TypeError(f"frames must be a numpy array or a torch tensor, got {type(frames).__name__}")
+    if frames.dtype != torch.uint8:
+        raise TypeError(f"frames must be uint8 RGB, got dtype {frames.dtype}")
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must have shape [T, H, W, 3], got {tuple(frames.shape)}")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"size must be a positive integer, got {size!r}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    device = torch.device(device) if device is not None else frames.device
+    n = frames.shape[0]
+    out = torch.empty((n, 3, size, size), dtype=dtype, device=device)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    for start in range(0, n, chunk_size):
+        chunk = frames[start:start + chunk_size]
+        if backend == "pil" and chunk.shape[1:3] != (size, size):
+            chunk = _pil_resize(chunk, size)
+        chunk = chunk.to(device)
+        x = chunk.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
+        if x.shape[-2:] != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
+        x = x.clamp_(0.0, 1.0)
+        if quantize:
+            x = x.mul_(255.0).round_().div_(255.0)
+        out[start:start + chunk.shape[0]] = ((x - mean) / std).to(dtype)
+    return out
+
+
+def _pil_resize(chunk: Tensor, size: int) -> Tensor:
+    from PIL import Image
+
+    arrays = chunk.cpu().numpy()
+    resized = [np.asarray(Image.fromarray(a).resize((size, size), Image.BICUBIC)) for a in arrays]
+    return torch.from_numpy(np.stack(resized))
+
+
+@dataclass
+class ClipSpec:
+    clip_index: int
+    positions: list[int]  # positions into the sampled-frame list, length clip_len
+    padded: bool  # True when the last positions repeat the clip's last real frame
+    n_real: int | None = None  # number of real (not repeated) frames; filled in when not given
+
+    def __post_init__(self) -> None:
+        if self.n_real is None:
+            self.n_real = len(self.positions)
+
+
+def plan_clips(num_frames: int, clip_len: int = 4) -> list[ClipSpec]:
+    """Consecutive groups of ``clip_len`` sampled frames; a final short group repeats its last position."""
+    if num_frames < 0:
+        raise ValueError(f"num_frames must be >= 0, got {num_frames}")
+    if clip_len < 1:
+        raise ValueError(f"clip_len must be >= 1, got {clip_len}")
+    specs = []
+    for index, start in enumerate(range(0, num_frames, clip_len)):
+        real = list(range(start, min(start + clip_len, num_frames)))
+        pad = clip_len - len(real)
+        specs.append(ClipSpec(clip_index=index, positions=real + [real[-1]] * pad, padded=pad > 0, n_real=len(real)))
+    return specs
+
+
+def clip_index_tensor(specs: Sequence[ClipSpec], device: torch.device | str | None = None) -> Tensor:
+    """``[n_clips * clip_len]`` int64 frame positions of ``specs`` in order."""
+    lengths = {len(s.positions) for s in specs}
+    if len(lengths) > 1:
+        raise ValueError(f"clips of different lengths: {sorted(lengths)}")
+    return torch.tensor([p for s in specs for p in s.positions], dtype=torch.long, device=device)
+
+
+def clip_batch(frames: Tensor, specs: Sequence[ClipSpec]) -> Tensor:
+    """``frames [N, 3, S, S]`` -> ``[n_clips, clip_len, 3, S, S]`` gathered with one ``index_select``."""
+    if not specs:
+        return frames.new_empty((0, 0, *frames.shape[1:]))
+    index = clip_index_tensor(specs, device=frames.device)
+    if int(index.max()) >= frames.shape[0] or int(index.min()) < 0:
+        raise IndexError(f"clip positions out of range for {frames.shape[0]} frames")
+    clip_len = len(specs[0].positions)
+    return frames.index_select(0, index).view(len(specs), clip_len, *frames.shape[1:])
+
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ClipSpec", "clip_batch", "clip_index_tensor", "plan_clips",
+           "preprocess_frames"]

@@ -1,0 +1,158 @@
+"""HiCo token Parquet files: the writer (one file per shard, rows sorted by video and clip) and the reader trainers
+use to fetch one video's clip tokens without touching other videos' row groups.
+
+Token column: `fixed_shape_tensor(float16, [64, C])`, no dictionary, BYTE_STREAM_SPLIT + zstd, ~256 MB row groups.
+Beside the files, `index.parquet` (schemas.tables.HICO_INDEX) maps each video to its (file, row group, rows).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from schemas import layout, tables
+
+ROW_GROUP_BYTES = 256 * 1024**2
+_TOKEN_LEAF = f"{tables.HICO_TOKEN_COLUMN}.list.element"
+
+
+def tokens_table(rows: list[dict], tokens: np.ndarray) -> pa.Table:
+    """Rows (all HICO columns but `tokens`) plus a float16 [n, 64, C] array, sorted by (video_id, clip_index)."""
+    if tokens.ndim != 3 or len(rows) != tokens.shape[0]:
+        raise ValueError(f"{len(rows)} rows but tokens of shape {tokens.shape}")
+    order = sorted(range(len(rows)), key=lambda i: (rows[i]["video_id"], rows[i]["clip_index"]))
+    tokens = np.ascontiguousarray(tokens[order].astype(np.float16, copy=False))
+    schema = tables.hico_schema(tokens.shape[2], tokens.shape[1])
+    columns = {}
+    for field in schema:
+        if field.name == tables.HICO_TOKEN_COLUMN:
+            columns[field.name] = pa.FixedShapeTensorArray.from_numpy_ndarray(tokens)
+        else:
+            columns[field.name] = pa.array([rows[i][field.name] for i in order], type=field.type)
+    return pa.table(columns, schema=schema)
+
+
+def row_group_rows(table: pa.Table, target_bytes: int = ROW_GROUP_BYTES) -> int:
+    per_row = max(1, table.nbytes // max(table.num_rows, 1))
+    return max(1, target_bytes // per_row)
+
+
+def write_tokens(sink, table: pa.Table, target_bytes: int = ROW_GROUP_BYTES) -> list[dict]:
+    """Write `table` to a path or file object; return its index segments (file left for the caller to fill)."""
+    rows_per_group = row_group_rows(table, target_bytes)
+    dictionary_columns = [n for n in table.column_names if n != tables.HICO_TOKEN_COLUMN]
+    pq.write_table(table, sink, row_group_size=rows_per_group, compression="zstd",
+                   use_dictionary=dictionary_columns, column_encoding={_TOKEN_LEAF: "BYTE_STREAM_SPLIT"},
+                   write_statistics=["video_id", "clip_index"])
+    return index_segments(table.column("video_id").to_pylist(), rows_per_group)
+
+
+def index_segments(video_ids: list[str], rows_per_group: int) -> list[dict]:
+    segments: list[dict] = []
+    for row, vid in enumerate(video_ids):
+        group, offset = divmod(row, rows_per_group)
+        last = segments[-1] if segments else None
+        if last and last["video_id"] == vid and last["row_group"] == group:
+            last["num_rows"] += 1
+        else:
+            segments.append({"video_id": vid, "file": None, "row_group": group, "row_offset": offset, "num_rows": 1})
+    return segments
+
+
+@dataclass
+class VideoTokens:
+    video_id: str
+    tokens: np.ndarray  # float16 [n_clips, 64, C]
+    clip_index: np.ndarray
+    t_start_s: np.ndarray
+    t_end_s: np.ndarray
+    padded: np.ndarray
+    random_init: bool
+
+
+def _filesystem(uri: str, s3_endpoint_url: Optional[str]):
+    if uri.startswith("s3://"):
+        from pyarrow import fs
+
+        endpoint = s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
+        kwargs = {}
+        if endpoint:
+            scheme, _, host = endpoint.partition("://")
+            kwargs.update(endpoint_override=host or endpoint, scheme=scheme if host else "https")
+        region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION")
+        if region:
+            kwargs["region"] = region
+        return fs.S3FileSystem(**kwargs), uri[len("s3://"):].rstrip("/")
+    return None, os.path.abspath(uri)
+
+
+class HicoReader:
+    """Reads one video's clip tokens from `<out>/hico/<stage>` (local, memory-mapped, or s3://)."""
+
+    _COLUMNS = ["clip_index", "t_start_s", "t_end_s", "padded", "random_init", tables.HICO_TOKEN_COLUMN]
+
+    def __init__(self, hico_stage_uri: str, s3_endpoint_url: Optional[str] = None):
+        self.fs, self.base = _filesystem(hico_stage_uri, s3_endpoint_url)
+        index = pq.read_table(self._open(layout.HICO_INDEX_NAME)).to_pylist()
+        self.segments: dict[str, list[dict]] = {}
+        for seg in index:
+            self.segments.setdefault(seg["video_id"], []).append(seg)
+        self._files: dict[str, pq.ParquetFile] = {}
+        # The last decoded row group: reading videos in file order decodes each row group once.
+        self._cached: tuple[tuple[str, int], pa.Table] | None = None
+
+    def _open(self, name: str):
+        path = f"{self.base}/{name}"
+        if self.fs is None:
+            return pa.memory_map(path, "r")
+        return self.fs.open_input_file(path)
+
+    def _file(self, name: str) -> pq.ParquetFile:
+        f = self._files.get(name)
+        if f is None:
+            f = self._files[name] = pq.ParquetFile(self._open(name))
+        return f
+
+    def _row_group(self, file: str, index: int) -> pa.Table:
+        key = (file, index)
+        if self._cached is None or self._cached[0] != key:
+            self._cached = (key, self._file(file).read_row_group(index, columns=self._COLUMNS))
+        return self._cached[1]
+
+    def video_ids(self) -> list[str]:
+        return sorted(self.segments)
+
+    def read(self, video_id: str) -> VideoTokens:
+        segs = self.segments.get(video_id)
+        if not segs:
+            raise KeyError(f"video {video_id} has no HiCo tokens under {self.base}")
+        parts = []
+        for seg in segs:
+            group = self._row_group(seg["file"], seg["row_group"])
+            parts.append(group.slice(seg["row_offset"], seg["num_rows"]))
+        table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+        token_col = table.column(tables.HICO_TOKEN_COLUMN)
+        chunks = [c.to_numpy_ndarray() for c in token_col.chunks]
+        tokens = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+        return VideoTokens(
+            video_id=video_id,
+            tokens=tokens,
+            clip_index=table.column("clip_index").to_numpy(),
+            t_start_s=table.column("t_start_s").to_numpy(),
+            t_end_s=table.column("t_end_s").to_numpy(),
+            padded=table.column("padded").to_numpy(zero_copy_only=False),
+            random_init=bool(table.column("random_init")[0].as_py()),
+        )
+
+
+def index_bytes(segments: list[dict]) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(sorted(segments, key=lambda s: (s["video_id"], s["file"], s["row_group"])),
+                                        schema=tables.HICO_INDEX), buf, compression="zstd")
+    return buf.getvalue()

@@ -1,0 +1,183 @@
+"""hico: HiCo clip tokens for every sharded video — decode the configured stage's sampled frames, encode clips of 4
+with the UMT video encoder on actor-pool workers (GPU when the cluster has them), merge to 16 tokens per frame, and
+write one Parquet file per shard plus an index."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+
+from pipeline import frames as frame_io
+from pipeline import manifest, storage
+from pipeline.context import StageContext, StageInputMissing, configure_worker
+from schemas import layout
+from schemas.config import BuildConfig
+
+NAME = "hico"
+DESCRIPTION = "HiCo clip tokens (UMT encoder + ToMe merging) to Parquet, one file per shard"
+
+
+def resolve_device(cfg: BuildConfig) -> tuple[float, str]:
+    """(num_gpus per actor, torch device) from config and what the cluster offers."""
+    import ray
+
+    gpus = cfg.hico.num_gpus
+    if gpus is None:
+        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    return gpus, ("cuda" if gpus > 0 else "cpu")
+
+
+def weights_digest(cfg: BuildConfig) -> str:
+    enc = cfg.hico.encoder
+    if not enc.checkpoint:
+        return f"random-init-seed-{enc.seed}"
+    h = hashlib.sha256()
+    with storage.open_read(enc.checkpoint) as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class HicoShardEncoder:
+    """Ray Data actor: loads the encoder once, then turns whole shards into committed token files."""
+
+    def __init__(self, cfg: BuildConfig, device: str):
+        import torch
+
+        from compressors.encoder import VideoEncoderConfig, load_encoder
+        from compressors.hico import ClipEncoder
+
+        configure_worker(cfg)
+        self.cfg = cfg
+        h = cfg.hico
+        enc_cfg = getattr(VideoEncoderConfig, h.encoder.preset)()
+        dtype = {"auto": torch.bfloat16 if device == "cuda" else torch.float32, "float32": torch.float32,
+                 "bfloat16": torch.bfloat16, "float16": torch.float16}[h.dtype]
+        model, report = load_encoder(h.encoder.checkpoint, enc_cfg, key_prefix=h.encoder.key_prefixes,
+                                     allow_random_init=h.encoder.allow_random_init, device=device, dtype=dtype,
+                                     seed=h.encoder.seed)
+        self.encoder = ClipEncoder(model, enc_cfg, report, h.tokens_per_frame, h.batch_clips, device, dtype)
+
+    def __call__(self, batch: dict) -> dict:
+        return {"record": [json.dumps(self.encode_shard(json.loads(u))) for u in batch["unit"]]}
+
+    def encode_shard(self, unit: dict) -> dict:
+        import numpy as np
+
+        from compressors import token_store
+        from compressors.hico import clip_rows
+
+        stage = self.cfg.hico.stage
+        tmp = tempfile.mkdtemp(prefix="longvid-hico-")
+        try:
+            tar_path = unit["shard_uri"]
+            if storage.is_s3(tar_path):
+                tar_path = storage.copy_to_local(tar_path, tmp)
+            videos = unit["videos"]
+            paths = _extract_videos(tar_path, videos, tmp)
+
+            def decode(v: dict):
+                return frame_io.read_frames(paths[v["video_id"]], v["frame_indices"])
+
+            rows, tokens = [], []
+            with ThreadPoolExecutor(1) as pool:  # decode the next video while this one encodes
+                pending = pool.submit(decode, videos[0]) if videos else None
+                for i, v in enumerate(videos):
+                    frames = pending.result()
+                    pending = pool.submit(decode, videos[i + 1]) if i + 1 < len(videos) else None
+                    encoded = self.encoder.encode(frames, v["resolution"])
+                    rows += clip_rows(v["video_id"], stage, v["frame_indices"], v["timestamps_s"], v["fps"],
+                                      encoded, self.encoder)
+                    tokens.append(encoded.tokens)
+                    os.unlink(paths[v["video_id"]])
+            table = token_store.tokens_table(rows, np.concatenate(tokens))
+            file_name = os.path.basename(unit["out_uri"])
+            with storage.staged_output(unit["out_uri"]) as local:
+                segments = token_store.write_tokens(local, table, self.cfg.hico.row_group_bytes)
+            for s in segments:
+                s["file"] = file_name
+            record = {"shard": unit["shard"], "file": file_name, "digest": unit["digest"], "clips": len(rows),
+                      "random_init": self.encoder.report.random_init, "segments": segments}
+            storage.write_bytes(unit["record_uri"], json.dumps(record, indent=1).encode())
+            return record
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _extract_videos(tar_path: str, videos: list[dict], dest: str) -> dict[str, str]:
+    wanted = {f"{v['video_id']}.{v['extension']}": v["video_id"] for v in videos}
+    paths = {}
+    with tarfile.open(tar_path) as tar:
+        for member in tar:
+            vid = wanted.get(member.name)
+            if vid is not None:
+                path = os.path.join(dest, member.name)
+                with tar.extractfile(member) as src, open(path, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+                paths[vid] = path
+    missing = set(wanted.values()) - set(paths)
+    if missing:
+        raise RuntimeError(f"{tar_path} lacks videos {sorted(missing)[:3]}: rerun the shard stage")
+    return paths
+
+
+def _units(ctx: StageContext, m: manifest.Manifest, weights: str) -> tuple[list[dict], list[dict]]:
+    h = ctx.cfg.hico
+    committed, todo = [], []
+    for planned in m.shards:
+        if planned.record is None:
+            raise StageInputMissing(f"shard {planned.plan.name} is not committed: run the `shard` stage first")
+        videos = []
+        for v in planned.plan.videos:
+            plan = next(p for p in v["sampling"] if p["stage"] == h.stage)
+            videos.append({"video_id": v["video_id"], "extension": v["extension"], "fps": v["reader_fps"],
+                           "frame_indices": plan["frame_indices"], "timestamps_s": plan["timestamps_s"],
+                           "resolution": plan["resolution"]})
+        settings = {"shard_sha256": planned.record["sha256"], "weights": weights, "preset": h.encoder.preset,
+                    "tokens_per_frame": h.tokens_per_frame, "videos": videos}
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+        name = planned.plan.name
+        record_uri = ctx.uri(layout.hico_record_path(h.stage, name))
+        out_uri = ctx.uri(layout.hico_part_path(h.stage, name))
+        if storage.exists(record_uri) and storage.exists(out_uri):
+            record = json.loads(storage.read_bytes(record_uri))
+            if record.get("digest") == digest:
+                committed.append(record)
+                continue
+        todo.append({"shard": name, "shard_uri": ctx.uri(layout.shard_path(planned.plan.index)), "out_uri": out_uri,
+                     "record_uri": record_uri, "digest": digest, "videos": videos})
+    return committed, todo
+
+
+def run(ctx: StageContext) -> dict:
+    import ray
+
+    cfg = ctx.cfg
+    m = manifest.assemble(ctx)
+    manifest.require_probed(m)
+    committed, todo = _units(ctx, m, weights_digest(cfg))
+    if committed:
+        print(f"[hico] {len(committed)} shards already encoded, {len(todo)} to go", flush=True)
+    records = list(committed)
+    if todo:
+        gpus, device = resolve_device(cfg)
+        if cfg.hico.encoder.allow_random_init and not cfg.hico.encoder.checkpoint:
+            print("[hico] WARNING: RANDOM-WEIGHT encoder (allow_random_init) — tokens are for tests and demos only",
+                  flush=True)
+        print(f"[hico] {len(todo)} shards on {cfg.hico.pool_size} encoder actor(s), device {device}", flush=True)
+        ds = ray.data.from_items([{"unit": json.dumps(u)} for u in todo], override_num_blocks=len(todo))
+        ds = ds.map_batches(HicoShardEncoder, fn_constructor_kwargs={"cfg": cfg, "device": device}, batch_size=1,
+                            compute=ray.data.ActorPoolStrategy(size=cfg.hico.pool_size), num_gpus=gpus,
+                            num_cpus=1)
+        records += [json.loads(r["record"]) for r in ds.take_all()]
+    from compressors import token_store
+
+    segments = [s for r in sorted(records, key=lambda r: r["shard"]) for s in r["segments"]]
+    storage.write_bytes_if_changed(ctx.uri(layout.hico_index_path(cfg.hico.stage)), token_store.index_bytes(segments))
+    return {"shards": len(records), "clips": sum(r["clips"] for r in records),
+            "random_init": any(r["random_init"] for r in records)}
