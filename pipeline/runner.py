@@ -34,5 +34,16 @@ def run_build(cfg: BuildConfig, stage_names: list[str] | None = None, quiet: boo
             summary.write(cfg.out, stats)
         result["summary"] = stats
         if not quiet:
-            print(summary.table(stats, time.monotonic() - start, names), flush=True)
+            print(summary.table(stats, time.monotonic() - start, names, _stage_notes(cfg, results)), flush=True)
     return result
+
+
+def _stage_notes(cfg: BuildConfig, results: dict) -> list[tuple[str, object]]:
+    notes = []
+    hico = results.get("hico")
+    if hico:
+        label = f"{hico['clips']} clips of {cfg.hico.stage} in {hico['shards']} files"
+        if hico["random_init"]:
+            label += " — RANDOM-WEIGHT encoder (demo/test only)"
+        notes.append(("HiCo tokens", label))
+    return notes

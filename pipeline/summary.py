@@ -41,7 +41,7 @@ def _human_bytes(n: int) -> str:
     return str(n)
 
 
-def table(summary: dict, wall_s: float, stages: list[str]) -> str:
+def table(summary: dict, wall_s: float, stages: list[str], extra: list[tuple[str, object]] = ()) -> str:
     rows = [
         ("stages run", ",".join(stages)),
         ("inputs", summary["inputs"]),
@@ -57,6 +57,7 @@ def table(summary: dict, wall_s: float, stages: list[str]) -> str:
         ("hours of video", f"{summary['hours']:.3f}"),
         ("shards", f"{summary['shards']} of {summary['shards_planned']} planned"),
         ("shard bytes", _human_bytes(summary["shard_bytes"])),
+        *extra,
         ("wall time", format_duration(wall_s)),
     ]
     width = max(len(str(k)) for k, _ in rows)
