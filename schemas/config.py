@@ -132,6 +132,38 @@ class HicoConfig:
     row_group_bytes: int = 256 * 1024**2
 
 
+BACKENDS = ("hico_mllm", "transformers")
+QA_GENERATORS = ("template", "model", "off")
+QA_FAMILIES = ("event_understanding", "event_count", "event_relationship", "temporal_grounding", "free_qa")
+
+
+def _default_qa_generators() -> dict[str, str]:
+    return {f: "template" for f in QA_FAMILIES}
+
+
+@dataclass
+class AnnotateConfig:
+    backend: str = "hico_mllm"  # hico_mllm (uses the hico tokens when present) | transformers
+    checkpoint: Optional[str] = None  # local checkpoint directory
+    tiny_demo_model: bool = False  # build a tiny random-weight checkpoint on the fly (tests and demo only)
+    device: str = "auto"  # auto: cuda when the actor has a GPU, else cpu
+    dtype: str = "auto"  # auto: bfloat16 on GPU, float32 on CPU
+    batch_size: int = 4
+    num_gpus: Optional[float] = None  # per actor; None: 1 when the cluster has GPUs, else 0
+    pool_size: int = 1
+    max_new_tokens: int = 160
+    do_sample: bool = False
+    frames_stage: str = "stage2"  # frames per caption window = this stage's max_frames (middle sampling)
+    min_window_s: float = 4.0
+    max_window_s: float = 60.0
+    caption_min_chars: int = 3
+    caption_max_chars: int = 600
+    qa_generators: dict[str, str] = field(default_factory=_default_qa_generators)
+    qa_forms: list[str] = field(default_factory=lambda: ["open", "mc"])
+    repair_attempts: int = 2
+    qvh_clip_s: float = 2.0
+
+
 @dataclass
 class BuildConfig:
     sources: list[str] = field(default_factory=list)
@@ -145,6 +177,7 @@ class BuildConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     shard: ShardConfig = field(default_factory=ShardConfig)
     hico: HicoConfig = field(default_factory=HicoConfig)
+    annotate: AnnotateConfig = field(default_factory=AnnotateConfig)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -383,6 +416,35 @@ def validate(cfg: BuildConfig) -> BuildConfig:
     for k in ("tokens_per_frame", "batch_clips", "pool_size", "row_group_bytes"):
         _positive(f"hico.{k}", getattr(h, k))
     _positive("hico.num_gpus", h.num_gpus, allow_zero=True)
+    a = cfg.annotate
+    if a.backend not in BACKENDS:
+        raise ConfigError("annotate.backend", f"unknown backend {a.backend!r}", f"use one of {', '.join(BACKENDS)}")
+    if a.checkpoint:
+        _check_uri("annotate.checkpoint", a.checkpoint, must_exist=True)
+    if a.frames_stage not in sm.stages:
+        raise ConfigError("annotate.frames_stage", f"no sampling stage named {a.frames_stage!r}",
+                          f"use one of {', '.join(sm.stages)}")
+    if a.dtype not in DTYPES:
+        raise ConfigError("annotate.dtype", f"unknown dtype {a.dtype!r}", f"use one of {', '.join(DTYPES)}")
+    if a.device not in ("auto", "cpu", "cuda"):
+        raise ConfigError("annotate.device", f"unknown device {a.device!r}", "use auto, cpu or cuda")
+    for k in ("batch_size", "pool_size", "max_new_tokens", "min_window_s", "max_window_s", "caption_max_chars",
+              "qvh_clip_s"):
+        _positive(f"annotate.{k}", getattr(a, k))
+    _positive("annotate.repair_attempts", a.repair_attempts, allow_zero=True)
+    _positive("annotate.num_gpus", a.num_gpus, allow_zero=True)
+    if a.max_window_s < a.min_window_s:
+        raise ConfigError("annotate.max_window_s", f"{a.max_window_s} is below min_window_s {a.min_window_s}",
+                          "make max_window_s >= min_window_s")
+    for fam, gen in a.qa_generators.items():
+        if fam not in QA_FAMILIES:
+            raise ConfigError(f"annotate.qa_generators.{fam}", "unknown QA family", f"use {', '.join(QA_FAMILIES)}")
+        if gen not in QA_GENERATORS:
+            raise ConfigError(f"annotate.qa_generators.{fam}", f"unknown generator {gen!r}",
+                              f"use one of {', '.join(QA_GENERATORS)}")
+    for i, form in enumerate(a.qa_forms):
+        if form not in ("open", "mc"):
+            raise ConfigError(f"annotate.qa_forms[{i}]", f"unknown form {form!r}", "use open and/or mc")
     if cfg.ray.num_cpus is not None:
         _positive("ray.num_cpus", cfg.ray.num_cpus)
     return cfg

@@ -54,3 +54,16 @@ def hico_index_path(stage: str) -> str:
 
 def hico_record_path(stage: str, shard_name_: str) -> str:
     return f"{HICO_RECORDS_DIR}/{stage}/{shard_name_.removesuffix('.tar')}.json"
+
+ANNOTATIONS_DIR = "annotations"
+ANNOTATION_TABLES = ("captions", "qa", "grounding", "rejects")
+ANNOTATION_RECORDS_DIR = "work/annotate"
+GROUNDING_QVH = "annotations/grounding_qvhighlights.jsonl"
+
+
+def annotation_path(table: str, shard_name_: str) -> str:
+    return f"{ANNOTATIONS_DIR}/{table}/{shard_name_.removesuffix('.tar')}.parquet"
+
+
+def annotation_record_path(shard_name_: str) -> str:
+    return f"{ANNOTATION_RECORDS_DIR}/{shard_name_.removesuffix('.tar')}.json"

@@ -144,3 +144,70 @@ HICO_INDEX = pa.schema(
         pa.field("num_rows", pa.int32()),
     ]
 )
+
+
+# Annotations. Every table carries the provenance columns, so each row says which model and prompt made it.
+PROVENANCE_FIELDS = [
+    pa.field("backend", pa.string()),  # "transformers" | "hico_mllm" | "template" (no model)
+    pa.field("model", pa.string()),
+    pa.field("weights_sha256", pa.string()),
+    pa.field("random_init", pa.bool_()),
+    pa.field("prompt_id", pa.string()),
+    pa.field("prompt_version", pa.int32()),
+    pa.field("generation_params", pa.string()),  # JSON
+    pa.field("num_frames", pa.int32()),  # sampled frames the model saw for this row
+    pa.field("frames_stage", pa.string()),
+]
+
+QA_FAMILIES = ("event_understanding", "event_count", "event_relationship", "temporal_grounding", "free_qa")
+QA_FORMS = ("open", "mc")
+
+CAPTIONS = pa.schema(
+    [
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("level", pa.string()),  # "clip" | "video"
+        pa.field("start_s", pa.float64()),
+        pa.field("end_s", pa.float64()),
+        pa.field("text", pa.string()),
+    ]
+    + PROVENANCE_FIELDS
+)
+
+QA = pa.schema(
+    [
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("family", pa.string()),
+        pa.field("form", pa.string()),
+        pa.field("question", pa.string()),
+        pa.field("options", pa.list_(pa.string())),  # empty when open
+        pa.field("answer", pa.string()),
+        pa.field("start_s", pa.float64()),  # null when not time-bound
+        pa.field("end_s", pa.float64()),
+        pa.field("generator", pa.string()),  # "template" | "model"
+    ]
+    + PROVENANCE_FIELDS
+)
+
+GROUNDING = pa.schema(
+    [
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("query", pa.string()),
+        pa.field("start_s", pa.float64()),
+        pa.field("end_s", pa.float64()),
+        pa.field("duration_s", pa.float64()),
+        pa.field("origin", pa.string()),  # "caption" | "scene"
+    ]
+    + PROVENANCE_FIELDS
+)
+
+ANNOTATION_REJECTS = pa.schema(
+    [
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("task", pa.string()),  # "caption" | "qa" | "grounding"
+        pa.field("family", pa.string()),
+        pa.field("reason", pa.string()),
+        pa.field("raw_output", pa.string()),
+        pa.field("attempts", pa.int32()),
+    ]
+    + PROVENANCE_FIELDS
+)

@@ -15,6 +15,7 @@ STAGES: dict[str, str] = {
     "scenes": "pipeline.stages.scenes",
     "shard": "pipeline.stages.shard",
     "hico": "pipeline.stages.hico",
+    "annotate": "pipeline.stages.annotate",
 }
 
 GROUPS: dict[str, tuple[str, ...]] = {

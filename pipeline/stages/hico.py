@@ -23,10 +23,13 @@ DESCRIPTION = "HiCo clip tokens (UMT encoder + ToMe merging) to Parquet, one fil
 
 
 def resolve_device(cfg: BuildConfig) -> tuple[float, str]:
-    """(num_gpus per actor, torch device) from config and what the cluster offers."""
+    return resolve_gpus(cfg.hico.num_gpus)
+
+
+def resolve_gpus(gpus: float | None) -> tuple[float, str]:
+    """(num_gpus per actor, torch device): a configured count, or 1 when the cluster offers GPUs, else 0 (CPU)."""
     import ray
 
-    gpus = cfg.hico.num_gpus
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
     return gpus, ("cuda" if gpus > 0 else "cpu")

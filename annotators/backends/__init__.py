@@ -1,0 +1,1 @@
+"""Video MLLM backends behind one interface (annotators.backends.base.Backend)."""

@@ -1,0 +1,227 @@
+"""annotate: captions, QA and grounding labels for every sharded video with a video MLLM backend.
+
+Per shard: a CPU task extracts the videos and decodes each caption window's frames (and picks the window's
+precomputed HiCo clips when they exist), then an annotator actor (Ray Data ActorPoolStrategy, `num_gpus` per
+actor, model loaded once) generates, validates and commits `annotations/{captions,qa,grounding,rejects}/<shard>`.
+Decoding upstream of the actors keeps the model from waiting on it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import shutil
+import tempfile
+
+from pipeline import frames as frame_io
+from pipeline import manifest, storage
+from pipeline.context import StageContext, StageInputMissing, configure_worker
+from schemas import layout, tables
+from schemas.config import BuildConfig
+
+NAME = "annotate"
+DESCRIPTION = "timestamped captions, five QA families and grounding labels with a video MLLM"
+
+TABLE_SCHEMAS = {"captions": tables.CAPTIONS, "qa": tables.QA, "grounding": tables.GROUNDING,
+                 "rejects": tables.ANNOTATION_REJECTS}
+
+
+def model_digest(cfg: BuildConfig) -> str:
+    a = cfg.annotate
+    if a.tiny_demo_model:
+        return f"tiny-{a.backend}-seed0"
+    h = hashlib.sha256()
+    for name in sorted(os.listdir(a.checkpoint)):
+        path = os.path.join(a.checkpoint, name)
+        if os.path.isfile(path):
+            h.update(name.encode() + str(os.path.getsize(path)).encode())
+    return h.hexdigest()
+
+
+def decode_unit(batch: dict, cfg: BuildConfig) -> dict:
+    """CPU step: the annotator inputs (windows, frames, HiCo clips) of one shard, pickled for the actor."""
+    from annotators.video_annotator import VideoInput
+    from annotators.windows import caption_windows, window_frames
+
+    configure_worker(cfg)
+    a = cfg.annotate
+    n_frames = cfg.sampling.stages[a.frames_stage].max_frames
+    out = []
+    for raw in batch["unit"]:
+        unit = json.loads(raw)
+        reader = _hico_reader(cfg, unit)
+        tmp = tempfile.mkdtemp(prefix="longvid-annotate-")
+        try:
+            tar_path = unit["shard_uri"]
+            if storage.is_s3(tar_path):
+                tar_path = storage.copy_to_local(tar_path, tmp)
+            from pipeline.stages.hico import _extract_videos
+
+            paths = _extract_videos(tar_path, unit["videos"], tmp)
+            inputs = []
+            for v in unit["videos"]:
+                windows = caption_windows(v["scenes"] or [], v["duration_s"], a.min_window_s, a.max_window_s)
+                indices = [window_frames(w, v["vlen"], v["fps"], n_frames) for w in windows]
+                decoded = frame_io.read_frames(paths[v["video_id"]], [i for idx in indices for i in idx])
+                frames = [decoded[k * n_frames:(k + 1) * n_frames] for k in range(len(windows))]
+                stamps = [[i / v["fps"] for i in idx] for idx in indices]
+                tokens = _window_tokens(reader, v["video_id"], windows)
+                inputs.append(VideoInput(v["video_id"], v["duration_s"], v["scenes"] or [], windows, frames, stamps,
+                                         tokens))
+                os.unlink(paths[v["video_id"]])
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        out.append(pickle.dumps((unit, inputs)))
+    return {"payload": out}
+
+
+def _hico_reader(cfg: BuildConfig, unit: dict):
+    if cfg.annotate.backend != "hico_mllm" or not unit.get("hico_uri"):
+        return None
+    from compressors.token_store import HicoReader
+
+    return HicoReader(unit["hico_uri"], cfg.storage.s3_endpoint_url)
+
+
+def _window_tokens(reader, video_id: str, windows) -> list:
+    """The precomputed clips overlapping each window (None when there are no tokens for this video)."""
+    if reader is None or video_id not in reader.segments:
+        return [None] * len(windows)
+    vt = reader.read(video_id)
+    picked = []
+    for w in windows:
+        mask = (vt.t_end_s > w.start_s) & (vt.t_start_s < w.end_s)
+        picked.append(vt.tokens[mask] if mask.any() else None)
+    return picked
+
+
+class Annotator:
+    """Ray Data actor: loads the backend once, annotates one shard per call, commits its four tables."""
+
+    def __init__(self, cfg: BuildConfig, device: str):
+        from annotators.backends.base import GenerationParams
+        from annotators.video_annotator import AnnotateSettings, VideoAnnotator
+
+        configure_worker(cfg)
+        a = cfg.annotate
+        self.cfg = cfg
+        self._tmp = None
+        checkpoint = a.checkpoint
+        if a.tiny_demo_model:
+            self._tmp = tempfile.mkdtemp(prefix="longvid-tiny-model-")
+            checkpoint = _build_tiny(a.backend, self._tmp)
+        dtype = a.dtype if a.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
+        params = GenerationParams(max_new_tokens=a.max_new_tokens, do_sample=a.do_sample)
+        if a.backend == "hico_mllm":
+            from annotators.backends.hico_mllm import HicoMllmBackend as backend_cls
+        else:
+            from annotators.backends.transformers_backend import TransformersBackend as backend_cls
+        backend = backend_cls(checkpoint, device=device, dtype=dtype, batch_size=a.batch_size, params=params)
+        settings = AnnotateSettings(caption_min_chars=a.caption_min_chars, caption_max_chars=a.caption_max_chars,
+                                    qa_generators=dict(a.qa_generators), qa_forms=tuple(a.qa_forms),
+                                    repair_attempts=a.repair_attempts, frames_stage=a.frames_stage)
+        self.annotator = VideoAnnotator(backend, settings)
+
+    def __call__(self, batch: dict) -> dict:
+        records = []
+        for payload in batch["payload"]:
+            unit, inputs = pickle.loads(payload)
+            rows = self.annotator.annotate(inputs)
+            for table, schema in TABLE_SCHEMAS.items():
+                storage.write_parquet(unit["out_uris"][table], tables.to_table(rows[table], schema))
+            record = {"shard": unit["shard"], "digest": unit["digest"],
+                      "counts": {t: len(rows[t]) for t in TABLE_SCHEMAS},
+                      "random_init": self.annotator.backend.info.random_init}
+            storage.write_bytes(unit["record_uri"], json.dumps(record, indent=1).encode())
+            records.append(json.dumps(record))
+        return {"record": records}
+
+
+def _build_tiny(backend: str, directory: str) -> str:
+    if backend == "hico_mllm":
+        from annotators.tiny_hico_mllm import build_tiny_checkpoint
+    else:
+        from annotators.tiny_transformers_vlm import build_tiny_checkpoint
+    return build_tiny_checkpoint(directory, seed=0) or directory
+
+
+def _units(ctx: StageContext, m: manifest.Manifest) -> tuple[list[dict], list[dict]]:
+    cfg = ctx.cfg
+    a = cfg.annotate
+    settings = {k: v for k, v in vars(a).items() if k not in ("device", "pool_size", "num_gpus", "batch_size")}
+    model = model_digest(cfg)
+    hico_stage_uri = ctx.uri(layout.hico_dir(cfg.hico.stage))
+    has_hico = a.backend == "hico_mllm" and storage.exists(ctx.uri(layout.hico_index_path(cfg.hico.stage)))
+    committed, todo = [], []
+    for planned in m.shards:
+        if planned.record is None:
+            raise StageInputMissing(f"shard {planned.plan.name} is not committed: run the `shard` stage first")
+        videos = [{"video_id": v["video_id"], "extension": v["extension"], "duration_s": v["duration_s"],
+                   "scenes": v["scenes"], "vlen": v["reader_num_frames"], "fps": v["reader_fps"]}
+                  for v in planned.plan.videos]
+        name = planned.plan.name
+        hico_digest = None
+        if has_hico:
+            rec = ctx.uri(layout.hico_record_path(cfg.hico.stage, name))
+            hico_digest = json.loads(storage.read_bytes(rec)).get("digest") if storage.exists(rec) else None
+        digest = hashlib.sha256(json.dumps({"shard": planned.record["sha256"], "settings": settings, "model": model,
+                                            "hico": hico_digest, "videos": videos}, sort_keys=True,
+                                           default=str).encode()).hexdigest()
+        out_uris = {t: ctx.uri(layout.annotation_path(t, name)) for t in TABLE_SCHEMAS}
+        record_uri = ctx.uri(layout.annotation_record_path(name))
+        if storage.exists(record_uri) and all(storage.exists(u) for u in out_uris.values()):
+            record = json.loads(storage.read_bytes(record_uri))
+            if record.get("digest") == digest:
+                committed.append(record)
+                continue
+        todo.append({"shard": name, "shard_uri": ctx.uri(layout.shard_path(planned.plan.index)), "videos": videos,
+                     "digest": digest, "out_uris": out_uris, "record_uri": record_uri,
+                     "hico_uri": hico_stage_uri if hico_digest else None})
+    return committed, todo
+
+
+def _write_qvhighlights(ctx: StageContext, m: manifest.Manifest) -> None:
+    from annotators.grounding import qvhighlights_record
+
+    rows = []
+    for planned in m.shards:
+        uri = ctx.uri(layout.annotation_path("grounding", planned.plan.name))
+        if storage.exists(uri):
+            rows += storage.read_parquet(uri).to_pylist()
+    rows.sort(key=lambda r: (r["video_id"], r["start_s"], r["query"]))
+    lines = [json.dumps(qvhighlights_record(i, r, ctx.cfg.annotate.qvh_clip_s), ensure_ascii=False)
+             for i, r in enumerate(rows)]
+    storage.write_bytes_if_changed(ctx.uri(layout.GROUNDING_QVH), ("\n".join(lines) + "\n").encode() if lines else b"")
+
+
+def run(ctx: StageContext) -> dict:
+    import ray
+
+    from pipeline.stages.hico import resolve_gpus
+
+    cfg = ctx.cfg
+    m = manifest.assemble(ctx)
+    manifest.require_probed(m)
+    committed, todo = _units(ctx, m)
+    if committed:
+        print(f"[annotate] {len(committed)} shards already annotated, {len(todo)} to go", flush=True)
+    records = list(committed)
+    if todo:
+        gpus, device = resolve_gpus(cfg.annotate.num_gpus)
+        if cfg.annotate.device != "auto":
+            device = cfg.annotate.device
+        if cfg.annotate.tiny_demo_model:
+            print(f"[annotate] WARNING: tiny RANDOM-WEIGHT {cfg.annotate.backend} model (tiny_demo_model) — "
+                  "annotations are gibberish, for tests and demos only", flush=True)
+        print(f"[annotate] {len(todo)} shards, backend {cfg.annotate.backend} on {cfg.annotate.pool_size} "
+              f"actor(s), device {device}", flush=True)
+        ds = ray.data.from_items([{"unit": json.dumps(u)} for u in todo], override_num_blocks=len(todo))
+        ds = ds.map_batches(decode_unit, fn_kwargs={"cfg": cfg}, batch_size=1, num_cpus=1)
+        ds = ds.map_batches(Annotator, fn_constructor_kwargs={"cfg": cfg, "device": device}, batch_size=1,
+                            compute=ray.data.ActorPoolStrategy(size=cfg.annotate.pool_size), num_gpus=gpus,
+                            num_cpus=1)
+        records += [json.loads(r["record"]) for r in ds.take_all()]
+    _write_qvhighlights(ctx, m)
+    totals = {t: sum(r["counts"][t] for r in records) for t in TABLE_SCHEMAS}
+    return {"shards": len(records), **totals, "random_init": any(r["random_init"] for r in records)}
