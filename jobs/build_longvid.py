@@ -60,6 +60,10 @@ def load_config(args: argparse.Namespace) -> config_schema.BuildConfig:
         raise config_schema.ConfigError("hico.encoder.checkpoint", "missing",
                                         "give a local UMT-L checkpoint (.safetensors/.pt), or set "
                                         "hico.encoder.allow_random_init: true for tests and demos")
+    if "annotate" in stages and not cfg.annotate.checkpoint and not cfg.annotate.tiny_demo_model:
+        raise config_schema.ConfigError("annotate.checkpoint", "missing",
+                                        "give a local checkpoint directory for annotate.backend, or set "
+                                        "annotate.tiny_demo_model: true for tests and demos")
     return cfg
 
 

@@ -9,10 +9,12 @@ import shutil
 from pipeline import synthetic
 
 DEMO_ROOT = "longvid-demo"
-DEMO_STAGES = ("ingest", "hico")
-# The demo has no real checkpoint: a tiny random-weight encoder shows the hico stage end to end, and every token
-# row it writes says random_init = true.
-DEMO_SETTINGS = {"hico": {"encoder": {"preset": "tiny", "allow_random_init": True}}}
+DEMO_STAGES = ("ingest", "hico", "annotate")
+# The demo has no real checkpoints: a tiny random-weight encoder and a tiny random-weight MLLM show the hico and
+# annotate stages end to end; every row they write says random_init = true, and their output says so.
+DEMO_SETTINGS = {"hico": {"encoder": {"preset": "tiny", "allow_random_init": True}},
+                 "annotate": {"tiny_demo_model": True, "max_new_tokens": 24,
+                              "qa_generators": {"free_qa": "model"}, "repair_attempts": 1}}
 DEMO_VIDEOS = {
     "lecture_cuts.mp4": synthetic.SyntheticVideo([20, 25, 15, 30]),
     "street walk (audio).mp4": synthetic.SyntheticVideo([30, 45], audio=True),

@@ -46,4 +46,11 @@ def _stage_notes(cfg: BuildConfig, results: dict) -> list[tuple[str, object]]:
         if hico["random_init"]:
             label += " — RANDOM-WEIGHT encoder (demo/test only)"
         notes.append(("HiCo tokens", label))
+    ann = results.get("annotate")
+    if ann:
+        label = (f"{ann['captions']} captions, {ann['qa']} QA, {ann['grounding']} grounding, "
+                 f"{ann['rejects']} rejected outputs")
+        if ann["random_init"]:
+            label += " — RANDOM-WEIGHT model (demo/test only)"
+        notes.append(("annotations", label))
     return notes
