@@ -225,12 +225,13 @@ def test_two_clusters():
     gen = torch.Generator().manual_seed(20)
     centres = torch.randn(2, 24, generator=gen) * 3
     labels = torch.randint(0, 2, (4, 200), generator=gen)
-    x = centres[labels] + 0.05 * torch.randn(4, 200, 24, generator=gen)
+    # noise large enough that within-cluster scores are not float32 near-ties (those are decided by rounding)
+    x = centres[labels] + 0.3 * torch.randn(4, 200, 24, generator=gen)
     assert_matches_naive(x, 16, 4)
-    # tight, far-apart clusters: tokens only merge within their cluster, so every output stays on a centre
+    # far-apart clusters: tokens only merge within their cluster, so every output stays near a centre
     out = merge_clip_tokens(x, 16, num_heads=4)
     distance = torch.cdist(out, centres.expand(4, -1, -1)).min(dim=-1).values
-    assert distance.max() < 1.0  # the centres are ~20 apart
+    assert distance.max() < 3.0  # a single token lies ~0.3 * sqrt(24) ≈ 1.5 from its centre; centres are ~20 apart
 
 
 def test_weighted_sum_and_sizes_preserved():
