@@ -104,8 +104,11 @@ class HicoReader:
         for seg in index:
             self.segments.setdefault(seg["video_id"], []).append(seg)
         self._files: dict[str, pq.ParquetFile] = {}
-        # The last decoded row group: reading videos in file order decodes each row group once.
+        # The last decoded row group: reading videos in file order decodes each row group once, and the next one
+        # is decoded in the background meanwhile (pyarrow releases the GIL), as read_table would do in parallel.
         self._cached: tuple[tuple[str, int], pa.Table] | None = None
+        self._prefetch: tuple[tuple[str, int], object] | None = None
+        self._pool = None
 
     def _open(self, name: str):
         path = f"{self.base}/{name}"
@@ -119,10 +122,26 @@ class HicoReader:
             f = self._files[name] = pq.ParquetFile(self._open(name))
         return f
 
+    def _decode(self, file: str, index: int) -> pa.Table:
+        return self._file(file).read_row_group(index, columns=self._COLUMNS, use_threads=False)
+
     def _row_group(self, file: str, index: int) -> pa.Table:
         key = (file, index)
         if self._cached is None or self._cached[0] != key:
-            self._cached = (key, self._file(file).read_row_group(index, columns=self._COLUMNS))
+            if self._prefetch is not None and self._prefetch[0] == key:
+                table = self._prefetch[1].result()
+            else:
+                table = self._decode(file, index)
+            sequential = self._cached is not None and self._cached[0] == (file, index - 1)
+            self._cached = (key, table)
+            self._prefetch = None
+            # Only a reader walking the file in order prefetches; a random lookup decodes just what it needs.
+            if sequential and index + 1 < self._file(file).num_row_groups:
+                if self._pool is None:
+                    from concurrent.futures import ThreadPoolExecutor
+
+                    self._pool = ThreadPoolExecutor(1, thread_name_prefix="hico-prefetch")
+                self._prefetch = ((file, index + 1), self._pool.submit(self._decode, file, index + 1))
         return self._cached[1]
 
     def video_ids(self) -> list[str]:

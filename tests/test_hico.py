@@ -103,7 +103,7 @@ def test_reader_reads_only_that_videos_row_groups(hico_build, monkeypatch):
     monkeypatch.setattr(pq.ParquetFile, "read_row_group", spy)
     for vid in reader.video_ids():
         calls.clear()
-        reader._cached = None  # a cold read: exactly this video's row groups
+        reader._cached = reader._prefetch = None  # a cold lookup: exactly this video's row groups
         reader.read(vid)
         assert sorted(calls) == sorted(s["row_group"] for s in reader.segments[vid])
     assert len({tuple(s["row_group"] for s in segs) for segs in reader.segments.values()}) > 1
