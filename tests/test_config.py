@@ -314,3 +314,14 @@ def test_cli_unlistable_source_and_missing_stage_input_are_clear_errors(tmp_path
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1
     assert "run the `crawl` stage first" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cli_annotate_without_checkpoint_is_a_config_error(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    proc = subprocess.run([sys.executable, "jobs/build_longvid.py", "--source", str(src), "--out",
+                           str(tmp_path / "o"), "--stages", "ingest,annotate"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "config error: annotate.checkpoint: missing" in proc.stderr and "tiny_demo_model" in proc.stderr
+    assert not (tmp_path / "o").exists()
