@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tarfile
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -123,3 +124,21 @@ def wids_index(records: list[dict]) -> dict:
             for r in sorted(records, key=lambda r: r["shard"])
         ],
     }
+
+
+def extract_videos(tar_path: str, videos: list[dict], dest: str) -> dict[str, str]:
+    """Copy the video field of each of `videos` ({video_id, extension}) out of a local shard tar into `dest`."""
+    wanted = {f"{v['video_id']}.{v['extension']}": v["video_id"] for v in videos}
+    paths = {}
+    with tarfile.open(tar_path) as tar:
+        for member in tar:
+            vid = wanted.get(member.name)
+            if vid is not None:
+                path = os.path.join(dest, member.name)
+                with tar.extractfile(member) as src, open(path, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+                paths[vid] = path
+    missing = set(wanted.values()) - set(paths)
+    if missing:
+        raise RuntimeError(f"{tar_path} lacks videos {sorted(missing)[:3]}: rerun the shard stage")
+    return paths

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 
 from pipeline import frames as frame_io
-from pipeline import manifest, storage
+from pipeline import manifest, sharding, storage
 from pipeline.context import StageContext, StageInputMissing, configure_worker
 from schemas import layout, tables
 from schemas.config import BuildConfig
@@ -56,9 +56,7 @@ def decode_unit(batch: dict, cfg: BuildConfig) -> dict:
             tar_path = unit["shard_uri"]
             if storage.is_s3(tar_path):
                 tar_path = storage.copy_to_local(tar_path, tmp)
-            from pipeline.stages.hico import _extract_videos
-
-            paths = _extract_videos(tar_path, unit["videos"], tmp)
+            paths = sharding.extract_videos(tar_path, unit["videos"], tmp)
             inputs = []
             for v in unit["videos"]:
                 windows = caption_windows(v["scenes"] or [], v["duration_s"], a.min_window_s, a.max_window_s)

@@ -8,12 +8,11 @@ import hashlib
 import json
 import os
 import shutil
-import tarfile
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 from pipeline import frames as frame_io
-from pipeline import manifest, storage
+from pipeline import manifest, sharding, storage
 from pipeline.context import StageContext, StageInputMissing, configure_worker
 from schemas import layout
 from schemas.config import BuildConfig
@@ -82,7 +81,7 @@ class HicoShardEncoder:
             if storage.is_s3(tar_path):
                 tar_path = storage.copy_to_local(tar_path, tmp)
             videos = unit["videos"]
-            paths = _extract_videos(tar_path, videos, tmp)
+            paths = sharding.extract_videos(tar_path, videos, tmp)
 
             def decode(v: dict):
                 return frame_io.read_frames(paths[v["video_id"]], v["frame_indices"])
@@ -110,23 +109,6 @@ class HicoShardEncoder:
             return record
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _extract_videos(tar_path: str, videos: list[dict], dest: str) -> dict[str, str]:
-    wanted = {f"{v['video_id']}.{v['extension']}": v["video_id"] for v in videos}
-    paths = {}
-    with tarfile.open(tar_path) as tar:
-        for member in tar:
-            vid = wanted.get(member.name)
-            if vid is not None:
-                path = os.path.join(dest, member.name)
-                with tar.extractfile(member) as src, open(path, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
-                paths[vid] = path
-    missing = set(wanted.values()) - set(paths)
-    if missing:
-        raise RuntimeError(f"{tar_path} lacks videos {sorted(missing)[:3]}: rerun the shard stage")
-    return paths
 
 
 def _units(ctx: StageContext, m: manifest.Manifest, weights: str) -> tuple[list[dict], list[dict]]:
