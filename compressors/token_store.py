@@ -97,7 +97,7 @@ class HicoReader:
 
     _COLUMNS = ["clip_index", "t_start_s", "t_end_s", "padded", "random_init", tables.HICO_TOKEN_COLUMN]
 
-    def __init__(self, hico_stage_uri: str, s3_endpoint_url: Optional[str] = None):
+    def __init__(self, hico_stage_uri: str, s3_endpoint_url: Optional[str] = None, prefetch_depth: int = 2):
         self.fs, self.base = _filesystem(hico_stage_uri, s3_endpoint_url)
         index = pq.read_table(self._open(layout.HICO_INDEX_NAME)).to_pylist()
         self.segments: dict[str, list[dict]] = {}
@@ -107,8 +107,9 @@ class HicoReader:
         # The last decoded row group: reading videos in file order decodes each row group once, and the next one
         # is decoded in the background meanwhile (pyarrow releases the GIL), as read_table would do in parallel.
         self._cached: tuple[tuple[str, int], pa.Table] | None = None
-        self._prefetch: tuple[tuple[str, int], object] | None = None
+        self._prefetch: dict[tuple[str, int], object] = {}
         self._pool = None
+        self.prefetch_depth = prefetch_depth
 
     def _open(self, name: str):
         path = f"{self.base}/{name}"
@@ -128,21 +129,28 @@ class HicoReader:
     def _row_group(self, file: str, index: int) -> pa.Table:
         key = (file, index)
         if self._cached is None or self._cached[0] != key:
-            if self._prefetch is not None and self._prefetch[0] == key:
-                table = self._prefetch[1].result()
-            else:
-                table = self._decode(file, index)
+            future = self._prefetch.pop(key, None)
+            table = future.result() if future is not None else self._decode(file, index)
             sequential = self._cached is not None and self._cached[0] == (file, index - 1)
             self._cached = (key, table)
-            self._prefetch = None
             # Only a reader walking the file in order prefetches; a random lookup decodes just what it needs.
-            if sequential and index + 1 < self._file(file).num_row_groups:
-                if self._pool is None:
-                    from concurrent.futures import ThreadPoolExecutor
-
-                    self._pool = ThreadPoolExecutor(1, thread_name_prefix="hico-prefetch")
-                self._prefetch = ((file, index + 1), self._pool.submit(self._decode, file, index + 1))
+            if sequential:
+                self._prefetch_after(file, index)
+            else:
+                self._prefetch.clear()
         return self._cached[1]
+
+    def _prefetch_after(self, file: str, index: int) -> None:
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max(1, self.prefetch_depth), thread_name_prefix="hico-prefetch")
+        last = min(index + self.prefetch_depth, self._file(file).num_row_groups - 1)
+        for k in range(index + 1, last + 1):
+            if (file, k) not in self._prefetch:
+                self._prefetch[(file, k)] = self._pool.submit(self._decode, file, k)
+        for stale in [k for k in self._prefetch if k[0] != file or k[1] <= index]:
+            del self._prefetch[stale]
 
     def video_ids(self) -> list[str]:
         return sorted(self.segments)

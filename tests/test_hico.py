@@ -92,7 +92,8 @@ def test_tokens_equal_the_online_computation(hico_build):
 
 def test_reader_reads_only_that_videos_row_groups(hico_build, monkeypatch):
     out, _ = hico_build
-    reader = HicoReader(str(out / layout.hico_dir("stage2")))
+    # prefetch_depth=0: no speculative decoding of the following row groups (a sequential scan would do that)
+    reader = HicoReader(str(out / layout.hico_dir("stage2")), prefetch_depth=0)
     calls = []
     original = pq.ParquetFile.read_row_group
 
@@ -103,7 +104,8 @@ def test_reader_reads_only_that_videos_row_groups(hico_build, monkeypatch):
     monkeypatch.setattr(pq.ParquetFile, "read_row_group", spy)
     for vid in reader.video_ids():
         calls.clear()
-        reader._cached = reader._prefetch = None  # a cold lookup: exactly this video's row groups
+        reader._cached = None  # a cold lookup: exactly this video's row groups
+        reader._prefetch.clear()
         reader.read(vid)
         assert sorted(calls) == sorted(s["row_group"] for s in reader.segments[vid])
     assert len({tuple(s["row_group"] for s in segs) for segs in reader.segments.values()}) > 1
