@@ -1,6 +1,6 @@
 """Annotation throughput on the CPU with the tiny random-weight models, and how long the model waits for input.
 
-    .venv/bin/python benchmarks/annotate.py [--quick] [--work DIR]
+    .venv/bin/python benchmarks/annotate.py [--quick] [--work DIR] [--threads N]
 
 Two measurement groups, each printed as a Markdown table (stdout) after an environment line; `[bench]` progress
 notes and the pipeline's own lines go to stderr.
@@ -14,6 +14,7 @@ notes and the pipeline's own lines go to stderr.
    annotate stage passes when the hico stage has run: no second vision pass). Variants are interleaved repeat by
    repeat; medians are reported. Generated tokens are counted from the backend's own ids (`generate_tokens` /
    `generate_ids`), with the stop token counted where generation stopped early, so both backends count alike.
+   torch runs with --threads threads (default 1: the stage's actor holds one CPU and Ray gives it one thread).
 2. Input wait in the annotate pipeline: synthetic videos (pipeline.synthetic, 20-40 s, scenes of 4-10 s, one
    video per shard via shard.max_samples=1) go through `ingest` (one `runner.run_build`); then per backend the
    real `annotate` stage is run (`runner.run_build(stage_names=['annotate'])`, tiny_demo_model, max_new_tokens
@@ -22,12 +23,16 @@ notes and the pipeline's own lines go to stderr.
    ActorPoolStrategy(size=1))`, iterated with `iter_rows()`) with a thin timing subclass of `Annotator` and a
    timing wrapper around `decode_unit`. The subclass records, per call, the time since its previous call ended
    (waiting for input: nothing to work on), the time inside `__call__` (working) and, inside that, the time in
-   `backend.generate`. The first call (actor warm-up, first-batch effects) is excluded; the target is a waiting
-   share under 10 % of the actor's wall time. The rebuilt pipeline writes its tables to a scratch folder, so the
-   stage's own output is untouched.
+   `backend.generate`; the wait is split into the part during which this call's input was still being decoded
+   and the rest (Ray Data's hand-over between calls). The first call (actor warm-up, first-batch effects) is
+   excluded; the target is a waiting share under 10 % of the actor's wall time. The pipeline is rebuilt twice:
+   exactly as the stage builds it (on CPU Ray Data fuses the decode step into the actor operator, so decoding
+   runs inside the actor, between calls) and with the decode step kept in separate tasks (what the stage's
+   docstring describes). The rebuilt pipelines write their tables to scratch folders; the stage's output is
+   untouched.
 
 Inputs are made once and cached under --work (default ./bench-out, git-ignored). Ray runs in-process with 2 CPUs
-(decode tasks and the annotator actor take one each, as in the stage) and is warmed up before anything is timed.
+(the stage asks one for each decode task and one for the actor) and is warmed up before anything is timed.
 """
 
 from __future__ import annotations
@@ -92,8 +97,8 @@ class Plan:
     @classmethod
     def make(cls, quick: bool) -> "Plan":
         if quick:
-            return cls(batches=2, repeats=2, warmup=2, videos=4)
-        return cls(batches=3, repeats=5, warmup=2, videos=8)
+            return cls(batches=2, repeats=3, warmup=2, videos=4)
+        return cls(batches=4, repeats=7, warmup=2, videos=8)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -177,7 +182,6 @@ def measure_backends(plan: Plan, tmp: str) -> tuple[list[list[str]], dict]:
             token_batches = [caption_requests(BATCH_SIZE, seed=100 * b, tokens=True) for b in range(plan.batches)]
             variants.append(Variant(backend, "hico_tokens [2, 64, 64] f16", obj, token_batches))
             # the vision pass alone (what precomputed tokens save): ClipEncoder on one request's frames
-            enc = obj.clip_encoder
             req = frame_batches[0][0]
             enc_times = []
             for k in range(plan.warmup + plan.repeats * 2):
@@ -186,13 +190,12 @@ def measure_backends(plan: Plan, tmp: str) -> tuple[list[list[str]], dict]:
                 if k >= plan.warmup:
                     enc_times.append(time.perf_counter() - t0)
             info[backend]["vision_ms_per_request"] = 1000 * statistics.median(enc_times)
-            info[backend]["vision_params"] = sum(p.numel() for p in enc.model.parameters()) \
-                if hasattr(enc, "model") else None
     for v in variants:
         t0 = time.monotonic()
-        for _ in range(plan.warmup):
-            generate_counted(v.obj, v.batches[0])
-        log(f"{v.backend} / {v.label}: warm-up ({plan.warmup} batches) {time.monotonic() - t0:.1f} s")
+        for batch in v.batches + [v.batches[0]] * max(plan.warmup - 1, 0):
+            generate_counted(v.obj, batch)
+        log(f"{v.backend} / {v.label}: warm-up ({len(v.batches) + max(plan.warmup - 1, 0)} batches) "
+            f"{time.monotonic() - t0:.1f} s")
     for rep in range(plan.repeats):
         for v in variants:  # interleaved, so load from other work hits every variant alike
             n_tokens = 0
@@ -222,10 +225,11 @@ def measure_backends(plan: Plan, tmp: str) -> tuple[list[list[str]], dict]:
 
 
 def timed_decode_unit(batch: dict, cfg) -> dict:
-    """`decode_unit` plus its own wall time per batch (passed on to the actor in an extra column)."""
+    """`decode_unit` plus when and in which process it ran (passed on to the actor in an extra column)."""
     t0 = time.time()
     out = annotate_stage.decode_unit(batch, cfg)
-    out["decode_s"] = [time.time() - t0] * len(out["payload"])
+    stamp = json.dumps({"start": t0, "end": time.time(), "pid": os.getpid()})
+    out["decode"] = [stamp] * len(out["payload"])
     return out
 
 
@@ -258,10 +262,11 @@ class TimedAnnotator(annotate_stage.Annotator):
         out = super().__call__(batch)
         end = time.time()
         shards = [json.loads(r)["shard"] for r in out["record"]]
-        out["timing"] = [json.dumps({"pid": os.getpid(), "ready": self._ready, "prev_end": self._last_end,
-                                     "start": start, "end": end, "generate_s": self._gen["s"],
-                                     "requests": self._gen["requests"], "generate_calls": self._gen["calls"],
-                                     "decode_s": float(sum(batch.get("decode_s", [0.0]))), "shards": shards})
+        decode = [json.loads(d) for d in batch.get("decode", [])]
+        out["timing"] = [json.dumps({"pid": os.getpid(), "threads": torch.get_num_threads(), "ready": self._ready,
+                                     "prev_end": self._last_end, "start": start, "end": end,
+                                     "generate_s": self._gen["s"], "requests": self._gen["requests"],
+                                     "generate_calls": self._gen["calls"], "decode": decode, "shards": shards})
                          ] * len(out["record"])
         self._last_end = end
         return out
@@ -325,8 +330,11 @@ def redirect(unit: dict, scratch: str) -> dict:
     return unit
 
 
-def rebuilt_pipeline(cfg, units: list[dict]) -> tuple[list[dict], float, str]:
-    """The stage's Ray Data pipeline with the timing actor; returns the per-call timings, wall seconds and stats."""
+def rebuilt_pipeline(cfg, units: list[dict], fused: bool) -> tuple[list[dict], float, str]:
+    """The stage's Ray Data pipeline with the timing actor; returns the per-call timings, wall seconds and the
+    executed plan. `fused=False` builds it exactly as the stage does (a decode task pool one larger than the actor
+    pool, which Ray Data does not fuse into the actors); `fused=True` gives the decode pool the actor pool's size,
+    so Ray Data fuses decoding into the actor (what the stage did before), for comparison."""
     import ray
 
     from pipeline.stages.hico import resolve_gpus
@@ -335,7 +343,8 @@ def rebuilt_pipeline(cfg, units: list[dict]) -> tuple[list[dict], float, str]:
     device = cfg.annotate.device if cfg.annotate.device != "auto" else device
     t0 = time.monotonic()
     ds = ray.data.from_items([{"unit": json.dumps(u)} for u in units], override_num_blocks=len(units))
-    ds = ds.map_batches(timed_decode_unit, fn_kwargs={"cfg": cfg}, batch_size=1, num_cpus=1)
+    decoders = ray.data.TaskPoolStrategy(size=cfg.annotate.pool_size + (0 if fused else 1))
+    ds = ds.map_batches(timed_decode_unit, fn_kwargs={"cfg": cfg}, batch_size=1, num_cpus=1, compute=decoders)
     ds = ds.map_batches(TimedAnnotator, fn_constructor_kwargs={"cfg": cfg, "device": device}, batch_size=1,
                         compute=ray.data.ActorPoolStrategy(size=cfg.annotate.pool_size), num_gpus=gpus, num_cpus=1)
     calls = [json.loads(row["timing"]) for row in ds.iter_rows()]
@@ -348,24 +357,53 @@ def rebuilt_pipeline(cfg, units: list[dict]) -> tuple[list[dict], float, str]:
     return sorted(unique.values(), key=lambda c: c["start"]), wall, stats
 
 
+def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
+    return max(0.0, min(a1, b1) - max(a0, b0))
+
+
 def wait_summary(calls: list[dict]) -> dict:
-    """Waiting / working / generating seconds over the warm calls (all but the first)."""
+    """Seconds of the actor's wall time over the warm calls (all but the first), split into: generating (inside
+    backend.generate), other work inside __call__ (unpickling, validation, Parquet writes), waiting while this
+    call's input was still being decoded, and the rest of the wait (Ray Data hand-over between calls)."""
     warm = calls[1:]
-    wait = sum(max(c["start"] - c["prev_end"], 0.0) for c in warm)
+    gaps = [(c["prev_end"], c["start"]) for c in warm]
+    wait = sum(max(b - a, 0.0) for a, b in gaps)
+    wait_decode = sum(_overlap(a, b, d["start"], d["end"]) for (a, b), c in zip(gaps, warm) for d in c["decode"])
     work = sum(c["end"] - c["start"] for c in warm)
     gen = sum(c["generate_s"] for c in warm)
+    total = wait + work
     span = (warm[-1]["end"] - warm[0]["prev_end"]) if warm else 0.0
-    return {"calls": len(calls), "warm": len(warm), "wait": wait, "work": work, "generate": gen,
-            "share": wait / (wait + work) if warm and wait + work > 0 else float("nan"),
-            "max_wait": max((c["start"] - c["prev_end"] for c in warm), default=0.0),
+    actor_pids = {c["pid"] for c in calls}
+    decode_pids = {d["pid"] for c in calls for d in c["decode"]}
+    where = ("actor (fused)" if decode_pids <= actor_pids else
+             "separate tasks" if not decode_pids & actor_pids else "both")
+    nan = float("nan")
+    return {"calls": len(calls), "warm": len(warm), "wait": wait, "wait_decode": wait_decode, "work": work,
+            "generate": gen, "total": total, "share": wait / total if total > 0 else nan,
+            "max_wait": max((b - a for a, b in gaps), default=0.0),
             "first_wait": calls[0]["start"] - calls[0]["ready"] if calls else 0.0,
             "first_work": calls[0]["end"] - calls[0]["start"] if calls else 0.0,
-            "shards_per_s": len(warm) / span if span > 0 else float("nan"),
-            "requests": sum(c["requests"] for c in warm),
-            "decode": statistics.median([c["decode_s"] for c in calls]) if calls else 0.0}
+            "shards_per_s": len(warm) / span if span > 0 else nan,
+            "requests": sum(c["requests"] for c in warm), "where": where,
+            "threads": sorted({c["threads"] for c in calls}),
+            "decode": statistics.median([d["end"] - d["start"] for c in calls for d in c["decode"]] or [nan])}
 
 
-def measure_pipeline(plan: Plan, work: str, quick: bool) -> tuple[list[list[str]], list[str]]:
+def pipeline_row(backend: str, label: str, stage_wall: float | None, wall: float, s: dict) -> list[str]:
+    total = s["total"]
+
+    def pct(x: float) -> str:
+        return f"{100 * x / total:.1f} %" if total > 0 else "—"
+
+    ok = s["share"] < WAIT_TARGET
+    return [backend, label, s["where"], f"{stage_wall:.1f}" if stage_wall is not None else "—", f"{wall:.1f}",
+            f"{s['warm']}", f"{s['shards_per_s']:.2f}", f"{s['requests'] / max(s['warm'], 1):.1f}",
+            f"{s['decode']:.2f}", pct(s["generate"]), pct(s["work"] - s["generate"]), pct(s["wait_decode"]),
+            pct(s["wait"] - s["wait_decode"]), f"**{100 * s['share']:.1f} %**", f"{s['max_wait']:.2f}",
+            "yes" if ok else "no"]
+
+
+def measure_pipeline(plan: Plan, work: str, quick: bool) -> tuple[list[list[str]], list[int]]:
     sources = make_videos(work, plan.videos)
     log(f"starting Ray in-process with {NUM_CPUS} CPUs (not timed)")
     t0 = time.monotonic()
@@ -378,7 +416,7 @@ def measure_pipeline(plan: Plan, work: str, quick: bool) -> tuple[list[list[str]
     result = runner.run_build(pipeline_config(sources, base, BACKENDS[0], quick), stage_names=["ingest"], quiet=True)
     log(f"ingest of {len(sources)} videos in {time.monotonic() - t0:.1f} s: {result['stages'].get('shard')}")
 
-    rows, notes = [], []
+    rows, threads = [], set()
     for backend in BACKENDS:
         out = os.path.join(work, "runs", f"annotate-{backend}")
         shutil.rmtree(out, ignore_errors=True)
@@ -387,33 +425,32 @@ def measure_pipeline(plan: Plan, work: str, quick: bool) -> tuple[list[list[str]
         # the units the stage would run, taken before it runs (afterwards they are all committed)
         ctx = StageContext(cfg)
         _, todo = annotate_stage._units(ctx, manifest.assemble(ctx))
-        scratch = os.path.join(work, "runs", f"annotate-{backend}-rebuilt")
-        shutil.rmtree(scratch, ignore_errors=True)
-        units = [redirect(u, scratch) for u in todo]
 
         t0 = time.monotonic()
         stage_result = runner.run_build(cfg, stage_names=["annotate"], quiet=True)["stages"]["annotate"]
         stage_wall = time.monotonic() - t0
         log(f"{backend}: annotate stage {stage_wall:.1f} s: {stage_result}")
 
-        calls, wall, stats = rebuilt_pipeline(cfg, units)
-        s = wait_summary(calls)
-        log(f"{backend}: rebuilt pipeline {wall:.1f} s, {s['calls']} actor calls; first call waited "
-            f"{s['first_wait']:.1f} s and worked {s['first_work']:.1f} s (excluded)")
-        for c in calls:
-            log(f"  {','.join(c['shards'])}: waited {c['start'] - c['prev_end']:6.3f} s, worked "
-                f"{c['end'] - c['start']:6.2f} s (generate {c['generate_s']:5.2f} s, {c['requests']} requests), "
-                f"decode {c['decode_s']:.2f} s")
-        log(f"{backend}: ds.stats():\n{stats}")
-        other = s["work"] - s["generate"]
-        total = s["wait"] + s["work"]
-        ok = s["share"] < WAIT_TARGET
-        rows.append([backend, f"{len(units)}", f"{stage_wall:.1f}", f"{wall:.1f}", f"{s['warm']}",
-                     f"{s['shards_per_s']:.2f}", f"{s['requests'] / max(s['warm'], 1):.1f}",
-                     f"{s['decode']:.2f}", f"{100 * s['generate'] / total:.1f} %", f"{100 * other / total:.1f} %",
-                     f"{100 * s['share']:.1f} %", f"{s['max_wait']:.2f}", "yes" if ok else "**no**"])
-        notes.append(f"{backend}: {s['warm']} warm calls, wait {s['wait']:.2f} s of {total:.2f} s")
-    return rows, notes
+        for fused in (True, False):
+            label = "decode fused into the actor (comparison)" if fused else "as the stage builds it"
+            scratch = os.path.join(work, "runs", f"annotate-{backend}-rebuilt-{'fused' if fused else 'apart'}")
+            shutil.rmtree(scratch, ignore_errors=True)
+            units = [redirect(u, scratch) for u in todo]
+            calls, wall, stats = rebuilt_pipeline(cfg, units, fused)
+            s = wait_summary(calls)
+            log(f"{backend} / {label}: rebuilt pipeline {wall:.1f} s, {s['calls']} actor calls, decode ran in "
+                f"{s['where']}, actor torch threads {s['threads']}; first call waited {s['first_wait']:.2f} s and "
+                f"worked {s['first_work']:.2f} s (excluded)")
+            for c in calls:
+                dec = sum(d["end"] - d["start"] for d in c["decode"])
+                log(f"  {','.join(c['shards'])}: waited {c['start'] - c['prev_end']:6.3f} s, worked "
+                    f"{c['end'] - c['start']:6.3f} s (generate {c['generate_s']:6.3f} s, {c['requests']} requests), "
+                    f"decode {dec:.3f} s")
+            plan_lines = [ln for ln in str(stats).splitlines() if ln.startswith("Operator")]
+            log(f"{backend} / {label}: ds.stats() operators: " + " | ".join(plan_lines))
+            rows.append(pipeline_row(backend, label, None if fused else stage_wall, wall, s))
+            threads.update(s["threads"])
+    return rows, sorted(threads)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -428,9 +465,10 @@ def markdown(columns: list[str], rows: list[list[str]]) -> str:
 
 THROUGHPUT_COLUMNS = ["backend", "input per request", "batch", "requests/s", "generated tokens/s", "ms per batch",
                       "tokens per request", "vision pass (ms/request)", "repeat range (s)"]
-PIPELINE_COLUMNS = ["backend", "shards", "annotate stage wall (s)", "rebuilt pipeline wall (s)", "warm calls",
-                    "warm shards/s", "requests per shard", "decode per shard (s, median)", "generate share",
-                    "other in-call share", "waiting for input", "longest wait (s)", f"< {WAIT_TARGET:.0%}"]
+PIPELINE_COLUMNS = ["backend", "pipeline", "decode runs in", "annotate stage wall (s)", "rebuilt wall (s)",
+                    "warm calls", "warm shards/s", "requests per shard", "decode per shard (s, median)",
+                    "generate", "other in-call work", "wait: input still decoding", "wait: hand-over",
+                    "waiting for input", "longest wait (s)", f"< {WAIT_TARGET:.0%}"]
 
 
 def environment() -> str:
@@ -439,18 +477,23 @@ def environment() -> str:
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (f"{os.cpu_count()} cores visible, {platform.machine()}, Python {platform.python_version()}, torch "
-            f"{torch.__version__} ({torch.get_num_threads()} threads in-process; Ray workers get 1 per CPU they "
-            f"hold), transformers {transformers.__version__}, ray {ray.__version__}, load average {load:.2f} at "
-            f"start.")
+            f"{torch.__version__} ({torch.get_num_threads()} thread(s) in-process), transformers "
+            f"{transformers.__version__}, ray {ray.__version__} in-process with {NUM_CPUS} CPUs, load average "
+            f"{load:.2f} at start.")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="fewer batches, repeats and videos (about 2 minutes)")
+    p.add_argument("--quick", action="store_true",
+                   help="fewer batches, repeats and videos (about 1.5 minutes instead of 2)")
     p.add_argument("--work", default=os.path.join(os.getcwd(), "bench-out"),
                    help="cache of inputs and output folders (default ./bench-out)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads for the in-process throughput table (default 1, as in the stage's actor, "
+                        "which holds 1 CPU)")
     p.add_argument("--skip-pipeline", action="store_true", help="only the backend throughput table")
     args = p.parse_args(argv)
+    torch.set_num_threads(max(args.threads, 1))
     plan = Plan.make(args.quick)
     work = os.path.abspath(args.work)
     os.makedirs(work, exist_ok=True)
@@ -467,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
         pipeline_rows = None
         if not args.skip_pipeline:
-            pipeline_rows, _ = measure_pipeline(plan, work, args.quick)
+            pipeline_rows, actor_threads = measure_pipeline(plan, work, args.quick)
 
     print(env)
     print()
@@ -481,7 +524,8 @@ def main(argv: list[str] | None = None) -> int:
     if pipeline_rows is not None:
         print()
         print(f"### Annotate pipeline: time the annotator actor waits for input ({plan.videos} synthetic videos of "
-              f"20–40 s, one per shard; first call excluded)")
+              f"20–40 s, one per shard; shares of the actor's wall time over the warm calls, first call excluded; "
+              f"actor torch threads {actor_threads})")
         print()
         print(markdown(PIPELINE_COLUMNS, pipeline_rows))
     log(f"total {time.monotonic() - started:.0f} s")

@@ -215,7 +215,11 @@ def run(ctx: StageContext) -> dict:
         print(f"[annotate] {len(todo)} shards, backend {cfg.annotate.backend} on {cfg.annotate.pool_size} "
               f"actor(s), device {device}", flush=True)
         ds = ray.data.from_items([{"unit": json.dumps(u)} for u in todo], override_num_blocks=len(todo))
-        ds = ds.map_batches(decode_unit, fn_kwargs={"cfg": cfg}, batch_size=1, num_cpus=1)
+        # A decode pool one larger than the actor pool keeps the actors fed, and its differing size stops Ray Data
+        # from fusing decoding into the actors (it fuses a task map into an actor map of equal size), which would
+        # leave each actor idle while it decodes its next shard.
+        decoders = ray.data.TaskPoolStrategy(size=cfg.annotate.pool_size + 1)
+        ds = ds.map_batches(decode_unit, fn_kwargs={"cfg": cfg}, batch_size=1, num_cpus=1, compute=decoders)
         ds = ds.map_batches(Annotator, fn_constructor_kwargs={"cfg": cfg, "device": device}, batch_size=1,
                             compute=ray.data.ActorPoolStrategy(size=cfg.annotate.pool_size), num_gpus=gpus,
                             num_cpus=1)
