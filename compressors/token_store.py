@@ -124,7 +124,9 @@ class HicoReader:
         return f
 
     def _decode(self, file: str, index: int) -> pa.Table:
-        return self._file(file).read_row_group(index, columns=self._COLUMNS, use_threads=False)
+        # A ParquetFile is not safe to share between threads: each decode gets its own over the parsed footer.
+        reader = pq.ParquetFile(self._open(file), metadata=self._file(file).metadata)
+        return reader.read_row_group(index, columns=self._COLUMNS, use_threads=False)
 
     def _row_group(self, file: str, index: int) -> pa.Table:
         key = (file, index)
