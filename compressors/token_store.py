@@ -133,9 +133,11 @@ class HicoReader:
         if self._cached is None or self._cached[0] != key:
             future = self._prefetch.pop(key, None)
             table = future.result() if future is not None else self._decode(file, index)
-            sequential = self._cached is not None and self._cached[0] == (file, index - 1)
+            # A scan starts at a file's first row group, or continues from the one before.
+            sequential = index == 0 or (self._cached is not None and self._cached[0] == (file, index - 1))
             self._cached = (key, table)
-            # Only a reader walking the file in order prefetches; a random lookup decodes just what it needs.
+            # Only a reader walking the file in order prefetches; a random lookup elsewhere decodes just what it
+            # needs.
             if sequential:
                 self._prefetch_after(file, index)
             else:
