@@ -23,6 +23,8 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/ingest.py
+	$(PY) benchmarks/hico.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/annotate.py
 
 clean-demo:
 	rm -rf longvid-demo
