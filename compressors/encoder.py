@@ -504,6 +504,52 @@ class _Checkpoint:
 _BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.")
 
 
+class KeyCollision(ValueError):
+    """Two checkpoint keys name the same model weight after prefix stripping."""
+
+    def __init__(self, first: str, second: str, key: str):
+        self.first, self.second, self.key = first, second, key
+        super().__init__(f"keys {first!r} and {second!r} both map to {key!r}")
+
+
+@dataclass
+class KeyMatch:
+    """Checkpoint keys sorted against an encoder's state dict (see :func:`match_checkpoint_keys`)."""
+
+    loaded: dict[str, Tensor] = field(default_factory=dict)  # model key -> tensor
+    mismatched: list[tuple[str, str, list, list]] = field(default_factory=list)  # (raw, key, ckpt shape, model shape)
+    unexpected: list[tuple[str, str]] = field(default_factory=list)  # (raw, key)
+    unused: list[str] = field(default_factory=list)  # keys of blocks after feature_block
+
+
+def match_checkpoint_keys(raw_keys: Iterable[str], to_key, shape_of, tensor_of, expected: Mapping[str, Tensor],
+                          config: VideoEncoderConfig) -> KeyMatch:
+    """Map checkpoint keys (`to_key`: raw -> model key) onto `expected`; loads tensors whose shapes fit.
+
+    Raises KeyCollision when two raw keys map to one model key. Used by every loader of encoder weights.
+    """
+    match = KeyMatch()
+    sources: dict[str, str] = {}
+    for raw in raw_keys:
+        key = to_key(raw)
+        if key in sources:
+            raise KeyCollision(sources[key], raw, key)
+        sources[key] = raw
+        if key in expected:
+            shape = tuple(shape_of(raw))
+            if shape != tuple(expected[key].shape):
+                match.mismatched.append((raw, key, list(shape), list(expected[key].shape)))
+            else:
+                match.loaded[key] = tensor_of(raw)
+            continue
+        block = _BLOCK_KEY.match(key)
+        if block and config.num_blocks_run <= int(block.group(1)) < config.depth:
+            match.unused.append(key)
+        else:
+            match.unexpected.append((raw, key))
+    return match
+
+
 def _resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
@@ -542,7 +588,6 @@ def load_encoder(checkpoint: str | os.PathLike | None, config: VideoEncoderConfi
         model = UMTVideoEncoder(config)
     model = model.to_empty(device="cpu")  # assemble on the CPU (deterministic init), then move once
     expected = model.state_dict()
-    depth, n_run = config.depth, config.num_blocks_run
 
     missing: list[str] = list(expected)
     unexpected: list[str] = []
@@ -558,27 +603,16 @@ def load_encoder(checkpoint: str | os.PathLike | None, config: VideoEncoderConfi
             raise EncoderWeightsError(f"encoder checkpoint not found: {path}")
         ckpt = _Checkpoint(path)
         sha = file_sha256(path)
-        sources: dict[str, str] = {}
-        mismatched: list[str] = []
-        for raw in ckpt.keys:
-            key = normalize_key(raw, prefixes)
-            if key in sources:
-                raise EncoderWeightsError(
-                    f"encoder checkpoint {path}: keys {sources[key]!r} and {raw!r} both map to {key!r} after "
-                    f"stripping prefixes {list(prefixes)}; pass a narrower key_prefix")
-            sources[key] = raw
-            if key in expected:
-                shape = ckpt.shape(raw)
-                if shape != tuple(expected[key].shape):
-                    mismatched.append(f"{key}: checkpoint {list(shape)} vs model {list(expected[key].shape)}")
-                    continue
-                loaded[key] = ckpt.tensor(raw)
-                continue
-            match = _BLOCK_KEY.match(key)
-            if match and n_run <= int(match.group(1)) < depth:
-                unused.append(key)
-            else:
-                unexpected.append(key)
+        try:
+            match = match_checkpoint_keys(ckpt.keys, lambda raw: normalize_key(raw, prefixes), ckpt.shape,
+                                          ckpt.tensor, expected, config)
+        except KeyCollision as e:
+            raise EncoderWeightsError(
+                f"encoder checkpoint {path}: keys {e.first!r} and {e.second!r} both map to {e.key!r} after "
+                f"stripping prefixes {list(prefixes)}; pass a narrower key_prefix")
+        loaded, unused = match.loaded, match.unused
+        unexpected = [key for _, key in match.unexpected]
+        mismatched = [f"{key}: checkpoint {shape} vs model {want}" for _, key, shape, want in match.mismatched]
         if mismatched:
             raise EncoderWeightsError(
                 f"encoder checkpoint {path} does not fit the encoder config ({encoder_id(config)}, "

@@ -317,7 +317,8 @@ def load_projector(weights: WeightIndex, cfg: HicoMllmConfig) -> nn.Sequential:
 
 def load_vision_encoder(weights: WeightIndex, cfg: HicoMllmConfig, weights_sha256: str, device, dtype, seed: int = 0):
     """The UMT encoder from the keys under the vision prefix (any number of shards) -> (model, LoadReport)."""
-    from compressors.encoder import (LoadReport, UMTVideoEncoder, encoder_id, init_random_weights, normalize_key)
+    from compressors.encoder import (KeyCollision, LoadReport, UMTVideoEncoder, encoder_id, init_random_weights,
+                                     match_checkpoint_keys, normalize_key)
 
     prefix = cfg.key_prefixes["vision"]
     vcfg = cfg.vision_encoder
@@ -325,26 +326,16 @@ def load_vision_encoder(weights: WeightIndex, cfg: HicoMllmConfig, weights_sha25
         model = UMTVideoEncoder(vcfg)
     model = model.to_empty(device="cpu")
     expected = model.state_dict()
-    n_run, depth = vcfg.num_blocks_run, vcfg.depth
-    loaded, sources, unexpected, unused, mismatched = {}, {}, [], [], []
-    for raw in weights.keys():
-        if not raw.startswith(prefix):
-            continue
-        key = normalize_key(raw[len(prefix):], VISION_EXTRA_PREFIXES)
-        if key in sources:
-            raise HicoMllmCheckpointError(f"hico_mllm checkpoint {weights.directory}: vision keys {sources[key]!r} "
-                                          f"and {raw!r} both map to {key!r}; narrow key_prefixes.vision")
-        sources[key] = raw
-        if key in expected:
-            shape = weights.shape(raw)
-            if shape != tuple(expected[key].shape):
-                mismatched.append(f"{raw}: {list(shape)} vs {list(expected[key].shape)}")
-            else:
-                loaded[key] = weights.tensor(raw)
-        elif key.startswith("blocks.") and key.split(".")[1].isdigit() and n_run <= int(key.split(".")[1]) < depth:
-            unused.append(key)
-        else:
-            unexpected.append(raw)
+    try:
+        match = match_checkpoint_keys([k for k in weights.keys() if k.startswith(prefix)],
+                                      lambda raw: normalize_key(raw[len(prefix):], VISION_EXTRA_PREFIXES),
+                                      weights.shape, weights.tensor, expected, vcfg)
+    except KeyCollision as e:
+        raise HicoMllmCheckpointError(f"hico_mllm checkpoint {weights.directory}: vision keys {e.first!r} "
+                                      f"and {e.second!r} both map to {e.key!r}; narrow key_prefixes.vision")
+    loaded, unused = match.loaded, match.unused
+    unexpected = [raw for raw, _ in match.unexpected]
+    mismatched = [f"{raw}: {shape} vs {want}" for raw, _, shape, want in match.mismatched]
     if mismatched:
         raise HicoMllmCheckpointError(
             f"hico_mllm checkpoint {weights.directory}: vision weights do not fit the vision_encoder config "
