@@ -61,12 +61,14 @@ from dataclasses import dataclass  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import bench_common  # noqa: E402
+
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from annotators import prompts  # noqa: E402
 from annotators.backends.base import GenerationParams, Request  # noqa: E402
-from pipeline import manifest, ray_runtime, runner, synthetic  # noqa: E402
+from pipeline import manifest, runner, synthetic  # noqa: E402
 from pipeline.context import StageContext  # noqa: E402
 from pipeline.stages import annotate as annotate_stage  # noqa: E402
 from schemas import config as config_schema  # noqa: E402
@@ -308,20 +310,6 @@ def make_videos(work: str, n: int) -> list[str]:
     return paths
 
 
-def warm_up_ray() -> None:
-    import ray
-
-    ray_runtime.init(num_cpus=NUM_CPUS)
-
-    @ray.remote(num_cpus=1)
-    def noop() -> int:
-        import pipeline.stages.annotate  # noqa: F401  (the import the stage tasks pay once per worker)
-
-        return os.getpid()
-
-    ray.get([noop.remote() for _ in range(NUM_CPUS * 2)])
-
-
 def redirect(unit: dict, scratch: str) -> dict:
     """The unit with its output tables and record under `scratch` (the stage's own output stays untouched)."""
     unit = dict(unit)
@@ -407,7 +395,7 @@ def measure_pipeline(plan: Plan, work: str, quick: bool) -> tuple[list[list[str]
     sources = make_videos(work, plan.videos)
     log(f"starting Ray in-process with {NUM_CPUS} CPUs (not timed)")
     t0 = time.monotonic()
-    warm_up_ray()
+    bench_common.warm_up_ray(NUM_CPUS, "pipeline.stages.annotate")
     log(f"Ray up and warm in {time.monotonic() - t0:.1f} s")
 
     base = os.path.join(work, "runs", "annotate-ingest")

@@ -33,7 +33,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from pipeline import ffmpeg, ray_runtime, runner, synthetic  # noqa: E402
+import bench_common  # noqa: E402
+
+from pipeline import ffmpeg, runner, synthetic  # noqa: E402
 from schemas import config as config_schema  # noqa: E402
 
 STAGES = ("crawl", "probe", "scenes", "shard")
@@ -141,21 +143,6 @@ def ffmpeg_decode_s(path: str) -> float:
     return time.monotonic() - t0
 
 
-def warm_up_ray() -> None:
-    """Start Ray and its worker processes before anything is timed."""
-    import ray
-
-    ray_runtime.init(num_cpus=NUM_CPUS)
-
-    @ray.remote(num_cpus=1)
-    def noop() -> int:
-        import pipeline.stages  # noqa: F401  (the import the stage tasks pay once per worker)
-
-        return os.getpid()
-
-    ray.get([noop.remote() for _ in range(NUM_CPUS * 2)])
-
-
 def build_config(source: str, out: str):
     return config_schema.build({"sources": [source], "out": out}, [f"ray.num_cpus={NUM_CPUS}"])
 
@@ -230,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
 
     log(f"starting Ray in-process with {NUM_CPUS} CPUs (not timed)")
     t0 = time.monotonic()
-    warm_up_ray()
+    bench_common.warm_up_ray(NUM_CPUS, "pipeline.stages")
     log(f"Ray up and warm in {time.monotonic() - t0:.1f} s")
 
     rows = []
