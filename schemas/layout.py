@@ -21,12 +21,17 @@ def shard_name(index: int) -> str:
     return f"{SHARD_PREFIX}-{index:06d}.tar"
 
 
+def shard_stem(name: str) -> str:
+    """`longvid-000000.tar` -> `longvid-000000`: the name every per-shard output file is derived from."""
+    return name.removesuffix(".tar")
+
+
 def shard_path(index: int) -> str:
     return f"{SHARDS_DIR}/{shard_name(index)}"
 
 
 def shard_record_path(index: int) -> str:
-    return f"{SHARD_RECORDS_DIR}/{SHARD_PREFIX}-{index:06d}.json"
+    return f"{SHARD_RECORDS_DIR}/{shard_stem(shard_name(index))}.json"
 
 
 def part_name(index: int, digest: str) -> str:
@@ -45,7 +50,7 @@ def hico_dir(stage: str) -> str:
 
 def hico_part_path(stage: str, shard_index_or_name) -> str:
     name = shard_index_or_name if isinstance(shard_index_or_name, str) else shard_name(shard_index_or_name)
-    return f"{hico_dir(stage)}/{name.removesuffix('.tar')}.parquet"
+    return f"{hico_dir(stage)}/{shard_stem(name)}.parquet"
 
 
 def hico_index_path(stage: str) -> str:
@@ -53,7 +58,8 @@ def hico_index_path(stage: str) -> str:
 
 
 def hico_record_path(stage: str, shard_name_: str) -> str:
-    return f"{HICO_RECORDS_DIR}/{stage}/{shard_name_.removesuffix('.tar')}.json"
+    return f"{HICO_RECORDS_DIR}/{stage}/{shard_stem(shard_name_)}.json"
+
 
 ANNOTATIONS_DIR = "annotations"
 ANNOTATION_TABLES = ("captions", "qa", "grounding", "rejects")
@@ -62,8 +68,8 @@ GROUNDING_QVH = "annotations/grounding_qvhighlights.jsonl"
 
 
 def annotation_path(table: str, shard_name_: str) -> str:
-    return f"{ANNOTATIONS_DIR}/{table}/{shard_name_.removesuffix('.tar')}.parquet"
+    return f"{ANNOTATIONS_DIR}/{table}/{shard_stem(shard_name_)}.parquet"
 
 
 def annotation_record_path(shard_name_: str) -> str:
-    return f"{ANNOTATION_RECORDS_DIR}/{shard_name_.removesuffix('.tar')}.json"
+    return f"{ANNOTATION_RECORDS_DIR}/{shard_stem(shard_name_)}.json"
