@@ -22,12 +22,6 @@ class SourceError(ValueError):
     """A source that cannot be listed (bad manifest, missing bucket): a config-level problem, not a reject."""
 
 
-def _extension(uri: str) -> str:
-    path = uri.split("?", 1)[0] if storage.is_http(uri) else uri  # only URLs carry a query string
-    name = path.rsplit("/", 1)[-1]
-    return name.rsplit(".", 1)[-1].lower() if "." in name else ""
-
-
 def _row(uri: str, source: str, metadata: dict | None = None, size: int | None = None) -> dict:
     return {
         "source_uri": uri,
@@ -49,13 +43,12 @@ def _read_bytes(uri: str) -> bytes:
 
 
 def _is_manifest(uri: str) -> bool:
-    path = uri.split("?", 1)[0] if storage.is_http(uri) else uri
-    return path.lower().endswith(MANIFEST_SUFFIXES)
+    return storage.path_part(uri).lower().endswith(MANIFEST_SUFFIXES)
 
 
 def _read_manifest_records(uri: str) -> list[dict]:
     data = _read_bytes(uri)
-    lower = (uri.split("?", 1)[0] if storage.is_http(uri) else uri).lower()
+    lower = storage.path_part(uri).lower()
     if lower.endswith(".parquet"):
         import pyarrow.parquet as pq
 
@@ -113,12 +106,12 @@ def list_source(source: str, extensions: Iterable[str]) -> Iterator[dict]:
         yield _row(source, source)
         return
     if storage.is_s3(source):
-        if _extension(source) in exts and storage.exists(source):
+        if storage.extension(source) in exts and storage.exists(source):
             yield _row(source, source, size=storage.size(source))
             return
         try:
             for uri, size in storage.list_files(source):
-                if _extension(uri) in exts:
+                if storage.extension(uri) in exts:
                     yield _row(uri, source, size=size)
         except Exception as e:
             if isinstance(e, SourceError):
@@ -128,7 +121,7 @@ def list_source(source: str, extensions: Iterable[str]) -> Iterator[dict]:
     path = storage.normalize_local(source)
     if os.path.isdir(path):
         for uri, size in storage.list_files(path):
-            if _extension(uri) in exts:
+            if storage.extension(uri) in exts:
                 yield _row(uri, source, size=size)
     elif _is_manifest(path):
         yield from list_manifest(path)

@@ -102,7 +102,7 @@ def fetch(uri: str, max_bytes: int, policy: Optional[HttpPolicy] = None, size_hi
         return
     tmpdir = tempfile.mkdtemp(prefix="longvid-fetch-")
     try:
-        suffix = os.path.splitext(uri.split("?", 1)[0])[1][:8]
+        suffix = os.path.splitext(storage.path_part(uri))[1][:8]
         path = os.path.join(tmpdir, "input" + suffix)
         if storage.is_http(uri):
             digest, n = _download_http(uri, path, max_bytes, policy)

@@ -64,6 +64,17 @@ def is_http(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
 
 
+def path_part(uri: str) -> str:
+    """The URI without an http query string (only URLs carry one; a local name may contain '?')."""
+    return uri.split("?", 1)[0] if is_http(uri) else uri
+
+
+def extension(uri: str) -> str:
+    """Lower-case extension of the URI's last path segment, '' when it has none."""
+    name = path_part(uri).rsplit("/", 1)[-1]
+    return name.rsplit(".", 1)[-1].lower() if "." in name else ""
+
+
 def split_s3(uri: str) -> tuple[str, str]:
     rest = uri[len("s3://"):]
     bucket, _, key = rest.partition("/")

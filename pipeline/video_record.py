@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 from pipeline import fetch, storage
 from pipeline.isolated import IsolatedFailure, IsolatedWorker
 from pipeline.probe import ProbeLimits
@@ -19,9 +22,7 @@ def video_id_of(sha256: str) -> str:
 
 
 def field_extension(source_uri: str, container: str | None) -> str:
-    path = source_uri.split("?", 1)[0] if storage.is_http(source_uri) else source_uri
-    name = path.rsplit("/", 1)[-1]
-    ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    ext = storage.extension(source_uri)
     if ext in sample_schema.VIDEO_EXTENSIONS:
         return ext
     return sample_schema.FORMAT_EXTENSIONS.get(container or "", "mp4")
@@ -60,29 +61,15 @@ def probe_input(item: dict, cfg: BuildConfig, worker: IsolatedWorker) -> dict:
     return row
 
 
-def local_copy_checked(uri: str, sha256: str, cfg: BuildConfig):
-    """Context manager giving a local path whose bytes hash to `sha256` (the source must not have changed)."""
-    ctx = fetch.fetch(uri, cfg.probe.max_bytes, http_policy_of(cfg))
-    return _Checked(ctx, uri, sha256)
-
-
 class SourceChanged(RuntimeError):
     pass
 
 
-class _Checked:
-    def __init__(self, ctx, uri: str, sha256: str):
-        self.ctx, self.uri, self.sha256 = ctx, uri, sha256
-
-    def __enter__(self) -> str:
-        got = self.ctx.__enter__()
-        if got.sha256 != self.sha256:
-            self.ctx.__exit__(None, None, None)
-            raise SourceChanged(f"{self.uri} changed since it was probed (sha256 {got.sha256[:12]}… != "
-                                f"{self.sha256[:12]}…): rerun from the probe stage")
-        return got.path
-
-    def __exit__(self, *exc):
-        return self.ctx.__exit__(*exc)
-
-
+@contextlib.contextmanager
+def local_copy_checked(uri: str, sha256: str, cfg: BuildConfig) -> Iterator[str]:
+    """A local path whose bytes hash to `sha256` (the source must not have changed since it was probed)."""
+    with fetch.fetch(uri, cfg.probe.max_bytes, http_policy_of(cfg)) as got:
+        if got.sha256 != sha256:
+            raise SourceChanged(f"{uri} changed since it was probed (sha256 {got.sha256[:12]}… != "
+                                f"{sha256[:12]}…): rerun from the probe stage")
+        yield got.path
