@@ -165,6 +165,14 @@ class AnnotateConfig:
 
 
 @dataclass
+class ReportConfig:
+    gallery_videos: int = 6  # videos in the report's sample gallery (picked deterministically from the seed)
+    gallery_frames: int = 4  # frames shown per gallery video
+    seed: int = 0
+    histogram_bins: int = 30
+
+
+@dataclass
 class BuildConfig:
     sources: list[str] = field(default_factory=list)
     out: str = ""
@@ -178,6 +186,7 @@ class BuildConfig:
     shard: ShardConfig = field(default_factory=ShardConfig)
     hico: HicoConfig = field(default_factory=HicoConfig)
     annotate: AnnotateConfig = field(default_factory=AnnotateConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -445,6 +454,10 @@ def validate(cfg: BuildConfig) -> BuildConfig:
     for i, form in enumerate(a.qa_forms):
         if form not in ("open", "mc"):
             raise ConfigError(f"annotate.qa_forms[{i}]", f"unknown form {form!r}", "use open and/or mc")
+    r = cfg.report
+    _positive("report.gallery_videos", r.gallery_videos, allow_zero=True)
+    _positive("report.gallery_frames", r.gallery_frames)
+    _positive("report.histogram_bins", r.histogram_bins)
     if cfg.ray.num_cpus is not None:
         _positive("ray.num_cpus", cfg.ray.num_cpus)
     return cfg

@@ -73,3 +73,37 @@ def annotation_path(table: str, shard_name_: str) -> str:
 
 def annotation_record_path(shard_name_: str) -> str:
     return f"{ANNOTATION_RECORDS_DIR}/{shard_stem(shard_name_)}.json"
+
+
+# Curriculum mixtures (the `mix` stage): per stage, one annotation file per task family plus the trainer's data.yaml,
+# the WebDataset shard list, per-task sampling weights, and the membership table (which annotation went where).
+MIXTURES_DIR = "mixtures"
+MIX_DATA_YAML = "data.yaml"
+MIX_SHARDS_TXT = "shards.txt"
+MIX_WEIGHTS_JSON = "weights.json"
+MIX_MEMBERS_NAME = "members.parquet"
+MIX_FRAMES_DIR = "frames"  # frame payloads (video_read_type: img): mixtures/<stage>/frames/<video_id>/<prefix>_<n>.jpg
+
+
+def mixture_dir(stage: str) -> str:
+    return f"{MIXTURES_DIR}/{stage}"
+
+
+def mixture_task_path(stage: str, task: str, ext: str = "jsonl") -> str:
+    return f"{mixture_dir(stage)}/{task}.{ext}"
+
+
+def mixture_members_path(stage: str) -> str:
+    return f"{mixture_dir(stage)}/{MIX_MEMBERS_NAME}"
+
+
+# Auditor tables (the `stats` stage) and the self-contained report (the `report` stage).
+STATS_DIR = "stats"
+STATS_TABLES = ("videos", "shards", "rejects", "stages")
+
+
+def stats_table_path(name: str) -> str:
+    return f"{STATS_DIR}/{name}.parquet"
+
+
+REPORT_HTML = "report.html"

@@ -16,6 +16,9 @@ STAGES: dict[str, str] = {
     "shard": "pipeline.stages.shard",
     "hico": "pipeline.stages.hico",
     "annotate": "pipeline.stages.annotate",
+    "mix": "pipeline.stages.mix",
+    "stats": "pipeline.stages.stats",
+    "report": "pipeline.stages.report",
 }
 
 GROUPS: dict[str, tuple[str, ...]] = {
