@@ -89,3 +89,39 @@ def make_config(sources, out, overrides=(), **data) -> config_schema.BuildConfig
 @pytest.fixture
 def config_factory():
     return make_config
+
+
+# Tiny random-weight models and short windows so the whole build runs in well under a minute on 2 cores.
+TINY_MODEL_SETTINGS = [
+    "annotate.tiny_demo_model=true", "annotate.max_new_tokens=12", "annotate.batch_size=8",
+    "annotate.min_window_s=2", "annotate.max_window_s=6", "sampling.stages.stage2.max_frames=4",
+    "annotate.qa_generators.free_qa=model", "annotate.repair_attempts=1",
+    "hico.encoder.preset=tiny", "hico.encoder.allow_random_init=true", "hico.stage=stage2",
+]
+
+
+@dataclass(frozen=True)
+class AnnotatedBuild:
+    out: Path  # read-only for tests: copy it (copy_build) before running stages that write into it
+    sources: list
+    overrides: list
+
+
+@pytest.fixture(scope="session")
+def annotated_build(corpus, ray_local, tmp_path_factory) -> AnnotatedBuild:
+    """ingest + hico + annotate over the whole test corpus (good and broken files), built once per session, with two
+    videos per shard so there are two shards."""
+    from pipeline import runner
+
+    out = tmp_path_factory.mktemp("annotated-build")
+    sources = [corpus.root]
+    overrides = TINY_MODEL_SETTINGS + ["shard.max_samples=2"]
+    cfg = make_config(sources, out, overrides, stages=["ingest", "hico", "annotate"])
+    runner.run_build(cfg, quiet=True)
+    return AnnotatedBuild(out, sources, overrides)
+
+
+def copy_build(build: AnnotatedBuild, dest: Path) -> Path:
+    """A private, writable copy of a session build."""
+    shutil.copytree(build.out, dest, dirs_exist_ok=True)
+    return dest
