@@ -132,16 +132,17 @@ class HicoReader:
         key = (file, index)
         if self._cached is None or self._cached[0] != key:
             future = self._prefetch.pop(key, None)
-            table = future.result() if future is not None else self._decode(file, index)
-            # A scan starts at a file's first row group, or continues from the one before.
+            # A scan starts at a file's first row group, or continues from the one before. Only a reader walking
+            # the file in order prefetches, and it queues the next groups before waiting on this one, so the
+            # background threads decode ahead from the first group on; a random lookup elsewhere decodes just
+            # what it needs.
             sequential = index == 0 or (self._cached is not None and self._cached[0] == (file, index - 1))
-            self._cached = (key, table)
-            # Only a reader walking the file in order prefetches; a random lookup elsewhere decodes just what it
-            # needs.
             if sequential:
                 self._prefetch_after(file, index)
             else:
                 self._prefetch.clear()
+            table = future.result() if future is not None else self._decode(file, index)
+            self._cached = (key, table)
         return self._cached[1]
 
     def _prefetch_after(self, file: str, index: int) -> None:
