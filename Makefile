@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test bench clean-demo
+.PHONY: setup browser demo test bench clean-demo
 
 $(VENV)/.setup-done: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,11 @@ setup: $(VENV)/.setup-done
 demo: setup
 	$(PY) jobs/build_longvid.py
 
-test: setup
+# Debian's chromium for the report's browser test (skips with a reason where it cannot be installed).
+browser:
+	sh scripts/install_chromium.sh
+
+test: setup browser
 	$(PY) -m pytest -q tests
 
 bench: setup
