@@ -367,35 +367,10 @@ def write_stage_dir(folder: str, rows: list[dict], tokens: np.ndarray, row_group
     return path, pq.ParquetFile(path).metadata.num_row_groups
 
 
-def measure_reader(folder: str, order: list[str], reps: int, min_time_s: float) -> tuple[float, float]:
-    """Median (wall, process CPU) seconds to read every video of `order` with a fresh HicoReader (built, index
-    read, before the clock starts), after one warm-up pass."""
-    walls: list[float] = []
-    cpus: list[float] = []
-    for i in range(1 + reps + 1000):
-        reader = HicoReader(folder)
-        c0, t0 = time.process_time(), time.perf_counter()
-        for vid in order:
-            reader.read(vid)
-        if i > 0:
-            walls.append(time.perf_counter() - t0)
-            cpus.append(time.process_time() - c0)
-        if len(walls) >= reps and sum(walls) >= min_time_s:
-            break
-    return statistics.median(walls), statistics.median(cpus)
-
-
-def measure_wall_cpu(fn, reps: int, min_time_s: float) -> tuple[float, float]:
-    """Median (wall, process CPU) seconds of `fn()` after one warm-up call."""
-    fn()
-    walls: list[float] = []
-    cpus: list[float] = []
-    while len(walls) < reps or (sum(walls) < min_time_s and len(walls) < 200):
-        c0, t0 = time.process_time(), time.perf_counter()
-        fn()
-        walls.append(time.perf_counter() - t0)
-        cpus.append(time.process_time() - c0)
-    return statistics.median(walls), statistics.median(cpus)
+def read_all(folder: str, order: list[str]) -> int:
+    """A fresh HicoReader (its index read included) reading every video of `order` once."""
+    reader = HicoReader(folder)
+    return sum(reader.read(vid).tokens.nbytes for vid in order)
 
 
 def read_table_numpy(path: str) -> int:
@@ -447,10 +422,10 @@ def bench_store(plan: Plan, work: str) -> tuple[list[list[str]], list[list[str]]
             index_order = [s["video_id"] for s in pq.read_table(os.path.join(folder, layout.HICO_INDEX_NAME))
                            .to_pylist()]
             index_order = list(dict.fromkeys(index_order))
-            t_base, c_base = measure_wall_cpu(lambda p=path: read_table_numpy(p), plan.reader_reps,
-                                              plan.min_time_s)
             for order_name, order in (("index order", index_order), ("random order", shuffled)):
-                t_read, c_read = measure_reader(folder, order, plan.reader_reps, plan.min_time_s)
+                m = measure_pair(lambda f=folder, o=order: read_all(f, o), lambda p=path: read_table_numpy(p),
+                                 plan.reader_reps, plan.min_time_s)
+                t_read, c_read, t_base, c_base = m["wall_a"], m["cpu_a"], m["wall_b"], m["cpu_b"]
                 gbs, base_gbs = raw / t_read / 1e9, raw / t_base / 1e9
                 ratio = t_base / t_read
                 informational = order_name == "random order"
@@ -555,8 +530,10 @@ def main(argv: list[str] | None = None) -> int:
     print("### 4. Reader throughput: `HicoReader(dir).read(vid)` for every video vs `pq.read_table` + numpy\n")
     print(markdown(READ_COLUMNS, read_rows))
     print("\nGB/s = raw float16 token bytes / seconds (1 GB = 1e9 bytes), files in the page cache. Reader: a fresh "
-          "`HicoReader` per repeat (index read outside the timing), every video once. Baseline: "
+          "`HicoReader` per repeat (its index read included), every video once. Baseline: "
           "`pq.read_table(file)` (all columns) and `.to_numpy_ndarray()` on each chunk of the token column. "
+          "The two are timed alternately (reader, baseline, reader, …) so other load on the machine hits both alike; "
+          "medians. "
           "'cores busy' = process CPU seconds / wall seconds. The default 256 MiB target gives this file a single "
           "row group; the second layout (about 8 groups) stands for a real multi-GB shard, which holds many "
           "256 MiB groups. Random order is informational: the reader decodes whole row groups and keeps only the "
