@@ -6,6 +6,7 @@ Every problem is a ConfigError naming the dotted key, what is wrong and how to f
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import re
@@ -16,6 +17,7 @@ from typing import Any, Optional, Union
 
 import yaml
 
+from schemas import layout, mixture
 from schemas.sample import VIDEO_EXTENSIONS
 
 GiB = 1024**3
@@ -165,6 +167,49 @@ class AnnotateConfig:
 
 
 @dataclass
+class MixTaskConfig:
+    weight: float = 1.0  # relative chance a streaming trainer draws this task (weights.json, normalised)
+    max_records: Optional[int] = None  # cap on this task's records in the stage (a seeded random subset); null: all
+    sampling_strategy: str = "all"  # data.yaml: all | first:N | first:P% | end:N | firstK:N
+
+
+def _mix_tasks(names) -> dict[str, MixTaskConfig]:
+    return {t: MixTaskConfig() for t in names}
+
+
+@dataclass
+class MixStageConfig:
+    videos: list[str] = field(default_factory=lambda: list(mixture.DURATION_CLASSES))  # short and/or long samples
+    tasks: dict[str, MixTaskConfig] = field(default_factory=lambda: _mix_tasks(mixture.TASKS))
+    video_read_type: str = "decord"  # decord: video files | img: frame directories at the stage's sampled frames
+
+
+def _default_mix_stages() -> dict[str, MixStageConfig]:
+    captions = (mixture.CAPTION_TASK, mixture.SUMMARY_TASK)
+    return {
+        "stage1": MixStageConfig(["short"], _mix_tasks(captions)),
+        "stage2": MixStageConfig(["short"], _mix_tasks(captions)),
+        "stage3": MixStageConfig(["short", "long"], _mix_tasks(mixture.TASKS)),
+        "stage4": MixStageConfig(["short", "long"], _mix_tasks(mixture.TASKS)),
+    }
+
+
+@dataclass
+class MixConfig:
+    seed: int = 0  # record order and capped subsets derive from it
+    long_min_s: float = 60.0  # a sample (a clip caption: its clip) is long from here, short below
+    long_max_s: float = 3600.0  # longer samples feed no stage
+    timestamp_prompt: str = "trainer"  # trainer: VideoChat-Flash inserts it (--time_msg short) | inline: written
+    max_turns: int = 1  # > 1: QA of one video and task grouped into multi-turn records of up to this many turns
+    json_list: bool = False  # also write <task>.json (a JSON list) beside <task>.jsonl
+    internvideo2_5: bool = False  # also write the InternVideo2.5 (XTuner) variant: internvideo2_5/<task>.jsonl
+    frame_prefix: str = "frame"  # frame payloads of `img` stages: <prefix>_<n>.jpg
+    jpeg_quality: int = 90
+    # curriculum stages, each named after a sampling stage (frames, sampling rule and resolution come from there)
+    stages: dict[str, MixStageConfig] = field(default_factory=_default_mix_stages)
+
+
+@dataclass
 class ReportConfig:
     gallery_videos: int = 6  # videos in the report's sample gallery (picked deterministically from the seed)
     gallery_frames: int = 4  # frames shown per gallery video
@@ -186,6 +231,7 @@ class BuildConfig:
     shard: ShardConfig = field(default_factory=ShardConfig)
     hico: HicoConfig = field(default_factory=HicoConfig)
     annotate: AnnotateConfig = field(default_factory=AnnotateConfig)
+    mix: MixConfig = field(default_factory=MixConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
 
 
@@ -454,6 +500,7 @@ def validate(cfg: BuildConfig) -> BuildConfig:
     for i, form in enumerate(a.qa_forms):
         if form not in ("open", "mc"):
             raise ConfigError(f"annotate.qa_forms[{i}]", f"unknown form {form!r}", "use open and/or mc")
+    _validate_mix(cfg)
     r = cfg.report
     _positive("report.gallery_videos", r.gallery_videos, allow_zero=True)
     _positive("report.gallery_frames", r.gallery_frames)
@@ -463,12 +510,81 @@ def validate(cfg: BuildConfig) -> BuildConfig:
     return cfg
 
 
+FRAME_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
+
+
+def _validate_mix(cfg: BuildConfig) -> None:
+    mx = cfg.mix
+    _positive("mix.long_min_s", mx.long_min_s)
+    if mx.long_max_s <= mx.long_min_s:
+        raise ConfigError("mix.long_max_s", f"{mx.long_max_s} is not above long_min_s {mx.long_min_s}",
+                          "raise long_max_s or lower long_min_s")
+    if mx.timestamp_prompt not in mixture.TIMESTAMP_PROMPT_MODES:
+        raise ConfigError("mix.timestamp_prompt", f"unknown mode {mx.timestamp_prompt!r}",
+                          "use trainer (VideoChat-Flash --time_msg inserts it) or inline (written into the text)")
+    _positive("mix.max_turns", mx.max_turns)
+    if not FRAME_PREFIX.match(mx.frame_prefix):
+        raise ConfigError("mix.frame_prefix", f"{mx.frame_prefix!r} is not a plain name",
+                          "use letters, digits and '-', e.g. frame")
+    if not 1 <= mx.jpeg_quality <= 100:
+        raise ConfigError("mix.jpeg_quality", f"{mx.jpeg_quality} is outside 1..100", "use 1..100, e.g. 90")
+    for name, st in mx.stages.items():
+        key = f"mix.stages.{name}"
+        if name == layout.MIX_VIDEOS_NAME:
+            raise ConfigError(key, f"{name!r} is reserved (mixtures/{name}/ holds the video payloads)",
+                              "rename the curriculum stage")
+        if name not in cfg.sampling.stages:
+            raise ConfigError(key, f"no sampling stage named {name!r}",
+                              f"add sampling.stages.{name} or drop this mixture with {key}=null "
+                              f"(sampling stages: {', '.join(cfg.sampling.stages)})")
+        if not st.videos:
+            raise ConfigError(f"{key}.videos", "empty", "list short and/or long")
+        for i, v in enumerate(st.videos):
+            if v not in mixture.DURATION_CLASSES:
+                raise ConfigError(f"{key}.videos[{i}]", f"unknown duration class {v!r}", "use short and/or long")
+        if st.video_read_type not in mixture.VIDEO_READ_TYPES:
+            raise ConfigError(f"{key}.video_read_type", f"unknown type {st.video_read_type!r}",
+                              "use decord (video files) or img (frame directories)")
+        if not st.tasks:
+            raise ConfigError(f"{key}.tasks", "empty", f"name at least one of {', '.join(mixture.TASKS)}")
+        for task, t in st.tasks.items():
+            tkey = f"{key}.tasks.{task}"
+            if task not in mixture.TASKS:
+                raise ConfigError(tkey, "unknown task", f"use {', '.join(mixture.TASKS)}")
+            _positive(f"{tkey}.weight", t.weight)
+            _positive(f"{tkey}.max_records", t.max_records)
+            problem = mixture.sampling_strategy_problem(t.sampling_strategy)
+            if problem:
+                raise ConfigError(f"{tkey}.sampling_strategy", problem, "e.g. all, first:1000, first:50% or end:200")
+
+
+def _drop_nulls(data: dict, user: dict) -> None:
+    """`null` removes a curriculum stage, a mixture stage or a mixture task. A default mixture stage whose sampling
+    stage was removed goes with it; one the user configured must name a sampling stage (validate says so)."""
+    stages = (data.get("sampling") or {}).get("stages")
+    if isinstance(stages, dict):
+        data["sampling"]["stages"] = stages = {k: v for k, v in stages.items() if v is not None}
+    mix_stages = (data.get("mix") or {}).get("stages")
+    if not isinstance(mix_stages, dict):
+        return
+    user_stages = (user.get("mix") or {}).get("stages") or {}
+    kept = {}
+    for name, st in mix_stages.items():
+        if st is None or (name not in user_stages and isinstance(stages, dict) and name not in stages):
+            continue
+        if isinstance(st, dict) and isinstance(st.get("tasks"), dict):
+            st = {**st, "tasks": {t: v for t, v in st["tasks"].items() if v is not None}}
+        kept[name] = st
+    data["mix"]["stages"] = kept
+
+
 def build(data: dict, overrides: list[str] = ()) -> BuildConfig:
-    """Defaults, then the file's values, then `--set` overrides. A curriculum stage set to null is removed."""
+    """Defaults, then the file's values, then `--set` overrides. A curriculum stage, mixture stage or mixture task
+    set to null is removed."""
+    user = copy.deepcopy(data)
     data = merge(to_dict(BuildConfig()), data)
     for o in overrides:
         data = apply_override(data, o)
-    stages = (data.get("sampling") or {}).get("stages")
-    if isinstance(stages, dict):
-        data["sampling"]["stages"] = {k: v for k, v in stages.items() if v is not None}
+        user = apply_override(user, o)
+    _drop_nulls(data, user)
     return validate(_from_dict(BuildConfig, data, ""))

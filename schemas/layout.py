@@ -82,7 +82,9 @@ MIX_DATA_YAML = "data.yaml"
 MIX_SHARDS_TXT = "shards.txt"
 MIX_WEIGHTS_JSON = "weights.json"
 MIX_MEMBERS_NAME = "members.parquet"
-MIX_FRAMES_DIR = "frames"  # frame payloads (video_read_type: img): mixtures/<stage>/frames/<video_id>/<prefix>_<n>.jpg
+# Frame payloads (video_read_type: img): mixtures/<stage>/frames/<sample>/<prefix>_<n>.jpg, where <sample> is the
+# video_id (whole-video records) or <video_id>_<start ms>-<end ms> (clip captions).
+MIX_FRAMES_DIR = "frames"
 
 
 def mixture_dir(stage: str) -> str:
@@ -95,6 +97,33 @@ def mixture_task_path(stage: str, task: str, ext: str = "jsonl") -> str:
 
 def mixture_members_path(stage: str) -> str:
     return f"{mixture_dir(stage)}/{MIX_MEMBERS_NAME}"
+
+
+def mixture_file_path(stage: str, name: str) -> str:
+    return f"{mixture_dir(stage)}/{name}"
+
+
+# Video payloads, materialised once from the shards for every `decord` stage (data_root of those stages' data.yaml).
+MIX_VIDEOS_DIR = f"{MIXTURES_DIR}/videos"
+MIX_VIDEOS_NAME = "videos"  # reserved: no curriculum stage may be called this
+
+
+def mix_video_path(video_id: str, extension: str) -> str:
+    return f"{MIX_VIDEOS_DIR}/{video_id}.{extension}"
+
+
+def mixture_frames_path(stage: str, sample_dir: str, file_name: str) -> str:
+    return f"{mixture_dir(stage)}/{MIX_FRAMES_DIR}/{sample_dir}/{file_name}"
+
+
+# InternVideo2.5 (XTuner) variant, behind mix.internvideo2_5: <task>.jsonl records plus its dataset meta file.
+MIX_INTERNVIDEO_DIR = "internvideo2_5"
+MIX_INTERNVIDEO_META = "meta.json"
+MIX_RECORDS_DIR = "work/mix"  # one JSON per shard whose payloads (videos, frames) are committed
+
+
+def mix_record_path(shard_name_: str) -> str:
+    return f"{MIX_RECORDS_DIR}/{shard_stem(shard_name_)}.json"
 
 
 # Auditor tables (the `stats` stage) and the self-contained report (the `report` stage).

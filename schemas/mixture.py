@@ -7,6 +7,8 @@ the membership table; the per-task line counts of the JSONL files must equal its
 
 from __future__ import annotations
 
+import re
+
 import pyarrow as pa
 
 from schemas.tables import QA_FAMILIES
@@ -35,9 +37,64 @@ MIX_MEMBERS = pa.schema(
         pa.field("num_frames", pa.int32()),  # frames the stage's sampling rule takes for this sample
         pa.field("visual_tokens", pa.int64()),  # num_frames * tokens per frame after HiCo merging
         pa.field("text_chars", pa.int64()),  # characters of this annotation's conversation turns
+        pa.field("turn", pa.int32()),  # position of this annotation's QA pair inside its (multi-turn) record
     ]
 )
 
 
 def source_key(shard_stem: str, row: int) -> str:
     return f"{shard_stem}:{row}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Curriculum settings the config validates against
+
+DURATION_CLASSES = ("short", "long")  # short: below mix.long_min_s; long: mix.long_min_s .. mix.long_max_s
+VIDEO_READ_TYPES = ("decord", "img")  # video files, or frame directories of JPEGs
+TIMESTAMP_PROMPT_MODES = ("trainer", "inline")  # trainer: VideoChat-Flash inserts it (--time_msg short)
+SAMPLING_STRATEGY = re.compile(r"^(all|(first|first[2-4]|end):(\d+)(%?))$")
+
+
+def sampling_strategy_problem(value: str) -> str | None:
+    """Why a data.yaml `sampling_strategy` is unusable, or None when the trainer accepts it."""
+    m = SAMPLING_STRATEGY.match(value)
+    if not m:
+        return f"{value!r} is not all, first:N, first:P%, end:N or firstK:N (K = 2..4)"
+    if m.group(1) != "all":
+        n = int(m.group(3))
+        if n <= 0 or (m.group(4) and n > 100):
+            return f"{value!r}: N must be > 0 and a percentage at most 100"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training records (LLaVA-NeXT / VideoChat-Flash annotation format)
+
+IMAGE_TOKEN = "<image>"
+RECORD_KEYS = ("id", "video", "video_id", "conversations", "duration", "start", "end")  # in written order
+INTERNVIDEO_KEYS = ("id", "video", "conversations", "duration", "start", "end")  # InternVideo2.5: duration required
+CLIP_END_MARGIN_S = 0.1  # the trainer ends a clip at most this far before the video's end
+
+
+def record_id(stage: str, task: str, video_id: str, n: int) -> str:
+    """`stage3-qa_family-<video_id>-0003`: the n-th record a video gives a task (n counts before any cap)."""
+    return f"{stage}-{task}-{video_id}-{n:04d}"
+
+
+def clip_window(vlen: int, fps: float, start_s: float, end_s: float) -> tuple[int, int, float]:
+    """(first frame, frames, duration) of a start/end clip exactly as the VideoChat-Flash reader computes them:
+    end clamped to the video's duration minus CLIP_END_MARGIN_S, `int()` truncation of seconds × fps."""
+    duration = vlen / float(fps)
+    start = max(0.0, start_s)
+    end = min(duration - CLIP_END_MARGIN_S, end_s)
+    clip_duration = end - start
+    return int(start * fps), int(clip_duration * fps), clip_duration
+
+
+def frame_file_name(prefix: str, n: int) -> str:
+    """Frame payload name; the trainer orders a frame directory by the number after the last `_`."""
+    return f"{prefix}_{n:06d}.jpg"
+
+
+# weights.json, per stage: {"stage", "seed", "tasks": {task: {"weight", "records", "json_path"}}}; weights are
+# normalised over the tasks that have records (the chance a streaming trainer draws that task next).

@@ -1,0 +1,61 @@
+"""Reading a stage mixture the way a trainer does: `data.yaml` with its relative paths resolved from the file's
+folder (local or s3://), and an absolute copy for trainers started elsewhere.
+
+    python -m pipeline.mix_consume out/mixtures/stage3/data.yaml > /data/longvid-stage3.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import posixpath
+import sys
+
+import yaml
+
+from pipeline import storage
+
+
+def resolve(folder: str, rel: str) -> str:
+    """`rel` seen from `folder` (a local directory or an s3:// prefix), normalised; absolute paths stay as they are."""
+    if storage.is_s3(rel) or os.path.isabs(rel):
+        return rel
+    if storage.is_s3(folder):
+        bucket, key = storage.split_s3(folder)
+        return f"s3://{bucket}/{posixpath.normpath(posixpath.join(key, rel))}"
+    return os.path.normpath(os.path.join(folder, rel))
+
+
+def folder_of(uri: str) -> str:
+    return uri.rsplit("/", 1)[0] if storage.is_s3(uri) else os.path.dirname(os.path.abspath(uri))
+
+
+def read_data_yaml(uri: str) -> list[dict]:
+    """The `datasets:` entries of a mixture's data.yaml with `json_path` and `data_root` made absolute."""
+    doc = yaml.safe_load(storage.read_bytes(uri))
+    folder = folder_of(uri)
+    out = []
+    for ds in doc.get("datasets") or []:
+        ds = dict(ds)
+        ds["json_path"] = resolve(folder, ds["json_path"])
+        ds["data_root"] = resolve(folder, ds.get("data_root", ""))
+        out.append(ds)
+    return out
+
+
+def absolute_data_yaml(uri: str) -> str:
+    return yaml.safe_dump({"datasets": read_data_yaml(uri)}, sort_keys=False, allow_unicode=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="print a mixture's data.yaml with absolute paths")
+    parser.add_argument("data_yaml", help="mixtures/<stage>/data.yaml (local path or s3:// URI)")
+    parser.add_argument("--s3-endpoint-url", default=None, help="S3-compatible endpoint (else boto3's own)")
+    args = parser.parse_args(argv)
+    storage.configure(args.s3_endpoint_url)
+    sys.stdout.write(absolute_data_yaml(args.data_yaml))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
