@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 from pipeline import storage
@@ -26,21 +25,5 @@ def listing(ctx: StageContext) -> set[str]:
 def remove_stale(ctx: StageContext, keep: set[str]) -> int:
     """Delete every file under mixtures/ not in `keep`; returns how many went."""
     stale = sorted(listing(ctx) - keep)
-    if not stale:
-        return 0
-    if storage.is_s3(ctx.out):
-        bucket, _ = storage.split_s3(ctx.out)
-        keys = [storage.split_s3(ctx.uri(rel))[1] for rel in stale]
-        for i in range(0, len(keys), 1000):
-            batch = [{"Key": k} for k in keys[i:i + 1000]]
-            storage.s3_client().delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
-        return len(stale)
-    for rel in stale:
-        path = ctx.uri(rel)
-        os.unlink(path)
-        folder = os.path.dirname(path)
-        with contextlib.suppress(OSError):  # not empty: something there is still referenced
-            while folder.startswith(ctx.uri(layout.MIXTURES_DIR)) and not os.listdir(folder):
-                os.rmdir(folder)
-                folder = os.path.dirname(folder)
+    storage.remove_files([ctx.uri(rel) for rel in stale], prune_below=ctx.uri(layout.MIXTURES_DIR))
     return len(stale)

@@ -53,4 +53,11 @@ def _stage_notes(cfg: BuildConfig, results: dict) -> list[tuple[str, object]]:
         if ann["random_init"]:
             label += " — RANDOM-WEIGHT model (demo/test only)"
         notes.append(("annotations", label))
+    mix = results.get("mix")
+    if mix:
+        for stage, tasks in mix["records"].items():
+            label = f"{sum(tasks.values())} records in {len(tasks)} task files"
+            if mix["random_init"]:
+                label += " — from RANDOM-WEIGHT models (demo/test only)"
+            notes.append((f"mixture {stage}", label))
     return notes

@@ -221,6 +221,29 @@ def remove_stale_temporaries(uri_dir: str) -> None:
                     os.unlink(os.path.join(root, name))
 
 
+def remove_files(uris: list[str], prune_below: str | None = None) -> None:
+    """Delete files (local or s3://, batched on S3). Locally, folders they leave empty are removed up to, not
+    including, `prune_below`."""
+    s3_uris = [u for u in uris if is_s3(u)]
+    by_bucket: dict[str, list[str]] = {}
+    for uri in s3_uris:
+        bucket, key = split_s3(uri)
+        by_bucket.setdefault(bucket, []).append(key)
+    for bucket, keys in by_bucket.items():
+        for i in range(0, len(keys), 1000):  # the DeleteObjects limit
+            batch = [{"Key": k} for k in keys[i:i + 1000]]
+            s3_client().delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+    for path in (u for u in uris if not is_s3(u)):
+        os.unlink(path)
+        if prune_below is None:
+            continue
+        folder = os.path.dirname(path)
+        with contextlib.suppress(OSError):  # not empty: something there is still in use
+            while folder.startswith(os.path.join(prune_below, "")) and not os.listdir(folder):
+                os.rmdir(folder)
+                folder = os.path.dirname(folder)
+
+
 def read_parquet(uri: str):
     import pyarrow.parquet as pq
 
