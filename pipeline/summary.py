@@ -1,4 +1,9 @@
-"""The build summary: counts that reconcile (stats/summary.json, deterministic) and the console table."""
+"""The build summary: counts that reconcile (stats/summary.json, deterministic) and the console table.
+
+stats/summary.json holds the manifest's counts and, once the `stats` stage has run, a `stats` section aggregated from
+its tables (annotations, HiCo clips, curriculum stages, random-weight rows). Both are read from the output folder, so
+whichever writes the file (the `stats` stage or the runner after any stage) writes the same bytes.
+"""
 
 from __future__ import annotations
 
@@ -28,12 +33,25 @@ def summarize(m: Manifest) -> dict:
     }
 
 
-def write(out_uri: str, summary: dict) -> None:
-    data = json.dumps(summary, indent=1, sort_keys=True).encode() + b"\n"
+def stats_section(out_uri: str, summary: dict) -> dict | None:
+    """Totals of the stats tables and whether they still describe the manifest; None before the `stats` stage ran."""
+    from pipeline import stats_summary
+
+    return stats_summary.section(out_uri, summary)
+
+
+def write(out_uri: str, summary: dict) -> dict:
+    """Write stats/summary.json (the summary, plus the `stats` section once the stats tables exist); returns it."""
+    doc = dict(summary)
+    section = stats_section(out_uri, summary)
+    if section is not None:
+        doc["stats"] = section
+    data = json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n"
     storage.write_bytes_if_changed(storage.join(out_uri, layout.STATS_SUMMARY), data)
+    return doc
 
 
-def _human_bytes(n: int) -> str:
+def human_bytes(n: int) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if n < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -56,7 +74,7 @@ def table(summary: dict, wall_s: float, stages: list[str], extra: list[tuple[str
     rows += [
         ("hours of video", f"{summary['hours']:.3f}"),
         ("shards", f"{summary['shards']} of {summary['shards_planned']} planned"),
-        ("shard bytes", _human_bytes(summary["shard_bytes"])),
+        ("shard bytes", human_bytes(summary["shard_bytes"])),
         *extra,
         ("wall time", format_duration(wall_s)),
     ]

@@ -1,0 +1,86 @@
+"""`longvid`: auditor commands over a finished build (local path or s3:// URI).
+
+    longvid audit OUT                          summary, top reject reasons, the tables --sql can query
+    longvid audit OUT --sql "SELECT ..."       DuckDB over the output's Parquet tables (--format table|csv|json)
+    longvid report OUT [-o FILE]               writes OUT/report.html (or FILE): plots and a sample gallery
+
+S3 credentials come from the standard AWS chain; --s3-endpoint-url (or $AWS_ENDPOINT_URL) for MinIO and the like.
+Exit codes: 0 done, 1 the output cannot be read or the query failed, 2 bad arguments or config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from pipeline import audit, report, storage  # noqa: E402
+from pipeline.context import StageInputMissing  # noqa: E402
+from schemas import config as config_schema  # noqa: E402
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="longvid", description="Audit a LongVid build.")
+    sub = p.add_subparsers(dest="command", required=True)
+    a = sub.add_parser("audit", help="print the build summary and top reject reasons, or run SQL over its tables")
+    a.add_argument("out", help="the build's output root: local path or s3://bucket/prefix")
+    a.add_argument("--sql", help="a DuckDB query over the views listed by `longvid audit OUT`")
+    a.add_argument("--format", choices=("table", "csv", "json"), default="table", help="query output format")
+    a.add_argument("--max-rows", type=int, default=100, help="rows shown by --format table (default 100)")
+    r = sub.add_parser("report", help="write the self-contained report.html")
+    r.add_argument("out", help="the build's output root: local path or s3://bucket/prefix")
+    r.add_argument("-o", "--output", help="write the report here instead of OUT/report.html")
+    r.add_argument("--config", help="YAML build config: its `report` and `storage` sections are used")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a report key, e.g. --set report.gallery_videos=10")
+    for cmd in (a, r):
+        cmd.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint (default: $AWS_ENDPOINT_URL or AWS)")
+    return p.parse_args(argv)
+
+
+def report_config(args: argparse.Namespace) -> config_schema.BuildConfig:
+    data = config_schema.load_yaml(args.config) if args.config else {}
+    kept = {k: data[k] for k in ("report", "storage") if k in data}
+    cfg = config_schema.build({**kept, "out": args.out}, args.overrides)
+    if args.s3_endpoint_url:
+        cfg.storage.s3_endpoint_url = args.s3_endpoint_url
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        if args.command == "audit":
+            if args.max_rows < 1:
+                raise config_schema.ConfigError("--max-rows", f"{args.max_rows} is below 1", "give 1 or more")
+            storage.configure(args.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL"))
+            if args.sql:
+                audit.print_query(args.out, args.sql, args.format, args.max_rows)
+            else:
+                print(audit.overview(args.out))
+            return 0
+        cfg = report_config(args)
+        storage.configure(cfg.storage.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL"), cfg.storage.s3_region)
+        written = report.write(args.out, cfg, args.output)
+        print(f"report written to {written}")
+        return 0
+    except config_schema.ConfigError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    except (audit.NotABuild, StageInputMissing) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except audit.QueryError as e:
+        print(f"error: SQL: {e}", file=sys.stderr)
+        return 1
+    except (OSError, BotoCoreError, ClientError) as e:
+        print(f"error: cannot read {args.out}: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

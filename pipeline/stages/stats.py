@@ -1,0 +1,25 @@
+"""stats: the auditor tables (per video, per shard, per reject reason, per curriculum stage and task) and
+stats/summary.json, written only when every count reconciles; a mismatch fails the stage naming each disagreement."""
+
+from __future__ import annotations
+
+from pipeline import manifest, stats, summary
+from pipeline.context import StageContext
+from pipeline.stats_sources import BuildOutput
+
+NAME = "stats"
+DESCRIPTION = "auditor tables in stats/ (videos, shards, rejects, curriculum stages) and summary.json, reconciled"
+
+
+def run(ctx: StageContext) -> dict:
+    out = BuildOutput(ctx.out)
+    result = stats.compute(out)
+    stats.check(result)
+    stats.write(out, result)
+    m = manifest.assemble(ctx)
+    if m.complete:
+        summary.write(ctx.out, summary.summarize(m))
+    t = result.tables
+    return {"videos": t["videos"].num_rows, "shards": t["shards"].num_rows, "reject_reasons": t["rejects"].num_rows,
+            "stage_tasks": t["stages"].num_rows, "mixtures": "built" if result.mixtures_built else "not built",
+            "reconciled": True}
