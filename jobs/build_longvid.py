@@ -18,6 +18,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from pipeline import demo, runner  # noqa: E402
 from pipeline.context import StageInputMissing  # noqa: E402
 from pipeline.crawl import SourceError  # noqa: E402
+from pipeline.mix_validate import MixValidationError  # noqa: E402
+from pipeline.stats import StatsMismatch  # noqa: E402
 from pipeline import stages as registry  # noqa: E402
 from schemas import config as config_schema  # noqa: E402
 
@@ -80,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: sources: {e} (check the source URI, its credentials and the manifest's columns)",
               file=sys.stderr)
         return 2
-    except StageInputMissing as e:
+    except (StageInputMissing, MixValidationError, StatsMismatch) as e:
+        # A stage refused to commit (missing input, invalid mixture, counts that do not reconcile): exit 1 with the
+        # stage's own message, which names what to fix.
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

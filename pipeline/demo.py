@@ -9,7 +9,7 @@ import shutil
 from pipeline import synthetic
 
 DEMO_ROOT = "longvid-demo"
-DEMO_STAGES = ("ingest", "hico", "annotate")
+DEMO_STAGES = ("ingest", "hico", "annotate", "mix", "stats", "report")
 # The demo has no real checkpoints: a tiny random-weight encoder and a tiny random-weight MLLM show the hico and
 # annotate stages end to end; every row they write says random_init = true, and their output says so.
 DEMO_SETTINGS = {"hico": {"encoder": {"preset": "tiny", "allow_random_init": True}},

@@ -60,4 +60,10 @@ def _stage_notes(cfg: BuildConfig, results: dict) -> list[tuple[str, object]]:
             if mix["random_init"]:
                 label += " — from RANDOM-WEIGHT models (demo/test only)"
             notes.append((f"mixture {stage}", label))
+    st = results.get("stats")
+    if st:
+        notes.append(("stats", f"reconciled: {st['videos']} videos, {st['shards']} shards, "
+                               f"{st['stage_tasks']} stage/task rows (mixtures {st['mixtures']})"))
+    if results.get("report"):
+        notes.append(("report", results["report"]["report"]))
     return notes
