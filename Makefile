@@ -29,6 +29,7 @@ bench: setup
 	$(PY) benchmarks/ingest.py
 	$(PY) benchmarks/hico.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/annotate.py
+	$(PY) benchmarks/loader.py
 
 clean-demo:
 	rm -rf longvid-demo
