@@ -89,6 +89,14 @@ VIEWS = (
 )
 
 
+# Views defined in SQL over the ones above: (name, what it holds, query).
+DERIVED_VIEWS = (
+    ("annotation_stage_tags", "per annotation row: the curriculum stages it feeds (from members)",
+     "SELECT source_table, source_key, video_id, list(DISTINCT stage ORDER BY stage) AS stage_tags "
+     "FROM members GROUP BY source_table, source_key, video_id"),
+)
+
+
 def open_build(out_uri: str) -> BuildOutput:
     out = BuildOutput(out_uri)
     if not out.exists(layout.MANIFEST_CRAWL):
@@ -120,6 +128,8 @@ def connect(sources: dict):
     con.execute("SET autoload_known_extensions = false")
     for name, source in sources.items():
         con.register(name, source)
+    for name, _, sql in DERIVED_VIEWS:
+        con.execute(f"CREATE VIEW {name} AS {sql}")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     return con
@@ -228,11 +238,14 @@ def overview(out_uri: str) -> str:
         lines.append("none")
 
     lines += ["", "Tables for --sql (DuckDB):"]
-    name_width = max(len(v.name) for v in VIEWS)
+    name_width = max(len(name) for name in [v.name for v in VIEWS] + [d[0] for d in DERIVED_VIEWS])
     for view in VIEWS:
         source = sources[view.name]
         n = source.num_rows if isinstance(source, pa.Table) else source.count_rows()
         lines.append(f"  {view.name:<{name_width}}  {n:>9,} rows  {view.describes}")
+    for name, describes, _ in DERIVED_VIEWS:
+        n = con.sql(f"SELECT count(*) FROM {name}").fetchall()[0][0]
+        lines.append(f"  {name:<{name_width}}  {n:>9,} rows  {describes}")
     return "\n".join(lines)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from typing import Sequence
+from typing import BinaryIO, Sequence
 
 import numpy as np
 
@@ -16,23 +16,28 @@ def read_frames(path: str, indices: Sequence[int]) -> np.ndarray:
         vr = decord.VideoReader(path, num_threads=1)
         return vr.get_batch(list(indices)).asnumpy()
     except Exception:
-        return _read_frames_pyav(path, indices)
+        return read_frames_pyav(path, indices)
 
 
-def _read_frames_pyav(path: str, indices: Sequence[int]) -> np.ndarray:
+def read_frames_pyav(source: str | BinaryIO, indices: Sequence[int], pad_missing: bool = True) -> np.ndarray:
+    """The PyAV fallback, from a path or a file object. Frames past the last decodable one repeat it when
+    `pad_missing` (PyAV can count a frame or two fewer than decord planned with); otherwise they are an error."""
     import av
 
-    wanted = sorted(set(indices))
+    wanted = set(indices)
+    last_wanted = max(wanted)
     got: dict[int, np.ndarray] = {}
-    with av.open(path) as container:
-        stream = container.streams.video[0]
-        for i, frame in enumerate(container.decode(stream)):
+    with av.open(source) as container:
+        for i, frame in enumerate(container.decode(container.streams.video[0])):
             if i in wanted:
                 got[i] = frame.to_ndarray(format="rgb24")
-            if i >= wanted[-1]:
+            if i >= last_wanted:
                 break
     if not got:
-        raise ValueError(f"no frames decoded from {path}")
+        raise ValueError(f"no frames decoded from {source if isinstance(source, str) else 'the video'}")
+    missing = wanted - set(got)
+    if missing and not pad_missing:
+        raise ValueError(f"frames {sorted(missing)[:5]} not found: the video has fewer frames than planned")
     last = got[max(got)]
     return np.stack([got.get(i, last) for i in indices])
 

@@ -7,9 +7,9 @@ import ctypes
 import io
 from typing import Sequence
 
-import numpy as np
 import torch
 
+from pipeline.frames import read_frames_pyav
 from schemas.mixture import clip_window
 from schemas.sampling import frame_indices
 
@@ -41,7 +41,7 @@ def decode_frames(data: bytes, indices: Sequence[int], threads: int = 1, reader:
                 raise ValueError(f"frame {max(indices)} requested from a video of {len(vr)} frames")
             batch = vr.get_batch(list(indices))
             return _to_shared(batch) if shared else batch.asnumpy()
-    frames = _decode_pyav(data, indices)
+    frames = read_frames_pyav(io.BytesIO(data), indices, pad_missing=False)
     return torch.from_numpy(frames).share_memory_() if shared else frames
 
 
@@ -53,21 +53,3 @@ def _to_shared(batch) -> torch.Tensor:
     out = torch.empty(tuple(batch.shape), dtype=torch.uint8).share_memory_()
     check_call(_LIB.DECORDArrayCopyToBytes(batch.handle, ctypes.c_void_p(out.data_ptr()), ctypes.c_size_t(out.numel())))
     return out
-
-
-def _decode_pyav(data: bytes, indices: Sequence[int]) -> np.ndarray:
-    import av
-
-    wanted = set(indices)
-    last_wanted = max(wanted)
-    got: dict[int, np.ndarray] = {}
-    with av.open(io.BytesIO(data)) as container:
-        for i, frame in enumerate(container.decode(container.streams.video[0])):
-            if i in wanted:
-                got[i] = frame.to_ndarray(format="rgb24")
-            if i >= last_wanted:
-                break
-    missing = wanted - set(got)
-    if missing:
-        raise ValueError(f"frames {sorted(missing)[:5]} not found: the video has fewer frames than planned")
-    return np.stack([got[i] for i in indices])

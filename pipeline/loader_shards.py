@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import posixpath
 import re
 import tarfile
 from dataclasses import dataclass, field
@@ -51,23 +50,11 @@ def _absolute(uri: str) -> str:
     return uri if storage.is_s3(uri) else storage.normalize_local(uri)
 
 
-def _resolve_relative(entry: str, base_dir: str) -> str:
-    if storage.is_s3(entry) or os.path.isabs(entry):
-        return entry
-    if storage.is_s3(base_dir):
-        return posixpath.normpath(f"{base_dir.rstrip('/')}/{entry}").replace("s3:/", "s3://", 1)
-    return os.path.normpath(os.path.join(base_dir, entry))
-
-
-def _parent(uri: str) -> str:
-    return uri.rstrip("/").rsplit("/", 1)[0] if storage.is_s3(uri) else os.path.dirname(uri)
-
-
 def read_shard_list(uri: str) -> list[str]:
     """URLs of a shards.txt: one per line, blank lines and `#` comments skipped, relative ones from its folder."""
-    base = _parent(uri)
+    base = storage.parent(uri)
     lines = storage.read_bytes(uri).decode("utf-8").splitlines()
-    urls = [_resolve_relative(s.strip(), base) for s in lines if s.strip() and not s.strip().startswith("#")]
+    urls = [storage.resolve_from(base, s.strip()) for s in lines if s.strip() and not s.strip().startswith("#")]
     if not urls:
         raise ValueError(f"{uri} lists no shards")
     return urls
@@ -104,7 +91,7 @@ def resolve(source: Union[str, Sequence[str]], stage: str) -> ShardSource:
     if source.endswith(".tar"):
         return ShardSource([source])
     if source.endswith(".txt"):
-        folder = _parent(source)
+        folder = storage.parent(source)
         mixture = _existing(folder, layout.MIX_MEMBERS_NAME)
         return ShardSource(read_shard_list(source), mixture, _hico_dir(_root_of_mixture(folder, stage), stage))
     mix_dir = storage.join(source, layout.mixture_dir(stage))
@@ -117,8 +104,8 @@ def resolve(source: Union[str, Sequence[str]], stage: str) -> ShardSource:
         raise FileNotFoundError(f"{source} has neither {layout.mixture_dir(stage)}/{layout.MIX_SHARDS_TXT} nor "
                                 f"{layout.SHARD_INDEX}: run the `shard` stage (and `mix` for stage mixtures) first")
     index = json.loads(storage.read_bytes(index_uri))
-    base = _parent(index_uri)
-    urls = [_resolve_relative(s["url"], base) for s in index["shardlist"]]
+    base = storage.parent(index_uri)
+    urls = [storage.resolve_from(base, s["url"]) for s in index["shardlist"]]
     return ShardSource(urls, None, _hico_dir(source, stage))
 
 

@@ -7,8 +7,6 @@ folder (local or s3://), and an absolute copy for trainers started elsewhere.
 from __future__ import annotations
 
 import argparse
-import os
-import posixpath
 import sys
 
 import yaml
@@ -16,29 +14,15 @@ import yaml
 from pipeline import storage
 
 
-def resolve(folder: str, rel: str) -> str:
-    """`rel` seen from `folder` (a local directory or an s3:// prefix), normalised; absolute paths stay as they are."""
-    if storage.is_s3(rel) or os.path.isabs(rel):
-        return rel
-    if storage.is_s3(folder):
-        bucket, key = storage.split_s3(folder)
-        return f"s3://{bucket}/{posixpath.normpath(posixpath.join(key, rel))}"
-    return os.path.normpath(os.path.join(folder, rel))
-
-
-def folder_of(uri: str) -> str:
-    return uri.rsplit("/", 1)[0] if storage.is_s3(uri) else os.path.dirname(os.path.abspath(uri))
-
-
 def read_data_yaml(uri: str) -> list[dict]:
     """The `datasets:` entries of a mixture's data.yaml with `json_path` and `data_root` made absolute."""
     doc = yaml.safe_load(storage.read_bytes(uri))
-    folder = folder_of(uri)
+    folder = storage.parent(uri)
     out = []
     for ds in doc.get("datasets") or []:
         ds = dict(ds)
-        ds["json_path"] = resolve(folder, ds["json_path"])
-        ds["data_root"] = resolve(folder, ds.get("data_root", ""))
+        ds["json_path"] = storage.resolve_from(folder, ds["json_path"])
+        ds["data_root"] = storage.resolve_from(folder, ds.get("data_root", ""))
         out.append(ds)
     return out
 

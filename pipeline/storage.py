@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import posixpath
 import shutil
 import tempfile
 import threading
@@ -88,6 +89,22 @@ def join(base: str, *parts: str) -> str:
             out = f"{out}/{p.strip('/')}"
         return out
     return os.path.join(base, *parts)
+
+
+def parent(uri: str) -> str:
+    """The folder holding a file: a local directory (absolute) or an s3:// prefix."""
+    return uri.rstrip("/").rsplit("/", 1)[0] if is_s3(uri) else os.path.dirname(os.path.abspath(uri))
+
+
+def resolve_from(folder: str, ref: str) -> str:
+    """`ref` as written in a file in `folder` (local directory or s3:// prefix), normalised; absolute paths and
+    s3:// URIs stay as they are."""
+    if is_s3(ref) or os.path.isabs(ref):
+        return ref
+    if is_s3(folder):
+        bucket, key = split_s3(folder)
+        return f"s3://{bucket}/{posixpath.normpath(posixpath.join(key, ref))}"
+    return os.path.normpath(os.path.join(folder, ref))
 
 
 def normalize_local(path: str) -> str:

@@ -75,6 +75,17 @@ def test_overview_prints_summary_top_reasons_and_tables(mixed, capsys):
         assert any(line.split()[:1] == [view] for line in lines), view
 
 
+def test_annotation_stage_tags_list_the_stages_each_annotation_feeds(mixed, capsys):
+    expected: dict[tuple[str, str], set[str]] = {}
+    for path in (mixed / "mixtures").glob("*/members.parquet"):
+        for r in pq.read_table(path).to_pylist():
+            expected.setdefault((r["source_table"], r["source_key"]), set()).add(r["stage"])
+    got = sql_json(capsys, mixed, "SELECT source_table, source_key, stage_tags FROM annotation_stage_tags")
+    assert {(r["source_table"], r["source_key"]): r["stage_tags"] for r in got} == \
+        {k: sorted(v) for k, v in expected.items()}
+    assert any(len(v) > 1 for v in expected.values())  # an annotation may feed several stages
+
+
 def test_example_queries_agree_with_the_tables(mixed, capsys):
     rejects = Counter(r["reason"] for r in pq.read_table(mixed / layout.MANIFEST_REJECTS).to_pylist())
     got = sql_json(capsys, mixed, QUERY_REJECTS)

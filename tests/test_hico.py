@@ -4,7 +4,6 @@ idempotence, the reader (local and a real S3 endpoint), and checkpoint provenanc
 from __future__ import annotations
 
 import hashlib
-import json
 import subprocess
 import sys
 from pathlib import Path
