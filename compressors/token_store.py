@@ -104,11 +104,12 @@ class HicoReader:
         for seg in index:
             self.segments.setdefault(seg["video_id"], []).append(seg)
         self._files: dict[str, pq.ParquetFile] = {}
-        # The last decoded row group: reading videos in file order decodes each row group once, and the next one
-        # is decoded in the background meanwhile (pyarrow releases the GIL), as read_table would do in parallel.
+        # The last decoded row group: reading videos in file order decodes each row group once.
         self._cached: tuple[tuple[str, int], pa.Table] | None = None
-        self._prefetch: dict[tuple[str, int], object] = {}
-        self._pool = None
+        # A reader walking a file in order gets its row groups from an Arrow scan that decodes up to
+        # `prefetch_depth` groups ahead on Arrow's own threads (the machinery read_table uses); a random lookup,
+        # or any lookup with prefetch_depth 0, decodes just the group it needs.
+        self._scan: tuple[str, int, object] | None = None  # (file, next row group, batch iterator)
         self.prefetch_depth = prefetch_depth
 
     def _open(self, name: str):
@@ -123,39 +124,43 @@ class HicoReader:
             f = self._files[name] = pq.ParquetFile(self._open(name))
         return f
 
-    def _decode(self, file: str, index: int) -> pa.Table:
-        # A ParquetFile is not safe to share between threads: each decode gets its own over the parsed footer.
-        reader = pq.ParquetFile(self._open(file), metadata=self._file(file).metadata)
-        return reader.read_row_group(index, columns=self._COLUMNS, use_threads=False)
+    def _start_scan(self, file: str, index: int) -> None:
+        import pyarrow.dataset as ds
+        from pyarrow import fs
+
+        filesystem = self.fs if self.fs is not None else fs.LocalFileSystem()
+        groups = list(range(index, self._file(file).num_row_groups))
+        fragment = ds.ParquetFileFormat().make_fragment(f"{self.base}/{file}", filesystem=filesystem)
+        batches = fragment.subset(row_group_ids=groups).to_batches(
+            columns=self._COLUMNS, batch_size=2**31 - 1, batch_readahead=self.prefetch_depth, fragment_readahead=1,
+            use_threads=True)
+        self._scan = (file, index, iter(batches))
+
+    def _next_scanned(self, file: str, index: int) -> pa.Table:
+        want = self._file(file).metadata.row_group(index).num_rows
+        batches, rows = [], 0
+        _, _, it = self._scan
+        while rows < want:  # a group normally arrives as one batch; a scanner may split it, never merge two
+            batch = next(it)
+            batches.append(batch)
+            rows += batch.num_rows
+        self._scan = (file, index + 1, it)
+        return pa.Table.from_batches(batches)
 
     def _row_group(self, file: str, index: int) -> pa.Table:
         key = (file, index)
         if self._cached is None or self._cached[0] != key:
-            future = self._prefetch.pop(key, None)
-            # A scan starts at a file's first row group, or continues from the one before. Only a reader walking
-            # the file in order prefetches, and it queues the next groups before waiting on this one, so the
-            # background threads decode ahead from the first group on; a random lookup elsewhere decodes just
-            # what it needs.
-            sequential = index == 0 or (self._cached is not None and self._cached[0] == (file, index - 1))
-            if sequential:
-                self._prefetch_after(file, index)
+            if self._scan is not None and self._scan[:2] == key:
+                table = self._next_scanned(file, index)
+            elif self.prefetch_depth > 0 and (
+                    index == 0 or (self._cached is not None and self._cached[0] == (file, index - 1))):
+                self._start_scan(file, index)
+                table = self._next_scanned(file, index)
             else:
-                self._prefetch.clear()
-            table = future.result() if future is not None else self._decode(file, index)
+                self._scan = None
+                table = self._file(file).read_row_group(index, columns=self._COLUMNS)
             self._cached = (key, table)
         return self._cached[1]
-
-    def _prefetch_after(self, file: str, index: int) -> None:
-        if self._pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._pool = ThreadPoolExecutor(max(1, self.prefetch_depth), thread_name_prefix="hico-prefetch")
-        last = min(index + self.prefetch_depth, self._file(file).num_row_groups - 1)
-        for k in range(index + 1, last + 1):
-            if (file, k) not in self._prefetch:
-                self._prefetch[(file, k)] = self._pool.submit(self._decode, file, k)
-        for stale in [k for k in self._prefetch if k[0] != file or k[1] <= index]:
-            del self._prefetch[stale]
 
     def video_ids(self) -> list[str]:
         return sorted(self.segments)

@@ -91,7 +91,7 @@ def test_tokens_equal_the_online_computation(hico_build):
 
 def test_reader_reads_only_that_videos_row_groups(hico_build, monkeypatch):
     out, _ = hico_build
-    # prefetch_depth=0: no speculative decoding of the following row groups (a sequential scan would do that)
+    # prefetch_depth=0: no scan decoding the following row groups ahead (a sequential reader would do that)
     reader = HicoReader(str(out / layout.hico_dir("stage2")), prefetch_depth=0)
     calls = []
     original = pq.ParquetFile.read_row_group
@@ -104,12 +104,29 @@ def test_reader_reads_only_that_videos_row_groups(hico_build, monkeypatch):
     for vid in reader.video_ids():
         calls.clear()
         reader._cached = None  # a cold lookup: exactly this video's row groups
-        reader._prefetch.clear()
+        reader._scan = None
         reader.read(vid)
         assert sorted(calls) == sorted(s["row_group"] for s in reader.segments[vid])
     assert len({tuple(s["row_group"] for s in segs) for segs in reader.segments.values()}) > 1
     with pytest.raises(KeyError):
         reader.read("0" * 20)
+
+
+def test_reader_gives_the_same_tokens_in_any_order(hico_build):
+    out, _ = hico_build
+    folder = str(out / layout.hico_dir("stage2"))
+    forward = HicoReader(folder)  # file order: row groups come from a read-ahead scan
+    ids = forward.video_ids()
+    assert max(s["row_group"] for segs in forward.segments.values() for s in segs) > 0  # several row groups
+    expected = {vid: forward.read(vid) for vid in ids}
+    backward = HicoReader(folder)  # reverse order: one row group at a time
+    for vid in reversed(ids):
+        got = backward.read(vid)
+        np.testing.assert_array_equal(got.tokens, expected[vid].tokens)
+        np.testing.assert_array_equal(got.clip_index, expected[vid].clip_index)
+    again = HicoReader(folder)  # a scan interrupted by a lookup elsewhere, then resumed
+    for vid in [ids[0], ids[-1], *ids]:
+        np.testing.assert_array_equal(again.read(vid).tokens, expected[vid].tokens)
 
 
 def test_hico_rerun_is_a_no_op(hico_build, corpus):
