@@ -48,7 +48,7 @@ def _one(relative: str) -> Callable[[BuildOutput], list[str]]:
 
 
 def _annotation(table: str) -> Callable[[BuildOutput], list[str]]:
-    return lambda out: out.parquet_parts(f"{layout.ANNOTATIONS_DIR}/{table}")
+    return lambda out: out.parquet_parts(layout.annotation_dir(table))
 
 
 def _hico_files(out: BuildOutput) -> list[str]:

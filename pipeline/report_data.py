@@ -40,7 +40,7 @@ def _read_annotations(out: BuildOutput, gallery_ids: set[str]) -> AnnotationFact
     }
     wanted = pa.array(sorted(gallery_ids), pa.string())
     for table, cols in columns.items():
-        for path in out.parquet_parts(f"{layout.ANNOTATIONS_DIR}/{table}"):
+        for path in out.parquet_parts(layout.annotation_dir(table)):
             t = out.read_table(path, columns=cols)
             facts.rows[table] += t.num_rows
             facts.random_rows[table] += pc.sum(pc.cast(t["random_init"], pa.int64())).as_py() or 0

@@ -43,7 +43,7 @@ def read_annotations(out: BuildOutput, accepted: set[str], mismatches: list[str]
     ann = Annotations()
     per_shard: dict[str, Counter] = defaultdict(Counter)
     for table, columns in ANNOTATION_COLUMNS.items():
-        for path in out.parquet_parts(f"{layout.ANNOTATIONS_DIR}/{table}"):
+        for path in out.parquet_parts(layout.annotation_dir(table)):
             stem = layout.shard_stem(path.rsplit("/", 1)[-1].removesuffix(".parquet"))
             rows = out.read_table(path, columns=columns).to_pylist()
             per_shard[stem][table] += len(rows)

@@ -57,8 +57,12 @@ def hico_index_path(stage: str) -> str:
     return f"{hico_dir(stage)}/{HICO_INDEX_NAME}"
 
 
+def hico_records_dir(stage: str) -> str:
+    return f"{HICO_RECORDS_DIR}/{stage}"
+
+
 def hico_record_path(stage: str, shard_name_: str) -> str:
-    return f"{HICO_RECORDS_DIR}/{stage}/{shard_stem(shard_name_)}.json"
+    return f"{hico_records_dir(stage)}/{shard_stem(shard_name_)}.json"
 
 
 ANNOTATIONS_DIR = "annotations"
@@ -67,8 +71,12 @@ ANNOTATION_RECORDS_DIR = "work/annotate"
 GROUNDING_QVH = "annotations/grounding_qvhighlights.jsonl"
 
 
+def annotation_dir(table: str) -> str:
+    return f"{ANNOTATIONS_DIR}/{table}"
+
+
 def annotation_path(table: str, shard_name_: str) -> str:
-    return f"{ANNOTATIONS_DIR}/{table}/{shard_stem(shard_name_)}.parquet"
+    return f"{annotation_dir(table)}/{shard_stem(shard_name_)}.parquet"
 
 
 def annotation_record_path(shard_name_: str) -> str:

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 
 from pipeline import frames as frame_io
-from pipeline import manifest, sharding, storage
+from pipeline import manifest, orphans, sharding, storage
 from pipeline.context import StageContext, StageInputMissing, configure_worker
 from schemas import layout, tables
 from schemas.config import BuildConfig
@@ -225,5 +225,10 @@ def run(ctx: StageContext) -> dict:
                             num_cpus=1)
         records += [json.loads(r["record"]) for r in ds.take_all()]
     _write_qvhighlights(ctx, m)
+    planned = [s.plan.name for s in m.shards]
+    removed = orphans.remove_unplanned(ctx, layout.ANNOTATION_RECORDS_DIR, ".json", planned)
+    for table in TABLE_SCHEMAS:
+        removed += orphans.remove_unplanned(ctx, layout.annotation_dir(table), ".parquet", planned)
+    orphans.report(NAME, removed)
     totals = {t: sum(r["counts"][t] for r in records) for t in TABLE_SCHEMAS}
     return {"shards": len(records), **totals, "random_init": any(r["random_init"] for r in records)}

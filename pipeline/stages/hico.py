@@ -12,7 +12,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 from pipeline import frames as frame_io
-from pipeline import manifest, sharding, storage
+from pipeline import manifest, orphans, sharding, storage
 from pipeline.context import StageContext, StageInputMissing, configure_worker
 from schemas import layout
 from schemas.config import BuildConfig
@@ -164,5 +164,8 @@ def run(ctx: StageContext) -> dict:
 
     segments = [s for r in sorted(records, key=lambda r: r["shard"]) for s in r["segments"]]
     storage.write_bytes_if_changed(ctx.uri(layout.hico_index_path(cfg.hico.stage)), token_store.index_bytes(segments))
+    planned = [s.plan.name for s in m.shards]
+    orphans.report(NAME, orphans.remove_unplanned(ctx, layout.hico_dir(cfg.hico.stage), ".parquet", planned)
+                   + orphans.remove_unplanned(ctx, layout.hico_records_dir(cfg.hico.stage), ".json", planned))
     return {"shards": len(records), "clips": sum(r["clips"] for r in records),
             "random_init": any(r["random_init"] for r in records)}

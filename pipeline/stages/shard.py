@@ -6,7 +6,7 @@ import json
 import os
 
 from pipeline import frames as frame_io
-from pipeline import manifest, ray_runtime, sharding, storage
+from pipeline import manifest, orphans, ray_runtime, sharding, storage
 from pipeline.context import StageContext, configure_worker
 from pipeline.video_record import local_copy_checked
 from schemas import layout
@@ -60,6 +60,9 @@ def run(ctx: StageContext) -> dict:
     records.sort(key=lambda r: r["shard"])
     index_doc = sharding.wids_index(records)
     storage.write_bytes_if_changed(ctx.uri(layout.SHARD_INDEX), json.dumps(index_doc, indent=1).encode())
+    planned = [s.plan.name for s in m.shards]
+    orphans.report(NAME, orphans.remove_unplanned(ctx, layout.SHARDS_DIR, ".tar", planned)
+                   + orphans.remove_unplanned(ctx, layout.SHARD_RECORDS_DIR, ".json", planned))
     manifest.write(ctx, manifest.assemble(ctx))
     return {"shards": len(records), "shard_bytes": sum(r["filesize"] for r in records),
             "samples": sum(r["nsamples"] for r in records)}
