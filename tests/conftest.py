@@ -70,6 +70,33 @@ def corpus(tmp_path_factory) -> Corpus:
 
 
 @pytest.fixture(scope="session")
+def moto_endpoint(tmp_path_factory):
+    """One real moto_server on 127.0.0.1 for the session; each test module uses its own buckets."""
+    import servers
+
+    with servers.moto_server(tmp_path_factory.mktemp("moto") / "moto_server.log") as url:
+        yield url
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _restore_storage_settings():
+    """Builds pointed at moto change this process's S3 settings; every module leaves them as it found them."""
+    from pipeline import storage
+
+    before = storage.settings()
+    yield
+    storage.configure(before.endpoint_url, before.region)
+
+
+def s3_client(endpoint: str):
+    import boto3
+    from botocore.config import Config
+
+    return boto3.session.Session().client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                                          config=Config(retries={"max_attempts": 3}))
+
+
+@pytest.fixture(scope="session")
 def ray_local():
     """One in-process Ray for the whole session (starting Ray costs seconds on 2 cores)."""
     import ray

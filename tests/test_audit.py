@@ -10,14 +10,12 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import boto3
 import pyarrow.parquet as pq
 import pytest
-from botocore.config import Config
 
-import servers
 from jobs import cli
 from schemas import layout
+from conftest import s3_client
 from test_stats import mixed_build
 
 LONGVID = Path(sys.executable).with_name("longvid")
@@ -145,16 +143,14 @@ def test_console_entry_runs_a_query(mixed):
 
 
 @pytest.fixture(scope="module")
-def s3_mixed(mixed, tmp_path_factory):
+def s3_mixed(mixed, moto_endpoint):
     """The mixed build uploaded to s3://audit/build on a real moto_server."""
-    with servers.moto_server(tmp_path_factory.mktemp("moto-audit") / "moto.log") as endpoint:
-        client = boto3.session.Session().client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                                                config=Config(retries={"max_attempts": 3}))
-        client.create_bucket(Bucket="audit")
-        for path in sorted(mixed.rglob("*")):
-            if path.is_file():
-                client.upload_file(str(path), "audit", f"build/{path.relative_to(mixed).as_posix()}")
-        yield endpoint, client, "s3://audit/build"
+    client = s3_client(moto_endpoint)
+    client.create_bucket(Bucket="audit")
+    for path in sorted(mixed.rglob("*")):
+        if path.is_file():
+            client.upload_file(str(path), "audit", f"build/{path.relative_to(mixed).as_posix()}")
+    return moto_endpoint, client, "s3://audit/build"
 
 
 def _secret_env() -> dict:

@@ -13,14 +13,13 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-import servers
 from compressors import HicoReader, merge_clip_tokens
 from compressors.encoder import VideoEncoderConfig, load_encoder
 from compressors.preprocess import clip_batch, plan_clips, preprocess_frames
 from pipeline import frames as frame_io
 from pipeline import runner
 from schemas import layout, tables
-from tests.conftest import ROOT, make_config
+from tests.conftest import ROOT, make_config, s3_client
 
 TINY = ["hico.encoder.preset=tiny", "hico.encoder.allow_random_init=true", "hico.stage=stage2",
         "sampling.stages.stage2.max_frames=12", "hico.batch_clips=2"]
@@ -138,26 +137,24 @@ def test_hico_rerun_is_a_no_op(hico_build, corpus):
     assert _snapshot(out) == before
 
 
-def test_checkpoint_provenance_and_s3_reader(corpus, ray_local, tmp_path):
+def test_checkpoint_provenance_and_s3_reader(corpus, ray_local, moto_endpoint, tmp_path):
     from safetensors.torch import save_file
 
     model, _ = load_encoder(None, VideoEncoderConfig.tiny(), allow_random_init=True, seed=7)
     ckpt = tmp_path / "umt_tiny.safetensors"
     save_file({f"vision_tower.{k}": v.contiguous() for k, v in model.state_dict().items()}, str(ckpt))
-    with servers.moto_server() as endpoint:
-        import boto3
-
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="tok")
-        overrides = [o for o in TINY if "allow_random_init" not in o] + [
-            f"hico.encoder.checkpoint={ckpt}", f"storage.s3_endpoint_url={endpoint}"]
-        runner.run_build(make_config([corpus.root / "cuts.mp4"], "s3://tok/build", overrides,
-                                     stages=["ingest", "hico"]), quiet=True)
-        reader = HicoReader("s3://tok/build/" + layout.hico_dir("stage2"), s3_endpoint_url=endpoint)
-        (vid,) = reader.video_ids()
-        got = reader.read(vid)
-        assert got.random_init is False and got.tokens.shape[1:] == (64, 64)
-        table = pq.read_table(reader._open(Path(layout.hico_part_path("stage2", 0)).name))
-        assert set(table.column("weights_sha256").to_pylist()) == {hashlib.sha256(ckpt.read_bytes()).hexdigest()}
+    endpoint = moto_endpoint
+    s3_client(endpoint).create_bucket(Bucket="tok")
+    overrides = [o for o in TINY if "allow_random_init" not in o] + [
+        f"hico.encoder.checkpoint={ckpt}", f"storage.s3_endpoint_url={endpoint}"]
+    runner.run_build(make_config([corpus.root / "cuts.mp4"], "s3://tok/build", overrides,
+                                 stages=["ingest", "hico"]), quiet=True)
+    reader = HicoReader("s3://tok/build/" + layout.hico_dir("stage2"), s3_endpoint_url=endpoint)
+    (vid,) = reader.video_ids()
+    got = reader.read(vid)
+    assert got.random_init is False and got.tokens.shape[1:] == (64, 64)
+    table = pq.read_table(reader._open(Path(layout.hico_part_path("stage2", 0)).name))
+    assert set(table.column("weights_sha256").to_pylist()) == {hashlib.sha256(ckpt.read_bytes()).hexdigest()}
 
 
 def test_hico_without_checkpoint_is_a_config_error(tmp_path, corpus):

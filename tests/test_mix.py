@@ -12,17 +12,14 @@ import json
 import os
 from pathlib import Path
 
-import boto3
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from botocore.config import Config
 from PIL import Image
 
-import servers
-from conftest import copy_build, make_config
+from conftest import copy_build, make_config, s3_client
 from pipeline import mix_consume, mix_select, runner, storage
 from pipeline.context import StageInputMissing
 from pipeline.mix_validate import MixValidationError
@@ -365,22 +362,9 @@ def test_config_errors_name_the_key(annotated_build, tmp_path):
 # s3:// output against a real moto_server
 
 
-@pytest.fixture(scope="module")
-def endpoint(tmp_path_factory):
-    with servers.moto_server(tmp_path_factory.mktemp("moto") / "moto_server.log") as url:
-        yield url
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _restore_storage_settings():
-    before = storage.settings()
-    yield
-    storage.configure(before.endpoint_url, before.region)
-
-
-def test_s3_output(annotated_build, mixed, endpoint):
-    client = boto3.session.Session().client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                                            config=Config(retries={"max_attempts": 3}))
+def test_s3_output(annotated_build, mixed, moto_endpoint):
+    endpoint = moto_endpoint
+    client = s3_client(endpoint)
     client.create_bucket(Bucket="mix")
     root = annotated_build.out
     for path in sorted(Path(root).rglob("*")):

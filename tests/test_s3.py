@@ -13,13 +13,10 @@ import tarfile
 import time
 from pathlib import Path
 
-import boto3
 import pyarrow.parquet as pq
 import pytest
-from botocore.config import Config
 
-import servers
-from conftest import make_config
+from conftest import make_config, s3_client
 from pipeline import crawl, runner, storage
 from schemas import layout, reasons
 
@@ -30,24 +27,13 @@ BROKEN_UPLOADED = ("random.mp4", "short.mp4")
 
 
 @pytest.fixture(scope="module")
-def endpoint(tmp_path_factory):
-    log = tmp_path_factory.mktemp("moto") / "moto_server.log"
-    with servers.moto_server(log) as url:
-        yield url
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _reset_storage_settings():
-    """Builds and crawl calls here point this process's S3 settings at moto; leave them as we found them."""
-    before = storage.settings()
-    yield
-    storage.configure(before.endpoint_url, before.region)
+def endpoint(moto_endpoint):
+    return moto_endpoint
 
 
 @pytest.fixture(scope="module")
 def s3(endpoint):
-    client = boto3.session.Session().client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                                            config=Config(retries={"max_attempts": 3}))
+    client = s3_client(endpoint)
     client.create_bucket(Bucket=SRC)
     client.create_bucket(Bucket=OUT)
     return client
