@@ -38,6 +38,29 @@ def part_uri(ctx: StageContext, directory: str, part: parts.Part) -> str:
     return ctx.uri(f"{directory}/{part.name}")
 
 
+# A committed part never changes (its name is a digest of its inputs and settings, and it is written once,
+# atomically), so the rows read from it are kept for the life of the driver process: assembling the manifest again
+# (every stage does, at its start and end) lists each part folder once and reads only parts not seen before.
+_PART_ROWS: dict[tuple[str, int], list[dict]] = {}
+_PART_ROWS_LIMIT = 200_000  # parts; beyond it the cache starts over rather than grow without bound
+
+
+def committed_parts(ctx: StageContext, directory: str) -> dict[str, tuple[str, int]]:
+    """part file name -> (URI, size) of the parts committed under `directory` (one listing; temporaries skipped)."""
+    return {uri.replace("\\", "/").rsplit("/", 1)[-1]: (uri, size)
+            for uri, size in storage.list_files(ctx.uri(directory)) if ".tmp-" not in uri.rsplit("/", 1)[-1]}
+
+
+def read_part(uri: str, size: int) -> list[dict]:
+    key = (uri, size)
+    rows = _PART_ROWS.get(key)
+    if rows is None:
+        if len(_PART_ROWS) >= _PART_ROWS_LIMIT:
+            _PART_ROWS.clear()
+        rows = _PART_ROWS[key] = storage.read_parquet(uri).to_pylist()
+    return [dict(r) for r in rows]  # callers own their rows
+
+
 def read_crawl(ctx: StageContext) -> list[dict]:
     return storage.read_parquet(ctx.require(layout.MANIFEST_CRAWL, "crawl")).to_pylist()
 
@@ -90,10 +113,10 @@ def assemble(ctx: StageContext) -> Manifest:
     crawl_rows = read_crawl(ctx)
     m = Manifest(crawl=crawl_rows)
     probed = []
+    committed = committed_parts(ctx, layout.PROBE_PARTS_DIR)
     for part in probe_parts(ctx, crawl_rows):
-        uri = part_uri(ctx, layout.PROBE_PARTS_DIR, part)
-        if storage.exists(uri):
-            probed.extend(storage.read_parquet(uri).to_pylist())
+        if part.name in committed:
+            probed.extend(read_part(*committed[part.name]))
         else:
             m.probe_pending += len(part.keys)
     m.rejects = [_reject(r, r["reason"], r["message"], "probe") for r in probed if not r["ok"]]
@@ -102,10 +125,10 @@ def assemble(ctx: StageContext) -> Manifest:
     m.candidates = accepted
 
     scenes_by_id: dict[str, dict] = {}
+    committed = committed_parts(ctx, layout.SCENES_PARTS_DIR)
     for part in scenes_parts(ctx, [r["video_id"] for r in accepted]):
-        uri = part_uri(ctx, layout.SCENES_PARTS_DIR, part)
-        if storage.exists(uri):
-            scenes_by_id.update({r["video_id"]: r for r in storage.read_parquet(uri).to_pylist()})
+        if part.name in committed:
+            scenes_by_id.update({r["video_id"]: r for r in read_part(*committed[part.name])})
         else:
             m.scenes_pending += len(part.keys)
 
