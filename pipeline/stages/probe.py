@@ -28,12 +28,12 @@ def run(ctx: StageContext) -> dict:
     storage.remove_stale_temporaries(ctx.uri(layout.PROBE_PARTS_DIR))
     units = []
     skipped = 0
+    committed = manifest.committed_parts(ctx, layout.PROBE_PARTS_DIR)
     for part in manifest.probe_parts(ctx, crawl_rows):
-        uri = manifest.part_uri(ctx, layout.PROBE_PARTS_DIR, part)
-        if storage.exists(uri):
+        if part.name in committed:
             skipped += len(part.keys)
         else:
-            units.append((uri, [by_uri[k] for k in part.keys]))
+            units.append((manifest.part_uri(ctx, layout.PROBE_PARTS_DIR, part), [by_uri[k] for k in part.keys]))
     if skipped:
         print(f"[probe] {skipped} inputs already probed (committed parts), {len(crawl_rows) - skipped} to go", flush=True)
     ray_runtime.map_units(NAME, probe_part, units, (ctx,), "inputs",

@@ -39,10 +39,10 @@ def run(ctx: StageContext) -> dict:
     by_id = {v["video_id"]: v for v in m.candidates}
     storage.remove_stale_temporaries(ctx.uri(layout.SCENES_PARTS_DIR))
     units = []
+    committed = manifest.committed_parts(ctx, layout.SCENES_PARTS_DIR)
     for part in manifest.scenes_parts(ctx, list(by_id)):
-        uri = manifest.part_uri(ctx, layout.SCENES_PARTS_DIR, part)
-        if not storage.exists(uri):
-            units.append((uri, [by_id[k] for k in part.keys]))
+        if part.name not in committed:
+            units.append((manifest.part_uri(ctx, layout.SCENES_PARTS_DIR, part), [by_id[k] for k in part.keys]))
     ray_runtime.map_units(NAME, scenes_part, units, (ctx,), "videos",
                           total_items=sum(len(u[1]) for u in units), items_of=lambda u: len(u[1]))
     m = manifest.assemble(ctx)
