@@ -6,7 +6,7 @@ frames from the same files, measured in the same run.
 Inputs, made once and cached under `--work` (default ./bench-out, git-ignored; making them is not timed):
 synthetic videos from pipeline.synthetic (640x360 @ 25 fps, 60-240 s, a scene cut every 30 s; `--quick`: three
 320x240 videos of 30-60 s), built into WebDataset shards by `jobs/build_longvid.py --stages crawl,probe,shard`
-(two videos per shard) in a separate process.
+(two videos per shard) in a separate process, and a second time with `--set shard.payload=frames`.
 
 Every pass yields each video once with the frames of its stage3 plan (`dynamic_fps1`, 64-512 frames: one per
 second here), uint8 [T, H, W, 3]:
@@ -21,6 +21,9 @@ second here), uint8 [T, H, W, 3]:
   An informational row runs W = 1 with the frames replaced by an empty tensor inside the worker: the difference
   to the full W = 1 row is what handing the frames to the main process costs (the DataLoader copies every
   tensor into shared memory; the baselines hand nothing over).
+- loader over shards built with `shard.payload=frames` (the same videos; each sample also carries its stage3
+  frames as JPEGs, quality 90), `frames_source="jpeg"`, W = 0 and 2 (informational rows): the frames come from the
+  JPEGs, the video is neither read nor decoded.
 
 Passes are interleaved (every configuration once per repeat) and the median wall time is reported. Ratios compare
 frames/s with the baseline of the same parallelism (W = 0 and 1 against serial, W = 2 against the pool); target
@@ -74,7 +77,18 @@ def video_set(quick: bool) -> tuple[list[float], int, int]:
     return [60.0, 90.0, 120.0, 150.0, 180.0, 240.0], 640, 360
 
 
-def make_inputs(work: str, quick: bool) -> tuple[str, str]:
+def build_shards(src: str, out: str, *settings: str) -> None:
+    if not os.path.isfile(os.path.join(out, layout.SHARD_INDEX)):
+        log(f"building shards into {out} (crawl, probe, shard; not timed)")
+        cmd = [sys.executable, os.path.join(ROOT, "jobs", "build_longvid.py"), "--source", src, "--out", out,
+               "--stages", "crawl,probe,shard", "--set", "shard.max_samples=2", "--set", "ray.num_cpus=2"]
+        for setting in settings:
+            cmd += ["--set", setting]
+        subprocess.run(cmd, check=True, stdout=sys.stderr, stderr=sys.stderr)
+
+
+def make_inputs(work: str, quick: bool) -> tuple[str, str, str]:
+    """(source folder, shards of the videos, shards that also carry the stage3 frames as JPEGs)."""
     durations, width, height = video_set(quick)
     name = f"loader-{len(durations)}x{int(min(durations))}-{int(max(durations))}s-{width}x{height}"
     src = os.path.join(work, "inputs", name)
@@ -88,12 +102,10 @@ def make_inputs(work: str, quick: bool) -> tuple[str, str]:
             os.replace(tmp, path)
             log(f"made {path}")
     out = os.path.join(work, "runs", name)
-    if not os.path.isfile(os.path.join(out, layout.SHARD_INDEX)):
-        log(f"building shards into {out} (crawl, probe, shard; not timed)")
-        cmd = [sys.executable, os.path.join(ROOT, "jobs", "build_longvid.py"), "--source", src, "--out", out,
-               "--stages", "crawl,probe,shard", "--set", "shard.max_samples=2", "--set", "ray.num_cpus=2"]
-        subprocess.run(cmd, check=True, stdout=sys.stderr, stderr=sys.stderr)
-    return src, out
+    build_shards(src, out)
+    out_jpeg = os.path.join(work, "runs", name + "-jpeg")
+    build_shards(src, out_jpeg, "shard.payload=frames", f"shard.frames_stage={STAGE}")
+    return src, out, out_jpeg
 
 
 def plans(out: str) -> list[tuple[str, list[int]]]:
@@ -181,6 +193,10 @@ def loader_pass(ds, workers: int, drop_frames: bool = False) -> tuple[int, int, 
 # ---------------------------------------------------------------------------------------------------------------
 
 
+# Shards written with shard.payload=frames: the loader decodes the carried stage3 JPEGs (quality 90) instead of
+# the video. Informational: another input than the baseline's, so no target applies.
+JPEG_ROWS = {w: f"loader, num_workers={w}, JPEG frames payload (info)" for w in (0, 2)}
+
 COLUMNS = ["reader", "processes decoding", "videos", "frames", "wall (s, median)", "samples/s", "frames/s",
            "baseline frames/s", "ratio (wall)", "≥ 0.9×", "CPU s (median)", "ratio (CPU time)",
            "peak RSS per decoding process (MiB)", "main process RSS at start (MiB)"]
@@ -200,9 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     reps = args.reps or (2 if args.quick else 5)
     work = os.path.abspath(args.work)
     load_at_start = os.getloadavg()[0]
-    src, out = make_inputs(work, args.quick)
+    src, out, out_jpeg = make_inputs(work, args.quick)
     jobs = plans(out)
     ds = LongVidDataset(out, STAGE, shuffle_shards=False, shuffle_buffer=0)
+    ds_jpeg = LongVidDataset(out_jpeg, STAGE, shuffle_shards=False, shuffle_buffer=0, frames_source="jpeg")
     torch.set_num_threads(1)
 
     configs = {
@@ -212,13 +229,16 @@ def main(argv: list[str] | None = None) -> int:
         "loader, num_workers=1": lambda: loader_pass(ds, 1),
         "loader, num_workers=2": lambda: loader_pass(ds, 2),
         "loader, num_workers=1, frames dropped in the worker (info)": lambda: loader_pass(ds, 1, drop_frames=True),
+        JPEG_ROWS[0]: lambda: loader_pass(ds_jpeg, 0),
+        JPEG_ROWS[2]: lambda: loader_pass(ds_jpeg, 2),
     }
     processes = {"raw decord, serial": 1, "raw decord, pool of 2": 2, "loader, num_workers=0": 1,
                  "loader, num_workers=1": 1, "loader, num_workers=2": 2,
-                 "loader, num_workers=1, frames dropped in the worker (info)": 1}
+                 "loader, num_workers=1, frames dropped in the worker (info)": 1, JPEG_ROWS[0]: 1, JPEG_ROWS[2]: 2}
     baseline_of = {"loader, num_workers=0": "raw decord, serial", "loader, num_workers=1": "raw decord, serial",
                    "loader, num_workers=2": "raw decord, pool of 2",
-                   "loader, num_workers=1, frames dropped in the worker (info)": "raw decord, serial"}
+                   "loader, num_workers=1, frames dropped in the worker (info)": "raw decord, serial",
+                   JPEG_ROWS[0]: "raw decord, serial", JPEG_ROWS[2]: "raw decord, pool of 2"}
     log("warm-up pass of every configuration (page cache, imports)")
     for fn in configs.values():
         fn()

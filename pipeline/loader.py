@@ -46,17 +46,19 @@ class _Item:
 
 class LongVidDataset(torch.utils.data.IterableDataset):
     """Options: schemas.loader.LoaderOptions (stage, tasks, task_weights, payload, shuffle_shards, shuffle_buffer,
-    seed, resample, epoch_length, rank, world_size, decode_threads); `mixture` / `hico` override the folders found
-    beside the shards; `clip_len` must equal the build's sampling.clip_len.
+    seed, resample, epoch_length, rank, world_size, decode_threads, frames_source); `mixture` / `hico` override the
+    folders found beside the shards; `clip_len` must equal the build's sampling.clip_len.
 
     Items are dicts: `video_id`, `record_id`, `task`, `conversations` (the record's turns; [] without a
     mixture), `stage`, `epoch`, `sample_index`, `frame_indices` (int64 [T]), `timestamps` (float64 [T], seconds
     from the video's start), `duration` (seconds: the video's, or the clip's for a clipped record), `start`,
     `end` (clip window or None), `prompt` (the timestamp prompt for `duration` and T), `frames` (uint8
-    [T, H, W, 3], payload frames/both), `tokens` (float16 [n_clips, 64, C]) and `token_times` (float64
-    [n_clips, 2], clip start/end seconds; a clipped record gets the clips overlapping its window) (payload
-    tokens/both), `shard`. Arrays are numpy, except `frames` in a DataLoader worker, which are decoded into a
-    shared-memory tensor; a DataLoader hands everything over as tensors."""
+    [T, H, W, 3], payload frames/both; by default from the sample's JPEG frames (shard.payload=frames) when they
+    are exactly the item's frames, else decoded from the video: see `frames_source`), `tokens` (float16
+    [n_clips, 64, C]) and `token_times` (float64 [n_clips, 2], clip start/end seconds; a clipped record gets the
+    clips overlapping its window) (payload tokens/both), `shard`. Arrays are numpy, except `frames` in a
+    DataLoader worker, which are decoded into a shared-memory tensor; a DataLoader hands everything over as
+    tensors."""
 
     def __init__(self, source: Union[str, Sequence[str]], stage: str, *, mixture: Optional[str] = None,
                  hico: Optional[str] = None, clip_len: int = 4, s3_endpoint_url: Optional[str] = None, **options):
@@ -100,6 +102,23 @@ class LongVidDataset(torch.utils.data.IterableDataset):
             first = next(samples, None)
         if first is not None:
             self._plan(first)  # a stage the build never planned fails here, not in a DataLoader worker
+        if self.opts.frames_source == "jpeg":
+            self._check_jpegs_serve(first)
+
+    def _check_jpegs_serve(self, first: Optional[ShardSample]) -> None:
+        """frames_source='jpeg' fails here on what it cannot serve, rather than mid-epoch in a worker."""
+        fix = "use frames_source='auto' (JPEGs where they fit, else the video) or 'video'"
+        clipped = sum(r.clipped for rs in (self.records or {}).values() for r in rs)
+        if clipped:
+            raise ConfigError("frames_source", f"'jpeg', but {clipped} records of the chosen tasks are clips, whose "
+                              f"frames are sampled inside their window, not the carried stage frames",
+                              f"choose tasks without clip records, or {fix}")
+        if first is not None:
+            why = self._jpegs_mismatch(first, self._plan(first)["frame_indices"])
+            if why:
+                raise ConfigError("frames_source", f"'jpeg', but sample {first.key} of {first.url}: {why}",
+                                  f"write the shards with shard.payload=frames shard.frames_stage={self.opts.stage}, "
+                                  f"or {fix}")
 
     def _multiplicity(self) -> Optional[dict[str, float]]:
         weights = self.opts.task_weights
@@ -186,12 +205,34 @@ class LongVidDataset(torch.utils.data.IterableDataset):
             self._cache[key] = data
         return data
 
-    def _frames(self, sample: ShardSample, indices: list[int]):
+    @staticmethod
+    def _jpegs_mismatch(sample: ShardSample, indices: list[int]) -> Optional[str]:
+        return loader_decode.carried_jpegs_mismatch(sample.doc, len(sample.jpeg_members), indices)
+
+    def _from_jpegs(self, sample: ShardSample, record: Optional[MixRecord], indices: list[int]) -> bool:
+        source = self.opts.frames_source
+        if source == "video":
+            return False
+        why = "a clip record's frames are sampled inside its window" if record is not None and record.clipped \
+            else self._jpegs_mismatch(sample, indices)
+        if why and source == "jpeg":
+            raise ValueError(f"frames_source='jpeg': sample {sample.key} of {sample.url} for record "
+                             f"{record.id if record else None}: {why}")
+        return why is None
+
+    def _decode(self, sample: ShardSample, record: Optional[MixRecord], indices: list[int]):
+        if self._from_jpegs(sample, record, indices):
+            # Only the JPEG members are read: one range (one GET on S3) that skips the video.
+            jpegs = loader_shards.read_members(sample.url, sample.jpeg_members)
+            return loader_decode.decode_jpegs(jpegs, shared=self._in_worker)
+        return loader_decode.decode_frames(self._video_bytes(sample), indices, self.opts.decode_threads,
+                                           sample.doc.get("reader") or "decord", shared=self._in_worker)
+
+    def _frames(self, sample: ShardSample, record: Optional[MixRecord], indices: list[int]):
         key = ("frames", sample.url, sample.key, tuple(indices))
         cached = self._cache.get(key)
         if cached is None:
-            cached = loader_decode.decode_frames(self._video_bytes(sample), indices, self.opts.decode_threads,
-                                                 sample.doc.get("reader") or "decord", shared=self._in_worker)
+            cached = self._decode(sample, record, indices)
             if self.records is None:
                 return cached
             self._cache = {k: v for k, v in self._cache.items() if k[0] != "frames"}
@@ -233,7 +274,7 @@ class LongVidDataset(torch.utils.data.IterableDataset):
             "shard": sample.url,
         }
         if self.opts.wants_frames:
-            out["frames"] = self._frames(sample, indices)
+            out["frames"] = self._frames(sample, record, indices)
         if self.opts.wants_tokens:
             out["tokens"], out["token_times"] = self._tokens(out["video_id"], record)
         return out

@@ -45,6 +45,14 @@ class ShardSample:
             raise ValueError(f"{self.url}: sample {self.key} has no {name!r} member (fields: {sorted(self.members)})")
         return self.members[name]
 
+    @property
+    def jpeg_members(self) -> list[tuple[int, int]]:
+        """(offset, size) of the sampled-frame JPEGs a `frames` payload carries, in sampling order; [] without."""
+        spans = []
+        while sample_schema.frame_field(len(spans)) in self.members:
+            spans.append(self.members[sample_schema.frame_field(len(spans))])
+        return spans
+
 
 def _absolute(uri: str) -> str:
     return uri if storage.is_s3(uri) else storage.normalize_local(uri)
@@ -192,6 +200,16 @@ def read_range(url: str, offset: int, size: int) -> bytes:
     if len(data) != size:
         raise IOError(f"{url}: expected {size} bytes at offset {offset}, got {len(data)} (truncated shard?)")
     return data
+
+
+def read_members(url: str, spans: Sequence[tuple[int, int]]) -> list[bytes]:
+    """The data of several members of one shard with a single read (one ranged GET on S3) spanning them: members of
+    a sample are consecutive in the tar, so the span holds little besides them (their 512-byte headers)."""
+    if not spans:
+        return []
+    start = min(offset for offset, _ in spans)
+    block = read_range(url, start, max(offset + size for offset, size in spans) - start)
+    return [block[offset - start : offset - start + size] for offset, size in spans]
 
 
 def split_member_name(name: str) -> tuple[Optional[str], Optional[str]]:

@@ -7,10 +7,18 @@ from typing import Optional, Union
 
 from schemas.config import ConfigError
 from schemas.mixture import TASKS
+from schemas.sample import FRAMES_STAGE_KEY
 
 # What an item carries besides the text: decoded frames, the precomputed HiCo clip tokens, or both.
 PAYLOADS = ("frames", "tokens", "both")
 MIXTURE_WEIGHTS = "mixture"  # task_weights read from the stage mixture's weights.json
+# Where `frames` come from. auto: the sample's JPEG frames (shard.payload=frames) when they are exactly the item's
+# planned frames, else the video; video: always decode the video; jpeg: always the JPEGs (an error where they
+# are not the item's frames).
+FRAMES_SOURCES = ("auto", "video", "jpeg")
+# The per-sample JSON key naming the stage whose frames the sample carries as JPEGs (schemas.sample). Shards
+# that lack it are matched by JPEG count against the sampling plans.
+SAMPLE_FRAMES_STAGE_KEY = FRAMES_STAGE_KEY
 
 
 @dataclass(frozen=True)
@@ -29,6 +37,7 @@ class LoaderOptions:
     rank: Optional[int] = None  # None: torch.distributed when initialised, else $RANK, else 0
     world_size: Optional[int] = None  # None: torch.distributed when initialised, else $WORLD_SIZE, else 1
     decode_threads: int = 1  # decord threads per DataLoader worker
+    frames_source: str = "auto"  # one of FRAMES_SOURCES
 
     @property
     def wants_frames(self) -> bool:
@@ -71,6 +80,12 @@ def validate(opts: LoaderOptions) -> LoaderOptions:
         raise ConfigError("world_size", f"{opts.world_size} is below 1", "use the number of training processes")
     if opts.rank is not None and (opts.rank < 0 or (opts.world_size is not None and opts.rank >= opts.world_size)):
         raise ConfigError("rank", f"{opts.rank} is outside [0, world_size)", "use 0 .. world_size - 1")
+    if opts.frames_source not in FRAMES_SOURCES:
+        raise ConfigError("frames_source", f"{opts.frames_source!r} is not supported",
+                          f"use one of {', '.join(FRAMES_SOURCES)}")
+    if opts.frames_source == "jpeg" and not opts.wants_frames:
+        raise ConfigError("frames_source", f"'jpeg' with payload={opts.payload!r}, which yields no frames",
+                          "use payload='frames' or 'both', or leave frames_source at 'auto'")
     if opts.decode_threads < 0:
         raise ConfigError("decode_threads", f"{opts.decode_threads} is negative", "use 1 (or 0: decord's default)")
     return opts

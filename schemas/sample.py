@@ -5,6 +5,7 @@ import re
 VIDEO_EXTENSIONS = ("mp4", "webm", "mkv", "avi", "ts", "mov", "m4v", "flv", "mpg", "mpeg", "wmv", "3gp", "ogv")
 JSON_FIELD = "json"
 FRAME_FIELD_TEMPLATE = "f{:06d}.jpg"  # k-th sampled frame of the frames stage, k = 0..N-1
+FRAMES_STAGE_KEY = "frames_stage"  # per-sample JSON (payload frames): the stage whose frames the f*.jpg fields are
 
 # Container format names from FFmpeg's demuxers mapped to the field extension used when the source name has none.
 FORMAT_EXTENSIONS = {

@@ -1,12 +1,14 @@
 """The streaming loader over the session's annotated build: items follow the sampling plans and the stage mixture,
 the stream is the same for 0 and 2 DataLoader workers, resume yields exactly the tail, ranks split the shards, S3
-reads skip video bytes, and third-party readers (webdataset, HF datasets) read the same shards."""
+reads skip video bytes, shards with a `frames` payload serve their JPEG frames without reading the video, and
+third-party readers (webdataset, HF datasets) read the same shards."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import decord
@@ -16,12 +18,13 @@ import pytest
 import torch
 
 import servers
-from conftest import copy_build, make_config
-from pipeline import loader_decode, loader_shards, runner, storage
+from conftest import copy_build, make_config, s3_client
+from pipeline import loader_decode, loader_shards, runner
 from pipeline.loader import LongVidDataset
 from pipeline.loader_hf import hf_features
 from pipeline.loader_stream import NoShardsForRank
 from schemas import layout
+from schemas import loader as loader_schema
 from schemas.config import ConfigError
 from schemas.sampling import frame_indices, timestamp_prompt
 
@@ -277,19 +280,14 @@ def test_pyav_fallback_decodes_the_same_frames(build, manifest):
 
 
 @pytest.fixture(scope="module")
-def s3_build(build, tmp_path_factory):
-    import boto3
-
-    before = storage.settings()
-    with servers.moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as endpoint:
-        client = boto3.session.Session().client("s3", endpoint_url=endpoint, region_name="us-east-1")
-        client.create_bucket(Bucket="train")
-        for path in build.rglob("*"):
-            rel = path.relative_to(build).as_posix()
-            if path.is_file() and rel.split("/")[0] in (layout.SHARDS_DIR, layout.MIXTURES_DIR, layout.HICO_DIR):
-                client.upload_file(str(path), "train", f"build/{rel}")
-        yield endpoint, "s3://train/build"
-    storage.configure(before.endpoint_url, before.region)
+def s3_build(build, moto_endpoint):
+    client = s3_client(moto_endpoint)
+    client.create_bucket(Bucket="train")
+    for path in build.rglob("*"):
+        rel = path.relative_to(build).as_posix()
+        if path.is_file() and rel.split("/")[0] in (layout.SHARDS_DIR, layout.MIXTURES_DIR, layout.HICO_DIR):
+            client.upload_file(str(path), "train", f"build/{rel}")
+    return moto_endpoint, "s3://train/build"
 
 
 def test_s3_streams_the_same_items_and_skips_video_bytes_while_scanning(build, s3_build, monkeypatch):
@@ -355,3 +353,173 @@ def test_hf_datasets_webdataset_builder_loads_the_shards(build, manifest, tmp_pa
         assert row["json"]["sampling"][STAGE]["frame_indices"] == plan_of(video, STAGE)["frame_indices"]
         payload = row[video["extension"]]["bytes"]
         assert hashlib.sha256(payload).hexdigest() == video["sha256"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Shards with a `frames` payload: the carried JPEG frames instead of the video
+
+JPEG_STAGE = "stage3"  # the stage whose frames the frames-payload copy carries (64 per video here)
+
+
+@pytest.fixture(scope="module")
+def frames_build(build, annotated_build, tmp_path_factory) -> Path:
+    """A copy of the mixed build whose shards were rewritten with shard.payload=frames (stage3 JPEGs)."""
+    out = tmp_path_factory.mktemp("loader-frames") / "out"
+    shutil.copytree(build, out)
+    overrides = annotated_build.overrides + ["shard.payload=frames", f"shard.frames_stage={JPEG_STAGE}"]
+    runner.run_build(make_config(annotated_build.sources, out, overrides, stages=["shard"]), ["shard"], quiet=True)
+    return out
+
+
+def video_spans(build: Path) -> dict[str, tuple[str, int, int]]:
+    """video_id -> (shard file name, first byte, end) of its video member's data."""
+    spans = {}
+    for path in sorted((build / layout.SHARDS_DIR).glob("*.tar")):
+        for s in loader_shards.scan_shard(str(path)):
+            offset, size = s.video_member
+            spans[s.key] = (path.name, offset, offset + size)
+    return spans
+
+
+def items_with_reads(ds, monkeypatch) -> list[tuple[dict, list[tuple[str, int, int]]]]:
+    """Each item of an in-process iteration with the byte ranges of the shard members fetched to make it
+    ((shard file name, first byte, end); the header scan's reads on S3 are left out, the S3 test above
+    bounds them)."""
+    reads, scanning = [], []
+    ranged_get, scan_read = loader_shards.read_range, loader_shards.S3RangeFile.read
+
+    def recording(url, offset, size):
+        if not scanning:
+            reads.append((Path(url).name, offset, offset + size))
+        return ranged_get(url, offset, size)
+
+    def marked_scan_read(self, n=-1):
+        scanning.append(True)
+        try:
+            return scan_read(self, n)
+        finally:
+            scanning.pop()
+
+    out = []
+    with monkeypatch.context() as m:
+        m.setattr(loader_shards, "read_range", recording)
+        m.setattr(loader_shards.S3RangeFile, "read", marked_scan_read)
+        for item in ds:
+            out.append((item, list(reads)))
+            reads.clear()
+    return out
+
+
+def overlaps(read, span) -> bool:
+    return read[0] == span[0] and read[1] < span[2] and span[1] < read[2]
+
+
+_decoded: dict = {}
+
+
+def source_frames(video: dict, indices) -> np.ndarray:
+    """decord's frames of the source file (memoised: records of one video share plans)."""
+    key = (video["source_uri"], tuple(indices))
+    if key not in _decoded:
+        _decoded[key] = decord.VideoReader(video["source_uri"], num_threads=1).get_batch(list(indices)).asnumpy()
+    return _decoded[key]
+
+
+@pytest.mark.parametrize("frames_source", ["auto", "video"])
+def test_frames_payload_serves_the_planned_frames_from_jpegs_without_reading_the_video(
+        frames_build, manifest, frames_source, monkeypatch):
+    ds = LongVidDataset(frames_build, JPEG_STAGE, shuffle_shards=False, shuffle_buffer=0, frames_source=frames_source)
+    assert all(len(s.jpeg_members) == 64 for u in ds.urls for s in loader_shards.scan_shard(u))
+    spans = video_spans(frames_build)
+    jpeg_reads = video_reads = clips = 0
+    for item, reads in items_with_reads(ds, monkeypatch):
+        video = manifest[item["video_id"]]
+        expected = source_frames(video, item["frame_indices"].tolist())
+        frames = item["frames"]
+        assert frames.dtype == np.uint8 and frames.shape == expected.shape
+        read_video = any(overlaps(r, spans[item["video_id"]]) for r in reads)
+        video_reads += read_video
+        clips += item["start"] is not None
+        if frames_source == "auto" and item["start"] is None:
+            assert not read_video  # the JPEG members only (a cached item of the same video reads nothing)
+            assert np.abs(frames.astype(int) - expected).mean() < 3  # JPEG (quality 90) loss only
+            jpeg_reads += bool(reads)
+        else:  # clip records sample inside their window: the carried stage frames are not theirs
+            assert np.array_equal(frames, expected)
+    assert clips > 0
+    if frames_source == "auto":
+        assert jpeg_reads == len(spans)  # each video's JPEGs read once, then its other records hit the cache
+        assert 0 < video_reads <= len(spans)  # the clip records' videos, once each
+    else:
+        assert video_reads == len(spans)
+
+
+def test_jpegs_of_another_plan_fall_back_to_the_video(frames_build, manifest, monkeypatch):
+    # stage2 plans 4 frames: the 64 carried stage3 JPEGs are not its frames.
+    ds = LongVidDataset(frames_build, STAGE, shuffle_shards=False, shuffle_buffer=0, tasks=["summary"])
+    spans = video_spans(frames_build)
+    pairs = items_with_reads(ds, monkeypatch)
+    assert pairs
+    for item, reads in pairs:
+        expected = source_frames(manifest[item["video_id"]], item["frame_indices"].tolist())
+        assert np.array_equal(item["frames"], expected)
+        assert not reads or any(overlaps(r, spans[item["video_id"]]) for r in reads)
+
+
+def test_forced_jpeg_source_serves_the_same_frames_or_refuses_at_once(build, frames_build):
+    auto = LongVidDataset(frames_build, JPEG_STAGE, tasks=["summary"], seed=1)
+    forced = LongVidDataset(frames_build, JPEG_STAGE, tasks=["summary"], seed=1, frames_source="jpeg")
+    assert [digest(it["frames"]) for it in forced] == [digest(it["frames"]) for it in auto]
+    with pytest.raises(ConfigError, match="frames_source: 'jpeg', but .* records of the chosen tasks are clips"):
+        LongVidDataset(frames_build, JPEG_STAGE, frames_source="jpeg")
+    # the shard stage records which stage its JPEGs are, so the refusal names it
+    with pytest.raises(ConfigError, match="frames_source: 'jpeg', but sample .*: its JPEGs are the frames of the "
+                                          "stage3 plan, not of this one.*shard.frames_stage=stage2"):
+        LongVidDataset(frames_build, STAGE, tasks=["summary"], frames_source="jpeg")
+    with pytest.raises(ConfigError, match="frames_source: 'jpeg', but sample .*carries no JPEG frames"):
+        LongVidDataset(build, JPEG_STAGE, tasks=["summary"], frames_source="jpeg")
+    with pytest.raises(ConfigError, match="frames_source: 'png' is not supported.*auto, video, jpeg"):
+        LongVidDataset(frames_build, JPEG_STAGE, frames_source="png")
+    with pytest.raises(ConfigError, match="frames_source: 'jpeg' with payload='tokens'"):
+        LongVidDataset(frames_build, STAGE, payload="tokens", frames_source="jpeg")
+
+
+def test_jpegs_of_a_plan_with_the_same_count_are_used_only_when_the_sample_names_their_stage(frames_build):
+    (sample, *_) = loader_shards.scan_shard(next((frames_build / layout.SHARDS_DIR).glob("*.tar")).as_posix())
+    doc = json.loads(json.dumps(sample.doc))
+    plans = doc["sampling"]
+    assert plans["stage3"]["frame_indices"] == plans["stage4"]["frame_indices"]  # stage4 differs in resolution only
+    assert loader_decode.carried_jpegs_mismatch(doc, 64, plans["stage4"]["frame_indices"]) is None
+    assert doc[loader_schema.SAMPLE_FRAMES_STAGE_KEY] == "stage3"  # the shard stage names the JPEGs' stage
+    # A shard written without that key, carrying 4 stage2 frames where stage1 plans 4 other frames (`middle`
+    # against `dynamic_fps1` on a longer video): unless the sample names the stage, the JPEGs could be either.
+    del doc[loader_schema.SAMPLE_FRAMES_STAGE_KEY]
+    two = plans["stage2"]["frame_indices"]
+    one = plans["stage1"]["frame_indices"] = [i + 1 for i in two]
+    assert len(two) == 4
+    assert "could also be the frames of stage1" in loader_decode.carried_jpegs_mismatch(doc, 4, two)
+    doc[loader_schema.SAMPLE_FRAMES_STAGE_KEY] = "stage2"
+    assert loader_decode.carried_jpegs_mismatch(doc, 4, two) is None
+    assert "are the frames of the stage2 plan" in loader_decode.carried_jpegs_mismatch(doc, 4, one)
+
+
+def test_s3_frames_payload_fetches_only_the_jpeg_members(frames_build, s3_build, monkeypatch):
+    endpoint, _ = s3_build
+    client = s3_client(endpoint)
+    for path in (frames_build / layout.SHARDS_DIR).glob("*"):
+        client.upload_file(str(path), "train", f"frames/{layout.SHARDS_DIR}/{path.name}")
+    root = "s3://train/frames"
+    local = LongVidDataset(frames_build, JPEG_STAGE, seed=4)
+    remote = LongVidDataset(root, JPEG_STAGE, seed=4, s3_endpoint_url=endpoint, mixture=local.mixture_dir)
+    assert [(it["record_id"], digest(it["frames"]))
+            for it in torch.utils.data.DataLoader(remote, batch_size=None, num_workers=2)] == \
+        [(it["record_id"], digest(it["frames"])) for it in local]
+
+    unclipped = LongVidDataset(root, JPEG_STAGE, tasks=["summary"], s3_endpoint_url=endpoint,
+                               mixture=local.mixture_dir)
+    spans = video_spans(frames_build)  # the same tars
+    items = items_with_reads(unclipped, monkeypatch)
+    assert {it["video_id"] for it, _ in items} == set(spans)
+    reads = [r for _, rs in items for r in rs]
+    assert len(reads) == len(spans)  # one ranged GET per video: its JPEG members
+    assert not any(overlaps(r, span) for r in reads for span in spans.values())

@@ -10,6 +10,7 @@ from pipeline import manifest, orphans, ray_runtime, sharding, storage
 from pipeline.context import StageContext, configure_worker
 from pipeline.video_record import local_copy_checked
 from schemas import layout
+from schemas import sample as sample_schema
 
 NAME = "shard"
 DESCRIPTION = "WebDataset tars sorted by video_id, committed atomically, with a wids index"
@@ -32,6 +33,8 @@ def write_shard(unit: tuple[int, list[dict], str], ctx: StageContext) -> dict:
         try:
             for video in videos:
                 doc = manifest.sample_metadata(video)
+                if ctx.cfg.shard.payload == "frames":
+                    doc[sample_schema.FRAMES_STAGE_KEY] = ctx.cfg.shard.frames_stage
                 with local_copy_checked(video["source_uri"], video["sha256"], ctx.cfg) as path:
                     jpegs = _frames_for(path, video, ctx) if ctx.cfg.shard.payload == "frames" else None
                     writer.add_sample(video["video_id"], video["extension"], path, doc, jpegs)
