@@ -445,12 +445,6 @@ def measure_pipeline(plan: Plan, work: str, quick: bool) -> tuple[list[list[str]
 # Report
 
 
-def markdown(columns: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 THROUGHPUT_COLUMNS = ["backend", "input per request", "batch", "requests/s", "generated tokens/s", "ms per batch",
                       "tokens per request", "vision pass (ms/request)", "repeat range (s)"]
 PIPELINE_COLUMNS = ["backend", "pipeline", "decode runs in", "annotate stage wall (s)", "rebuilt wall (s)",
@@ -463,7 +457,7 @@ def environment() -> str:
     import ray
     import transformers
 
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load = bench_common.load_average()
     return (f"{os.cpu_count()} cores visible, {platform.machine()}, Python {platform.python_version()}, torch "
             f"{torch.__version__} ({torch.get_num_threads()} thread(s) in-process), transformers "
             f"{transformers.__version__}, ray {ray.__version__} in-process with {NUM_CPUS} CPUs, load average "
@@ -505,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"### Backend throughput (direct `generate`, in-process, cpu float32, batch {BATCH_SIZE}, greedy, "
           f"max_new_tokens {MAX_NEW_TOKENS}; {plan.batches} batches per repeat, median of {plan.repeats})")
     print()
-    print(markdown(THROUGHPUT_COLUMNS, throughput))
+    print(bench_common.markdown(THROUGHPUT_COLUMNS, throughput))
     print()
     print("Tiny random-weight checkpoints: " + ", ".join(f"{b} {info[b]['params'] / 1e6:.2f} M LM(+projector) "
                                                          f"parameters" for b in BACKENDS) + ".")
@@ -515,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
               f"20–40 s, one per shard; shares of the actor's wall time over the warm calls, first call excluded; "
               f"actor torch threads {actor_threads})")
         print()
-        print(markdown(PIPELINE_COLUMNS, pipeline_rows))
+        print(bench_common.markdown(PIPELINE_COLUMNS, pipeline_rows))
     log(f"total {time.monotonic() - started:.0f} s")
     return 0
 

@@ -20,3 +20,15 @@ def warm_up_ray(num_cpus: int, preload: str) -> None:
         return os.getpid()
 
     ray.get([noop.remote() for _ in range(num_cpus * 2)])
+
+
+def markdown(columns: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table of string cells."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def load_average() -> float:
+    """The 1-minute load average (NaN where the platform has none): printed beside every result table."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

@@ -51,6 +51,8 @@ import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+import bench_common  # noqa: E402
+
 from compressors import merge_clip_tokens  # noqa: E402
 from compressors import token_store  # noqa: E402
 from compressors.encoder import VideoEncoderConfig, count_parameters, encoder_id, load_encoder  # noqa: E402
@@ -452,12 +454,6 @@ READ_COLUMNS = ["read", "row group target", "videos", "token MB", "ms (median)",
 # Report
 
 
-def markdown(columns: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def cpu_model() -> str:
     with contextlib.suppress(OSError):
         with open("/proc/cpuinfo", encoding="utf-8") as f:
@@ -468,7 +464,7 @@ def cpu_model() -> str:
 
 
 def environment() -> str:
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load = bench_common.load_average()
     return (f"Environment: {os.cpu_count()} cores visible ({cpu_model()}), torch {torch.__version__} "
             f"({torch.get_num_threads()} intra-op / {torch.get_num_interop_threads()} inter-op threads), pyarrow "
             f"{pa.__version__}, numpy {np.__version__}, Python {platform.python_version()}; load average "
@@ -495,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     log("1/4 token merging")
     merge_rows, per_clip_s = bench_merge(plan)
     print("### 1. Token merging: `merge_clip_tokens(features, 64, num_heads=16)` vs a float32 ToMe baseline\n")
-    print(markdown(MERGE_COLUMNS, merge_rows))
+    print(bench_common.markdown(MERGE_COLUMNS, merge_rows))
     print(f"\nMedian of ≥ {plan.merge_reps} interleaved repeats (and ≥ {plan.min_time_s:g} s of library calls) "
           "after one warm-up call each; 'by CPU time' = the ratio of median process CPU seconds, less sensitive to "
           "other work on the cores than wall time. Baseline = `baseline_merge` "
@@ -511,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
     log("2/4 encoder")
     enc_rows = bench_encoder(plan)
     print("### 2. Encoder throughput on the CPU (random init, 4×224×224 clips)\n")
-    print(markdown(ENCODER_COLUMNS, enc_rows))
+    print(bench_common.markdown(ENCODER_COLUMNS, enc_rows))
     full_f32 = next(float(r[5]) for r in enc_rows if r[0] != "tiny" and r[3] == "float32")
     merge_224 = per_clip_s[(224, "structured", torch.float32)]
     print(f"\nNo baseline for this group (reported only). Full config: {plan.encoder_reps_full} timed forward(s) "
@@ -522,13 +518,13 @@ def main(argv: list[str] | None = None) -> int:
     log("3-4/4 token store")
     size_rows, read_rows = bench_store(plan, work)
     print("### 3. Bytes on disk per clip vs raw float16 tokens\n")
-    print(markdown(SIZE_COLUMNS, size_rows))
+    print(bench_common.markdown(SIZE_COLUMNS, size_rows))
     print(f"\n`token_store.tokens_table` + `write_tokens` ({plan.videos} videos × {plan.clips_per_video} clips, "
           f"C={WIDTH}, all HICO columns; the file size includes metadata columns and the Parquet footer). Raw = "
           f"clips × {TARGET_TOKENS} × {WIDTH} × 2 bytes. 'merged structured' = the library's merge of structured "
           "224 px features cast to float16; 'gaussian' is i.i.d. noise, for comparison.\n")
     print("### 4. Reader throughput: `HicoReader(dir).read(vid)` for every video vs `pq.read_table` + numpy\n")
-    print(markdown(READ_COLUMNS, read_rows))
+    print(bench_common.markdown(READ_COLUMNS, read_rows))
     print("\nGB/s = raw float16 token bytes / seconds (1 GB = 1e9 bytes), files in the page cache. Reader: a fresh "
           "`HicoReader` per repeat (its index read included), every video once. Baseline: "
           "`pq.read_table(file)` (all columns) and `.to_numpy_ndarray()` on each chunk of the token column. "

@@ -186,12 +186,6 @@ def row(label: str, duration: float, stage_s: dict[str, float] | None, decode_s:
     return cells
 
 
-def markdown(rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", default=os.path.join(os.getcwd(), "bench-out"),
@@ -247,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             # Every join between clips is a cut; bikes.mp4 holds more of its own.
             rows.append(row(label, dur, stage_s, decode_s, f"{results['scenes']['scenes']} / ≥ {repeats * len(MEDIA_CLIPS)}"))
 
-    print(markdown(rows))
+    print(bench_common.markdown(COLUMNS, rows))
     print()
     print(f"{NUM_CPUS}-CPU in-process Ray ({os.cpu_count()} cores visible), {platform.machine()}, "
           f"Python {platform.python_version()}. Ingest wall = sum of one `run_build` per stage in a fresh output "

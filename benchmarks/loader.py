@@ -55,6 +55,7 @@ import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 
+import bench_common  # noqa: E402
 from pipeline import synthetic  # noqa: E402
 from pipeline.loader import LongVidDataset  # noqa: E402
 from schemas import layout  # noqa: E402
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     reps = args.reps or (2 if args.quick else 5)
     work = os.path.abspath(args.work)
-    load_at_start = os.getloadavg()[0]
+    load_at_start = bench_common.load_average()
     src, out, out_jpeg = make_inputs(work, args.quick)
     jobs = plans(out)
     ds = LongVidDataset(out, STAGE, shuffle_shards=False, shuffle_buffer=0)
@@ -289,12 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"#### Loader vs raw decord: {len(jobs)} synthetic videos {width}x{height}@25 of "
           f"{', '.join(f'{d:g}' for d in durations)} s, {STAGE} plans ({sum(len(j[1]) for j in jobs)} frames), "
           f"median of {reps} interleaved passes")
-    print("| " + " | ".join(COLUMNS) + " |")
-    print("|" + "|".join("---" for _ in COLUMNS) + "|")
-    for r in rows:
-        print("| " + " | ".join(r) + " |")
+    print(bench_common.markdown(COLUMNS, rows))
     print()
-    print(f"Load average {os.getloadavg()[0]:.2f} at the end. Other work on the machine slows single passes by up to "
+    print(f"Load average {bench_common.load_average():.2f} at the end. Other work on the machine slows single passes by up to "
           f"2x; compare the ratios, and the CPU-time ratio when the wall-time ones disagree.")
     return 0
 
