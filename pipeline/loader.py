@@ -199,7 +199,7 @@ class LongVidDataset(torch.utils.data.IterableDataset):
         if key in self._cache:
             return self._cache[key]
         offset, size = sample.video_member
-        data = loader_shards.read_range(sample.url, offset, size)
+        data = storage.read_range(sample.url, offset, size)
         if self.records is not None:  # the video's other records are likely to come to this worker soon
             self._cache = {k: v for k, v in self._cache.items() if k[0] != "bytes"}
             self._cache[key] = data

@@ -162,7 +162,7 @@ class S3RangeFile:
         buf_end = self._buf_start + len(self._buf)
         if not (self._buf_start <= self.pos and end <= buf_end):
             fetch_end = min(self.size, max(end, self.pos + self.read_ahead))
-            self._buf = read_range(self.uri, self.pos, fetch_end - self.pos)
+            self._buf = storage.read_range(self.uri, self.pos, fetch_end - self.pos)
             self._buf_start = self.pos
         out = self._buf[self.pos - self._buf_start : end - self._buf_start]
         self.pos = end
@@ -182,33 +182,13 @@ def open_shard(url: str):
     return S3RangeFile(url) if storage.is_s3(url) else open(url, "rb")
 
 
-def read_range(url: str, offset: int, size: int) -> bytes:
-    """`size` bytes at `offset` of a local file or an S3 object (one ranged GET)."""
-    if size == 0:
-        return b""
-    if storage.is_s3(url):
-        bucket, key = storage.split_s3(url)
-        body = storage.s3_client().get_object(Bucket=bucket, Key=key, Range=f"bytes={offset}-{offset + size - 1}")
-        with body["Body"] as stream:
-            data = stream.read()
-    else:
-        fd = os.open(url, os.O_RDONLY)
-        try:
-            data = os.pread(fd, size, offset)
-        finally:
-            os.close(fd)
-    if len(data) != size:
-        raise IOError(f"{url}: expected {size} bytes at offset {offset}, got {len(data)} (truncated shard?)")
-    return data
-
-
 def read_members(url: str, spans: Sequence[tuple[int, int]]) -> list[bytes]:
     """The data of several members of one shard with a single read (one ranged GET on S3) spanning them: members of
     a sample are consecutive in the tar, so the span holds little besides them (their 512-byte headers)."""
     if not spans:
         return []
     start = min(offset for offset, _ in spans)
-    block = read_range(url, start, max(offset + size for offset, size in spans) - start)
+    block = storage.read_range(url, start, max(offset + size for offset, size in spans) - start)
     return [block[offset - start : offset - start + size] for offset, size in spans]
 
 

@@ -141,6 +141,26 @@ def read_bytes(uri: str) -> bytes:
         return f.read()
 
 
+def read_range(uri: str, offset: int, size: int) -> bytes:
+    """`size` bytes at `offset` of a local file or an S3 object (one ranged GET)."""
+    if size == 0:
+        return b""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        body = s3_client().get_object(Bucket=bucket, Key=key, Range=f"bytes={offset}-{offset + size - 1}")
+        with body["Body"] as stream:
+            data = stream.read()
+    else:
+        fd = os.open(uri, os.O_RDONLY)
+        try:
+            data = os.pread(fd, size, offset)
+        finally:
+            os.close(fd)
+    if len(data) != size:
+        raise IOError(f"{uri}: expected {size} bytes at offset {offset}, got {len(data)} (truncated file?)")
+    return data
+
+
 @contextlib.contextmanager
 def open_read(uri: str) -> Iterator[BinaryIO]:
     """A binary stream of a local file or an S3 object (streamed, not loaded whole)."""

@@ -19,7 +19,7 @@ import torch
 
 import servers
 from conftest import copy_build, make_config, s3_client
-from pipeline import loader_decode, loader_shards, runner
+from pipeline import loader_decode, loader_shards, runner, storage
 from pipeline.loader import LongVidDataset
 from pipeline.loader_hf import hf_features
 from pipeline.loader_stream import NoShardsForRank
@@ -303,13 +303,13 @@ def test_s3_streams_the_same_items_and_skips_video_bytes_while_scanning(build, s
         [key(it) for it in local]
 
     fetched = []
-    ranged_get = loader_shards.read_range
+    ranged_get = storage.read_range
 
     def counting(url, offset, size):
         fetched.append(size)
         return ranged_get(url, offset, size)
 
-    monkeypatch.setattr(loader_shards, "read_range", counting)
+    monkeypatch.setattr(storage, "read_range", counting)
     monkeypatch.setattr(loader_shards, "S3_READ_AHEAD", 8192)
     assert list(remote.stream_keys()) == list(local.stream_keys())
     shard_bytes = sum(os.path.getsize(u) for u in local.urls)
@@ -386,7 +386,7 @@ def items_with_reads(ds, monkeypatch) -> list[tuple[dict, list[tuple[str, int, i
     ((shard file name, first byte, end); the header scan's reads on S3 are left out, the S3 test above
     bounds them)."""
     reads, scanning = [], []
-    ranged_get, scan_read = loader_shards.read_range, loader_shards.S3RangeFile.read
+    ranged_get, scan_read = storage.read_range, loader_shards.S3RangeFile.read
 
     def recording(url, offset, size):
         if not scanning:
@@ -402,7 +402,7 @@ def items_with_reads(ds, monkeypatch) -> list[tuple[dict, list[tuple[str, int, i
 
     out = []
     with monkeypatch.context() as m:
-        m.setattr(loader_shards, "read_range", recording)
+        m.setattr(storage, "read_range", recording)
         m.setattr(loader_shards.S3RangeFile, "read", marked_scan_read)
         for item in ds:
             out.append((item, list(reads)))
