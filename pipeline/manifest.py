@@ -46,9 +46,8 @@ _PART_ROWS_LIMIT = 200_000  # parts; beyond it the cache starts over rather than
 
 
 def committed_parts(ctx: StageContext, directory: str) -> dict[str, tuple[str, int]]:
-    """part file name -> (URI, size) of the parts committed under `directory` (one listing; temporaries skipped)."""
-    return {uri.replace("\\", "/").rsplit("/", 1)[-1]: (uri, size)
-            for uri, size in storage.list_files(ctx.uri(directory)) if ".tmp-" not in uri.rsplit("/", 1)[-1]}
+    """part file name -> (URI, size) of the parts committed in `directory` (one listing; temporaries skipped)."""
+    return {rel: (uri, size) for rel, uri, size in storage.list_committed(ctx.uri(directory)) if "/" not in rel}
 
 
 def read_part(uri: str, size: int) -> list[dict]:

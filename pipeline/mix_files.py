@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import os
-
 from pipeline import storage
 from pipeline.context import StageContext
 from schemas import layout
@@ -12,14 +10,7 @@ from schemas import layout
 
 def listing(ctx: StageContext) -> set[str]:
     """Paths (relative to the output root) of every file under mixtures/, temporaries of killed runs excluded."""
-    root = ctx.uri(layout.MIXTURES_DIR)
-    prefix = len(ctx.uri("")) if storage.is_s3(root) else len(os.path.join(ctx.out, ""))
-    found = set()
-    for uri, _ in storage.list_files(root):
-        rel = uri[prefix:].lstrip("/")
-        if ".tmp-" not in rel.rsplit("/", 1)[-1]:
-            found.add(rel.replace(os.sep, "/"))
-    return found
+    return {f"{layout.MIXTURES_DIR}/{rel}" for rel, _, _ in storage.list_committed(ctx.uri(layout.MIXTURES_DIR))}
 
 
 def remove_stale(ctx: StageContext, keep: set[str]) -> int:

@@ -17,11 +17,9 @@ def remove_unplanned(ctx: StageContext, directory: str, suffix: str, planned_sha
     """Delete `<directory>/<shard stem><suffix>` files (direct children named like a shard) whose shard is not in
     `planned_shards` (shard file names); returns the removed URIs."""
     keep = {layout.shard_stem(name) for name in planned_shards}
-    root = ctx.uri(directory).rstrip("/")
     stale = []
-    for uri, _ in storage.list_files(root):
-        rel = uri[len(root):].lstrip("/\\")
-        if "/" in rel or "\\" in rel or ".tmp-" in rel or not rel.endswith(suffix):
+    for rel, uri, _ in storage.list_committed(ctx.uri(directory)):
+        if "/" in rel or not rel.endswith(suffix):
             continue
         stem = rel[: -len(suffix)]
         if stem.startswith(layout.SHARD_PREFIX + "-") and stem not in keep:

@@ -57,7 +57,7 @@ class BuildOutput:
             files = [n for n in names if os.path.isfile(os.path.join(uri, n))]
         else:
             dirs, files = [], []
-        files = [f for f in files if f and ".tmp-" not in f]
+        files = [f for f in files if f and not storage.is_temporary(f)]
         return Listing(sorted(d for d in dirs if d), sorted(files))
 
     def parquet_parts(self, relative_dir: str, exclude: tuple[str, ...] = ()) -> list[str]:

@@ -198,6 +198,28 @@ def list_files(uri: str) -> Iterator[tuple[str, int]]:
     yield from sorted(found)
 
 
+TEMPORARY_MARKER = ".tmp-"  # local outputs are written as `<name>.tmp-<random>` and renamed when complete
+
+
+def _temporary_path(uri: str) -> str:
+    return f"{uri}{TEMPORARY_MARKER}{uuid.uuid4().hex[:8]}"
+
+
+def is_temporary(name: str) -> bool:
+    """A file name of an output still being written (or left by a killed run), never a committed one."""
+    return TEMPORARY_MARKER in name
+
+
+def list_committed(uri_dir: str) -> Iterator[tuple[str, str, int]]:
+    """(path relative to `uri_dir` with `/` separators, URI, size) of every committed file under a local directory
+    or an S3 prefix (recursive, sorted); temporaries are skipped."""
+    root = uri_dir.rstrip("/") if is_s3(uri_dir) else os.path.join(uri_dir, "")
+    for uri, size in list_files(uri_dir):
+        rel = uri[len(root):].lstrip("/").replace(os.sep, "/")
+        if not is_temporary(rel.rsplit("/", 1)[-1]):
+            yield rel, uri, size
+
+
 def write_bytes(uri: str, data: bytes) -> None:
     """Atomic write: a reader sees the old content or the new one, never a partial file."""
     if is_s3(uri):
@@ -205,7 +227,7 @@ def write_bytes(uri: str, data: bytes) -> None:
         s3_client().put_object(Bucket=bucket, Key=key, Body=data)
         return
     os.makedirs(os.path.dirname(uri) or ".", exist_ok=True)
-    tmp = f"{uri}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = _temporary_path(uri)
     try:
         with open(tmp, "wb") as f:
             f.write(data)
@@ -238,7 +260,7 @@ def staged_output(uri: str) -> Iterator[str]:
                 os.unlink(tmp)
         return
     os.makedirs(os.path.dirname(uri) or ".", exist_ok=True)
-    tmp = f"{uri}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = _temporary_path(uri)
     try:
         yield tmp
         os.replace(tmp, uri)
@@ -253,7 +275,7 @@ def remove_stale_temporaries(uri_dir: str) -> None:
         return
     for root, _, files in os.walk(uri_dir):
         for name in files:
-            if ".tmp-" in name:
+            if is_temporary(name):
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(root, name))
 
