@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import dataclass, field
 
 from pipeline import frames as frame_io
-from pipeline import storage
+from pipeline import sharding
 from pipeline.stats_sources import BuildOutput
 from schemas import layout
 from schemas.sampling import frame_indices
@@ -35,24 +35,6 @@ def pick(videos: list[dict], count: int, seed: int) -> list[dict]:
     return sorted(chosen, key=lambda v: v["video_id"])
 
 
-def _extract(out: BuildOutput, shard: str, members: dict[str, str], dest: str) -> dict[str, str]:
-    """Stream one shard tar (local or S3), copying the wanted members out; stops once all are found."""
-    found = {}
-    with storage.open_read(out.uri(f"{layout.SHARDS_DIR}/{shard}")) as raw:
-        with tarfile.open(fileobj=raw, mode="r|") as tar:
-            for member in tar:
-                vid = members.get(member.name)
-                if vid is None:
-                    continue
-                path = os.path.join(dest, member.name)
-                with tar.extractfile(member) as src, open(path, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
-                found[vid] = path
-                if len(found) == len(members):
-                    break
-    return found
-
-
 def _thumbnail(frame) -> bytes:
     from PIL import Image
 
@@ -73,9 +55,9 @@ def load(out: BuildOutput, chosen: list[dict], frames_per_video: int) -> list[Ga
     tmp = tempfile.mkdtemp(prefix="longvid-report-")
     try:
         for shard, group in sorted(by_shard.items()):
-            wanted = {f"{e.video['video_id']}.{e.video['extension']}": e.video["video_id"] for e in group}
             try:
-                paths = _extract(out, shard, wanted, tmp)
+                paths = sharding.extract_videos(out.uri(f"{layout.SHARDS_DIR}/{shard}"), [e.video for e in group],
+                                                tmp, missing_ok=True)
             except (OSError, tarfile.TarError) as err:
                 paths, reason = {}, f"cannot read {shard}: {err}"
             else:

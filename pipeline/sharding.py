@@ -11,6 +11,7 @@ import tarfile
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from pipeline import storage
 from schemas import layout, sample as sample_schema
 
 JSON_OVERHEAD = 4096
@@ -126,19 +127,24 @@ def wids_index(records: list[dict]) -> dict:
     }
 
 
-def extract_videos(tar_path: str, videos: list[dict], dest: str) -> dict[str, str]:
-    """Copy the video field of each of `videos` ({video_id, extension}) out of a local shard tar into `dest`."""
+def extract_videos(tar_uri: str, videos: list[dict], dest: str, missing_ok: bool = False) -> dict[str, str]:
+    """Copy the video field of each of `videos` ({video_id, extension}) out of a shard tar (local or s3://, read as
+    a stream that stops once all are found) into `dest`; video_id -> local path. A video the shard lacks is an
+    error unless `missing_ok`."""
     wanted = {f"{v['video_id']}.{v['extension']}": v["video_id"] for v in videos}
     paths = {}
-    with tarfile.open(tar_path) as tar:
+    with storage.open_read(tar_uri) as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
         for member in tar:
             vid = wanted.get(member.name)
-            if vid is not None:
-                path = os.path.join(dest, member.name)
-                with tar.extractfile(member) as src, open(path, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
-                paths[vid] = path
+            if vid is None:
+                continue
+            path = os.path.join(dest, member.name)
+            with tar.extractfile(member) as src, open(path, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            paths[vid] = path
+            if len(paths) == len(wanted):
+                break
     missing = set(wanted.values()) - set(paths)
-    if missing:
-        raise RuntimeError(f"{tar_path} lacks videos {sorted(missing)[:3]}: rerun the shard stage")
+    if missing and not missing_ok:
+        raise RuntimeError(f"{tar_uri} lacks videos {sorted(missing)[:3]}: rerun the shard stage")
     return paths
