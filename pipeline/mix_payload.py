@@ -83,10 +83,7 @@ def write_unit(unit: PayloadUnit, ctx: StageContext) -> dict:
     configure_worker(ctx.cfg)
     tmp = tempfile.mkdtemp(prefix="longvid-mix-")
     try:
-        tar_path = unit.shard_uri
-        if storage.is_s3(tar_path):
-            tar_path = storage.copy_to_local(tar_path, tmp)
-        paths = sharding.extract_videos(tar_path, unit.videos, tmp)
+        paths = sharding.extract_videos(unit.shard_uri, unit.videos, tmp)
         ext = {v["video_id"]: v["extension"] for v in unit.videos}
         for vid in unit.copy_videos:
             _copy_video(paths[vid], ctx.uri(layout.mix_video_path(vid, ext[vid])))

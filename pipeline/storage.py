@@ -9,7 +9,6 @@ import contextlib
 import io
 import os
 import posixpath
-import shutil
 import tempfile
 import threading
 import uuid
@@ -321,10 +320,3 @@ def parquet_bytes(table) -> bytes:
 
 def write_parquet(uri: str, table) -> bool:
     return write_bytes_if_changed(uri, parquet_bytes(table))
-
-
-def copy_to_local(uri: str, dest_dir: str) -> str:
-    path = os.path.join(dest_dir, os.path.basename(uri) or "file")
-    with open_read(uri) as src, open(path, "wb") as dst:
-        shutil.copyfileobj(src, dst, 1 << 20)
-    return path

@@ -53,10 +53,7 @@ def decode_unit(batch: dict, cfg: BuildConfig) -> dict:
         reader = _hico_reader(cfg, unit)
         tmp = tempfile.mkdtemp(prefix="longvid-annotate-")
         try:
-            tar_path = unit["shard_uri"]
-            if storage.is_s3(tar_path):
-                tar_path = storage.copy_to_local(tar_path, tmp)
-            paths = sharding.extract_videos(tar_path, unit["videos"], tmp)
+            paths = sharding.extract_videos(unit["shard_uri"], unit["videos"], tmp)
             inputs = []
             for v in unit["videos"]:
                 windows = caption_windows(v["scenes"] or [], v["duration_s"], a.min_window_s, a.max_window_s)

@@ -77,11 +77,8 @@ class HicoShardEncoder:
         stage = self.cfg.hico.stage
         tmp = tempfile.mkdtemp(prefix="longvid-hico-")
         try:
-            tar_path = unit["shard_uri"]
-            if storage.is_s3(tar_path):
-                tar_path = storage.copy_to_local(tar_path, tmp)
             videos = unit["videos"]
-            paths = sharding.extract_videos(tar_path, videos, tmp)
+            paths = sharding.extract_videos(unit["shard_uri"], videos, tmp)
 
             def decode(v: dict):
                 return frame_io.read_frames(paths[v["video_id"]], v["frame_indices"])
