@@ -4,13 +4,11 @@ non-recursive listings (a frame-payload mixture folder can hold millions of JPEG
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from dataclasses import dataclass
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipeline import storage
 from schemas import layout
@@ -36,9 +34,7 @@ class BuildOutput:
         return json.loads(storage.read_bytes(self.uri(relative)))
 
     def read_table(self, relative: str, columns: list[str] | None = None) -> pa.Table:
-        uri = self.uri(relative)
-        source = io.BytesIO(storage.read_bytes(uri)) if storage.is_s3(uri) else uri
-        return pq.read_table(source, columns=columns)
+        return storage.read_parquet(self.uri(relative), columns)
 
     def listing(self, relative: str) -> Listing:
         uri = self.uri(relative)

@@ -302,12 +302,10 @@ def remove_files(uris: list[str], prune_below: str | None = None) -> None:
                 folder = os.path.dirname(folder)
 
 
-def read_parquet(uri: str):
+def read_parquet(uri: str, columns: list[str] | None = None):
     import pyarrow.parquet as pq
 
-    if is_s3(uri):
-        return pq.read_table(io.BytesIO(read_bytes(uri)))
-    return pq.read_table(uri)
+    return pq.read_table(io.BytesIO(read_bytes(uri)) if is_s3(uri) else uri, columns=columns)
 
 
 def parquet_bytes(table) -> bytes:
