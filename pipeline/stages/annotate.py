@@ -141,28 +141,37 @@ def _build_tiny(backend: str, directory: str) -> str:
     return build_tiny_checkpoint(directory, seed=0) or directory
 
 
+def unit_videos(videos: list[dict]) -> list[dict]:
+    """What the annotate stage needs of a shard's manifest rows (and what its digest covers)."""
+    return [{"video_id": v["video_id"], "extension": v["extension"], "duration_s": v["duration_s"],
+             "scenes": v["scenes"], "vlen": v["reader_num_frames"], "fps": v["reader_fps"]} for v in videos]
+
+
+def unit_digest(ctx: StageContext, shard_sha256: str, videos: list[dict], hico_digest: str | None) -> str:
+    """A shard's annotations are current when their record holds this digest of the shard, settings and model."""
+    a = ctx.cfg.annotate
+    settings = {k: v for k, v in vars(a).items() if k not in ("device", "pool_size", "num_gpus", "batch_size")}
+    return hashlib.sha256(json.dumps({"shard": shard_sha256, "settings": settings, "model": model_digest(ctx.cfg),
+                                      "hico": hico_digest, "videos": videos}, sort_keys=True,
+                                     default=str).encode()).hexdigest()
+
+
 def _units(ctx: StageContext, m: manifest.Manifest) -> tuple[list[dict], list[dict]]:
     cfg = ctx.cfg
     a = cfg.annotate
-    settings = {k: v for k, v in vars(a).items() if k not in ("device", "pool_size", "num_gpus", "batch_size")}
-    model = model_digest(cfg)
     hico_stage_uri = ctx.uri(layout.hico_dir(cfg.hico.stage))
     has_hico = a.backend == "hico_mllm" and storage.exists(ctx.uri(layout.hico_index_path(cfg.hico.stage)))
     committed, todo = [], []
     for planned in m.shards:
         if planned.record is None:
             raise StageInputMissing(f"shard {planned.plan.name} is not committed: run the `shard` stage first")
-        videos = [{"video_id": v["video_id"], "extension": v["extension"], "duration_s": v["duration_s"],
-                   "scenes": v["scenes"], "vlen": v["reader_num_frames"], "fps": v["reader_fps"]}
-                  for v in planned.plan.videos]
+        videos = unit_videos(planned.plan.videos)
         name = planned.plan.name
         hico_digest = None
         if has_hico:
             rec = ctx.uri(layout.hico_record_path(cfg.hico.stage, name))
             hico_digest = json.loads(storage.read_bytes(rec)).get("digest") if storage.exists(rec) else None
-        digest = hashlib.sha256(json.dumps({"shard": planned.record["sha256"], "settings": settings, "model": model,
-                                            "hico": hico_digest, "videos": videos}, sort_keys=True,
-                                           default=str).encode()).hexdigest()
+        digest = unit_digest(ctx, planned.record["sha256"], videos, hico_digest)
         out_uris = {t: ctx.uri(layout.annotation_path(t, name)) for t in TABLE_SCHEMAS}
         record_uri = ctx.uri(layout.annotation_record_path(name))
         if storage.exists(record_uri) and all(storage.exists(u) for u in out_uris.values()):

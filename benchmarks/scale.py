@@ -1,0 +1,325 @@
+"""Driver memory, time and storage requests of a LongVid-sized build (issue 11).
+
+    .venv/bin/python benchmarks/scale.py --fraction 0.01                # 1,142 videos, ~34k QA
+    .venv/bin/python benchmarks/scale.py --fraction 0.1 --workers 1 --json scale-0.1-w1.json
+    .venv/bin/python benchmarks/scale.py --fraction 0.002 --out s3://bucket/scale   # against an S3 endpoint
+
+Fabricates the committed outputs of a build of F x LongVid (benchmarks/scale_fabricate.py: crawl list, probe and
+scene parts, shards of placeholder media, annotation tables) under --out, then runs the stages that follow them
+(shard, annotate, mix, stats, report) one at a time, each in a fresh driver process calling `runner.run_build` as
+the job does, on an in-process Ray with --workers CPUs. Per stage it prints wall time, the driver's peak RSS
+(VmHWM), the largest Ray worker peak RSS (VmHWM of every worker process, polled), videos per second and the
+driver's storage requests (calls into pipeline.storage that reach storage, not nested ones; on S3 the HTTP
+requests botocore sends are counted too). Committed units of the fabricated stages are all present, so shard and
+annotate do only their driver-side assembly; mix does its per-row work (payload copies) in Ray tasks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+STAGES = ("shard", "annotate", "mix", "stats", "report")
+# Outputs the measured stages write: removed before measuring, so every run does the same work.
+STAGE_OUTPUTS = ("manifest/videos.parquet", "manifest/rejects.parquet", "shards/index.json", "stats", "report.html",
+                 "annotations/grounding_qvhighlights.jsonl", "mixtures", "work/mix", "manifest/plan")
+STORAGE_CALLS = ("exists", "size", "read_bytes", "read_range", "open_read", "list_files", "write_bytes",
+                 "write_bytes_if_changed", "staged_output", "remove_files", "read_parquet", "write_parquet",
+                 "remove_stale_temporaries")
+OVERRIDES = ["annotate.backend=transformers", "annotate.tiny_demo_model=true"]
+
+
+def build_config(out: str, source_dir: str, workers: int, endpoint: str | None):
+    from schemas import config as config_schema
+
+    data = {"sources": [source_dir], "out": out, "stages": list(STAGES), "ray": {"num_cpus": workers},
+            "storage": {"s3_endpoint_url": endpoint}}
+    return config_schema.build(data, OVERRIDES)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Child: one stage in a fresh driver process
+
+
+def _vm_hwm_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(name))
+    out, todo = [], [root]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _is_ray_worker(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read()
+    except OSError:
+        return False
+    return b"default_worker.py" in cmd or cmd.startswith(b"ray::")
+
+
+class WorkerPeaks(threading.Thread):
+    """Polls the peak RSS of every Ray worker process below this driver."""
+
+    def __init__(self, interval_s: float = 0.2):
+        super().__init__(daemon=True)
+        self.interval_s = interval_s
+        self.peaks: dict[int, int] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.sample()
+            self.stop.wait(self.interval_s)
+
+    def sample(self) -> None:
+        for pid in _descendants(os.getpid()):
+            if pid not in self.peaks and not _is_ray_worker(pid):
+                continue
+            self.peaks[pid] = max(self.peaks.get(pid, 0), _vm_hwm_kib(pid))
+
+
+class StorageCounter:
+    """Counts the driver's storage operations: outermost calls into pipeline.storage, and on S3 the HTTP requests."""
+
+    def __init__(self):
+        self.calls = 0
+        self.http = 0
+        self._depth = 0
+
+    def install(self) -> None:
+        from pipeline import storage
+
+        for name in STORAGE_CALLS:
+            setattr(storage, name, self._wrap(name, getattr(storage, name)))
+        real_client = storage.s3_client
+
+        @functools.wraps(real_client)
+        def client():
+            c = real_client()
+            if not getattr(c, "_scale_counted", False):
+                c.meta.events.register("before-send.s3.*", self._on_http)
+                c._scale_counted = True
+            return c
+
+        storage.s3_client = client
+
+    def _on_http(self, **_):
+        self.http += 1
+
+    def _wrap(self, name, fn):
+        import contextlib
+        import inspect
+
+        counter = self
+        if inspect.isgeneratorfunction(fn):
+            @functools.wraps(fn)
+            def gen(*a, **k):
+                counter._enter()
+                try:
+                    yield from fn(*a, **k)
+                finally:
+                    counter._depth -= 1
+            return gen
+        if name in ("open_read", "staged_output"):  # context managers
+            @functools.wraps(fn)
+            @contextlib.contextmanager
+            def cm(*a, **k):
+                counter._enter()
+                try:
+                    with fn(*a, **k) as v:
+                        yield v
+                finally:
+                    counter._depth -= 1
+            return cm
+
+        @functools.wraps(fn)
+        def call(*a, **k):
+            counter._enter()
+            try:
+                return fn(*a, **k)
+            finally:
+                counter._depth -= 1
+        return call
+
+    def _enter(self) -> None:
+        if self._depth == 0:
+            self.calls += 1
+        self._depth += 1
+
+
+def run_child(stage: str, cfg_json: str, result_path: str) -> None:
+    from pipeline import runner
+    from schemas import config as config_schema
+
+    cfg = config_schema.build(json.loads(cfg_json))
+    counter = StorageCounter()
+    counter.install()
+    from pipeline import ray_runtime
+
+    ray_runtime.init(cfg.ray.address, cfg.ray.num_cpus)
+    peaks = WorkerPeaks()
+    peaks.start()
+    rss_before = _vm_hwm_kib(os.getpid())
+    counter.calls = counter.http = 0
+    t0 = time.monotonic()
+    result = runner.run_build(cfg, [stage], quiet=True)
+    wall = time.monotonic() - t0
+    peaks.sample()
+    peaks.stop.set()
+    out = {"wall_s": wall, "driver_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+           "driver_rss_before_mib": rss_before / 1024,
+           "worker_peak_rss_mib": max(peaks.peaks.values(), default=0) / 1024, "workers_seen": len(peaks.peaks),
+           "driver_storage_requests": counter.calls, "driver_http_requests": counter.http,
+           "result": result["stages"].get(stage)}
+    with open(result_path, "w") as f:
+        json.dump(out, f, default=str)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Parent
+
+
+def reset_outputs(out: str) -> None:
+    from pipeline import storage
+
+    for rel in STAGE_OUTPUTS:
+        uri = storage.join(out, rel)
+        if storage.is_s3(uri):
+            storage.remove_files([u for u, _ in storage.list_files(uri)] + ([uri] if storage.exists(uri) else []))
+        elif os.path.isdir(uri):
+            shutil.rmtree(uri)
+        elif os.path.exists(uri):
+            os.unlink(uri)
+
+
+def measure_stage(stage: str, cfg, timeout_s: float) -> dict:
+    from schemas import config as config_schema
+
+    result_path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"scale-{os.getpid()}-{stage}.json")
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", stage, "--config-json",
+           json.dumps(config_schema.to_dict(cfg)), "--result", result_path]
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run(cmd, env=env, timeout=timeout_s, stdout=sys.stderr, stderr=sys.stderr)
+    if proc.returncode != 0:
+        raise SystemExit(f"stage {stage} failed (exit {proc.returncode})")
+    with open(result_path) as f:
+        res = json.load(f)
+    os.unlink(result_path)
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--fraction", type=float, default=0.002, help="share of LongVid's 114,228 videos")
+    ap.add_argument("--workers", type=int, default=2, help="CPUs of the in-process Ray (task parallelism)")
+    ap.add_argument("--json", default=None, help="write the results here as JSON")
+    ap.add_argument("--out", default=None, help="build folder or s3:// URI (default: --work/scale-<F>)")
+    ap.add_argument("--work", default=os.path.join(ROOT, "bench-out"))
+    ap.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint for an s3:// --out (e.g. moto_server)")
+    ap.add_argument("--stages", default=",".join(STAGES), help="which of the stages to measure, in order")
+    ap.add_argument("--reuse", action="store_true", help="keep a build fabricated before with the same fraction")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--timeout-s", type=float, default=3600.0, help="per stage")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--config-json", help=argparse.SUPPRESS)
+    ap.add_argument("--result", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        run_child(args.child, args.config_json, args.result)
+        return 0
+
+    from bench_common import load_average, markdown
+    from pipeline import storage
+    from pipeline.context import StageContext
+    from scale_fabricate import LONGVID_QA, fabricate, videos_for
+
+    os.makedirs(args.work, exist_ok=True)
+    out = args.out or os.path.join(args.work, f"scale-{args.fraction:g}")
+    storage.configure(args.s3_endpoint_url)
+    cfg = build_config(out, args.work, args.workers, args.s3_endpoint_url)
+    marker = storage.join(out, "work/scale-fabricated.json")
+    want = {"fraction": args.fraction, "seed": args.seed}
+    t0 = time.monotonic()
+    if args.reuse and storage.exists(marker) and json.loads(storage.read_bytes(marker)) == want:
+        counts = json.loads(storage.read_bytes(storage.join(out, "work/scale-counts.json")))
+        print(f"[scale] reusing the build fabricated in {out}", file=sys.stderr)
+    else:
+        if not storage.is_s3(out) and os.path.isdir(out):
+            shutil.rmtree(out)
+        elif storage.is_s3(out):
+            storage.remove_files([u for u, _ in storage.list_files(out)])
+        counts = fabricate(StageContext(cfg), args.fraction, args.seed,
+                           log=lambda m: print(m, file=sys.stderr, flush=True))
+        storage.write_bytes(storage.join(out, "work/scale-counts.json"), json.dumps(counts).encode())
+        storage.write_bytes(marker, json.dumps(want).encode())
+    fabricate_s = time.monotonic() - t0
+    reset_outputs(out)
+    load = load_average()
+    results = {}
+    for stage in [s for s in args.stages.split(",") if s]:
+        print(f"[scale] measuring {stage} ...", file=sys.stderr, flush=True)
+        results[stage] = measure_stage(stage, cfg, args.timeout_s)
+        print(f"[scale] {stage}: {json.dumps({k: v for k, v in results[stage].items() if k != 'result'})}",
+              file=sys.stderr, flush=True)
+
+    rows = []
+    for stage, r in results.items():
+        rows.append([stage, f"{r['wall_s']:.1f}", f"{r['driver_peak_rss_mib']:.0f}", f"{r['worker_peak_rss_mib']:.0f}",
+                     f"{counts['videos'] / r['wall_s']:.0f}", str(r["driver_storage_requests"]),
+                     str(r["driver_http_requests"]) if storage.is_s3(out) else "—"])
+    total = sum(r["wall_s"] for r in results.values())
+    print(f"\nLongVid at F = {args.fraction:g}: {counts['videos']} videos ({counts['inputs']} inputs), {counts['shards']} "
+          f"shards, {counts['qa']} QA (LongVid {LONGVID_QA} x F = {round(LONGVID_QA * args.fraction)}), "
+          f"{counts['captions']} captions, {counts['grounding']} grounding; {args.workers} workers; "
+          f"load average {load:.1f} at start; fabrication {fabricate_s:.0f} s (not counted)\n")
+    print(markdown(["stage", "wall (s)", "driver peak RSS (MiB)", "largest worker peak RSS (MiB)", "videos/s",
+                    "driver storage requests", "driver HTTP requests"], rows))
+    print(f"\nwhole driver-side run: {total:.1f} s")
+    if args.json:
+        doc = {"fraction": args.fraction, "videos": counts["videos"], "qa": counts["qa"], "shards": counts["shards"],
+               "workers": args.workers,
+               "stages": {s: {k: r[k] for k in ("wall_s", "driver_peak_rss_mib", "worker_peak_rss_mib",
+                                                "driver_storage_requests", "driver_http_requests")}
+                          for s, r in results.items()}}
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
