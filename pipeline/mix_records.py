@@ -156,6 +156,18 @@ def internvideo_files(stage: str, cfg: BuildConfig, records: dict[str, list[dict
     return files
 
 
+def stage_payloads(stage: str, per_task: dict[str, list[Sample]], cfg: BuildConfig) -> tuple[set[str], list[FrameDir]]:
+    """The payloads a stage's records point at: video ids to copy (decord) or frame directories (img)."""
+    if cfg.mix.stages[stage].video_read_type == "decord":
+        return {s.video_id for samples in per_task.values() for s in samples}, []
+    dirs: dict[str, FrameDir] = {}
+    for samples in per_task.values():
+        for s in samples:
+            name = frame_dir_name(s)
+            dirs[name] = FrameDir(stage, name, s.video_id, tuple(s.frame_indices))
+    return set(), list(dirs.values())
+
+
 def stage_files(stage: str, per_task: dict[str, list[Sample]], videos: dict[str, VideoInfo],
                 cfg: BuildConfig) -> StageFiles:
     mst = cfg.mix.stages[stage]

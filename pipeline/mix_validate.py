@@ -266,14 +266,24 @@ def _payload_root(stage: str, read_type: str) -> str:
     return data_root(stage, read_type, layout.mixture_dir(stage))
 
 
-def validate(stage_files: dict[str, dict[str, bytes]], cfg: BuildConfig, videos: dict[str, VideoInfo],
-             plan_frames: dict[tuple[str, str], int], existing: set[str]) -> None:
+def stage_problems(stage: str, files: dict[str, bytes], cfg: BuildConfig, videos: dict[str, VideoInfo],
+                   plan_frames: dict[tuple[str, str], int], existing: set[str]) -> list[str]:
+    """What is wrong with one curriculum stage's files (empty when nothing)."""
+    return StageCheck(stage, files, cfg, videos, plan_frames, existing).run()
+
+
+def raise_problems(problems: list[str]) -> None:
     """Raise MixValidationError listing the problems of every stage; nothing may be committed then."""
-    problems = []
-    for stage, files in stage_files.items():
-        problems += StageCheck(stage, files, cfg, videos, plan_frames, existing).run()
     if problems:
         listed = "\n  ".join(problems[:MAX_LISTED])
         more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
         raise MixValidationError(f"mixture validation failed, nothing was committed ({len(problems)} problems):\n  "
                                  f"{listed}{more}")
+
+
+def validate(stage_files: dict[str, dict[str, bytes]], cfg: BuildConfig, videos: dict[str, VideoInfo],
+             plan_frames: dict[tuple[str, str], int], existing: set[str]) -> None:
+    problems = []
+    for stage, files in stage_files.items():
+        problems += stage_problems(stage, files, cfg, videos, plan_frames, existing)
+    raise_problems(problems)

@@ -9,6 +9,7 @@ import contextlib
 import io
 import os
 import posixpath
+import shutil
 import tempfile
 import threading
 import uuid
@@ -263,6 +264,47 @@ def staged_output(uri: str) -> Iterator[str]:
     try:
         yield tmp
         os.replace(tmp, uri)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _same_content(local_path: str, uri: str) -> bool:
+    if not exists(uri) or size(uri) != os.path.getsize(local_path):
+        return False
+    with open(local_path, "rb") as mine, open_read(uri) as theirs:
+        while True:
+            a = mine.read(1 << 20)
+            b = b""
+            while len(b) < max(len(a), 1):  # a stream may return fewer bytes than asked
+                chunk = theirs.read(max(len(a), 1) - len(b))
+                if not chunk:
+                    break
+                b += chunk
+            if a != b:
+                return False
+            if not a:
+                return True
+
+
+def commit_file_if_changed(local_path: str, uri: str) -> bool:
+    """Copy a local file to `uri` (atomically) unless `uri` already holds the same bytes."""
+    if _same_content(local_path, uri):
+        return False
+    with staged_output(uri) as staged:
+        shutil.copyfile(local_path, staged)
+    return True
+
+
+@contextlib.contextmanager
+def local_output_if_changed(uri: str) -> Iterator[str]:
+    """A local path to stream a large output into; on clean exit it is committed to `uri` only when its content
+    differs from what is there (the streaming counterpart of write_bytes_if_changed)."""
+    fd, tmp = tempfile.mkstemp(prefix="longvid-", suffix=".out")
+    os.close(fd)
+    try:
+        yield tmp
+        commit_file_if_changed(tmp, uri)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -185,18 +185,27 @@ def _units(ctx: StageContext, m: manifest.Manifest) -> tuple[list[dict], list[di
     return committed, todo
 
 
+QVH_COLUMNS = ["video_id", "query", "start_s", "end_s", "duration_s"]
+
+
 def _write_qvhighlights(ctx: StageContext, m: manifest.Manifest) -> None:
+    """The QVHighlights export, streamed shard by shard into a local file and committed when it changed. Shards hold
+    consecutive video_id ranges, so rows sorted within each shard are sorted over the whole build."""
     from annotators.grounding import qvhighlights_record
 
-    rows = []
-    for planned in m.shards:
-        uri = ctx.uri(layout.annotation_path("grounding", planned.plan.name))
-        if storage.exists(uri):
-            rows += storage.read_parquet(uri).to_pylist()
-    rows.sort(key=lambda r: (r["video_id"], r["start_s"], r["query"]))
-    lines = [json.dumps(qvhighlights_record(i, r, ctx.cfg.annotate.qvh_clip_s), ensure_ascii=False)
-             for i, r in enumerate(rows)]
-    storage.write_bytes_if_changed(ctx.uri(layout.GROUNDING_QVH), ("\n".join(lines) + "\n").encode() if lines else b"")
+    qid = 0
+    with storage.local_output_if_changed(ctx.uri(layout.GROUNDING_QVH)) as path, open(path, "w",
+                                                                                     encoding="utf-8") as f:
+        for planned in m.shards:
+            uri = ctx.uri(layout.annotation_path("grounding", planned.plan.name))
+            if not storage.exists(uri):
+                continue
+            rows = storage.read_parquet(uri, columns=QVH_COLUMNS).to_pylist()
+            rows.sort(key=lambda r: (r["video_id"], r["start_s"], r["query"]))
+            for r in rows:
+                f.write(json.dumps(qvhighlights_record(qid, r, ctx.cfg.annotate.qvh_clip_s), ensure_ascii=False))
+                f.write("\n")
+                qid += 1
 
 
 def run(ctx: StageContext) -> dict:
