@@ -47,9 +47,10 @@ class PayloadUnit:
 
 
 def plan_units(ctx: StageContext, videos: dict[str, VideoInfo], copy_videos: set[str], frame_dirs: list[FrameDir],
-               shards: dict[str, tuple[str, str]], existing: set[str]) -> tuple[list[PayloadUnit], int]:
+               shards: dict[str, tuple[str, str]], existing: set[str] | None) -> tuple[list[PayloadUnit], int]:
     """(units to run, units already committed). `shards`: name -> (URI, sha256) of every committed shard.
-    A unit is committed when its record matches and its files exist."""
+    A unit is committed when its record matches and its files exist (in `existing`, or asked of storage when
+    None)."""
     mx = ctx.cfg.mix
     units: dict[str, PayloadUnit] = {}
 
@@ -70,12 +71,18 @@ def plan_units(ctx: StageContext, videos: dict[str, VideoInfo], copy_videos: set
         wanted = set(u.copy_videos) | {d.video_id for d in u.frame_dirs}
         u.videos = [{"video_id": v, "extension": videos[v].extension} for v in sorted(wanted)]
         record_uri = ctx.uri(layout.mix_record_path(shard))
-        if storage.exists(record_uri) and set(u.files()) <= existing:
+        if storage.exists(record_uri) and _all_exist(ctx, u.files(), existing):
             if json.loads(storage.read_bytes(record_uri)).get("digest") == u.digest():
                 done += 1
                 continue
         todo.append(u)
     return todo, done
+
+
+def _all_exist(ctx: StageContext, files: list[str], existing: set[str] | None) -> bool:
+    if existing is not None:
+        return set(files) <= existing
+    return all(storage.exists(ctx.uri(f)) for f in files)
 
 
 def write_unit(unit: PayloadUnit, ctx: StageContext) -> dict:

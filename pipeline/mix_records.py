@@ -143,29 +143,38 @@ def shards_txt(stage: str, shards: set[str]) -> bytes:
 def internvideo_files(stage: str, cfg: BuildConfig, records: dict[str, list[dict]]) -> dict[str, bytes]:
     """InternVideo2.5 (XTuner) variant: records with only its keys (`duration` always present) plus the dataset meta
     file its trainer lists datasets in."""
-    mst = cfg.mix.stages[stage]
-    folder = layout.mixture_file_path(stage, layout.MIX_INTERNVIDEO_DIR)
-    files, meta = {}, {}
+    folder = internvideo_dir(stage)
+    files = {}
     for task, recs in records.items():
-        name = posixpath.basename(layout.mixture_task_path(stage, task))
-        files[f"{folder}/{name}"] = jsonl([{k: r[k] for k in mixture.INTERNVIDEO_KEYS if k in r} for r in recs])
-        meta[f"longvid_{stage}_{task}"] = {"root": data_root(stage, mst.video_read_type, folder), "annotation": name,
-                                           "length": len(recs), "data_augment": False, "repeat_time": 1,
-                                           "sampling_strategy": mst.tasks[task].sampling_strategy}
-    files[f"{folder}/{layout.MIX_INTERNVIDEO_META}"] = (json.dumps(meta, indent=1) + "\n").encode("utf-8")
+        files[internvideo_task_path(stage, task)] = jsonl([internvideo_record(r) for r in recs])
+    files[f"{folder}/{layout.MIX_INTERNVIDEO_META}"] = internvideo_meta(stage, cfg, {t: len(r) for t, r in
+                                                                                    records.items()})
     return files
 
 
-def stage_payloads(stage: str, per_task: dict[str, list[Sample]], cfg: BuildConfig) -> tuple[set[str], list[FrameDir]]:
-    """The payloads a stage's records point at: video ids to copy (decord) or frame directories (img)."""
-    if cfg.mix.stages[stage].video_read_type == "decord":
-        return {s.video_id for samples in per_task.values() for s in samples}, []
-    dirs: dict[str, FrameDir] = {}
-    for samples in per_task.values():
-        for s in samples:
-            name = frame_dir_name(s)
-            dirs[name] = FrameDir(stage, name, s.video_id, tuple(s.frame_indices))
-    return set(), list(dirs.values())
+def internvideo_dir(stage: str) -> str:
+    return layout.mixture_file_path(stage, layout.MIX_INTERNVIDEO_DIR)
+
+
+def internvideo_task_path(stage: str, task: str) -> str:
+    return f"{internvideo_dir(stage)}/{posixpath.basename(layout.mixture_task_path(stage, task))}"
+
+
+def internvideo_record(record: dict) -> dict:
+    return {k: record[k] for k in mixture.INTERNVIDEO_KEYS if k in record}
+
+
+def internvideo_meta(stage: str, cfg: BuildConfig, counts: dict[str, int]) -> bytes:
+    """The InternVideo2.5 dataset meta file: one entry per task file with its record count."""
+    mst = cfg.mix.stages[stage]
+    folder = internvideo_dir(stage)
+    meta = {}
+    for task, n in counts.items():
+        meta[f"longvid_{stage}_{task}"] = {"root": data_root(stage, mst.video_read_type, folder),
+                                           "annotation": posixpath.basename(layout.mixture_task_path(stage, task)),
+                                           "length": n, "data_augment": False, "repeat_time": 1,
+                                           "sampling_strategy": mst.tasks[task].sampling_strategy}
+    return (json.dumps(meta, indent=1) + "\n").encode("utf-8")
 
 
 def stage_files(stage: str, per_task: dict[str, list[Sample]], videos: dict[str, VideoInfo],

@@ -155,8 +155,9 @@ def order_key(seed: int, record_id: str) -> str:
 
 
 def select(cands: list[Candidate], videos: dict[str, VideoInfo], mix: MixConfig,
-           smp: SamplingConfig) -> dict[str, dict[str, list[Sample]]]:
-    """stage -> task -> samples in the seeded order the files list them (caps keep the first max_records)."""
+           smp: SamplingConfig, capped: bool = True) -> dict[str, dict[str, list[Sample]]]:
+    """stage -> task -> samples in the seeded order the files list them (caps keep the first max_records; a
+    partition of the build selects uncapped and the driver applies the caps while merging partitions)."""
     out: dict[str, dict[str, list[Sample]]] = {}
     for stage, st in mix.stages.items():
         per_task: dict[str, list[Sample]] = {}
@@ -174,7 +175,7 @@ def select(cands: list[Candidate], videos: dict[str, VideoInfo], mix: MixConfig,
             per_task.setdefault(c.task, []).append(Sample(stage, rid, c, duration, idx, order_key(mix.seed, rid)))
         for task in [t for t in st.tasks if t in per_task]:
             chosen = sorted(per_task[task], key=lambda s: s.order)
-            cap = st.tasks[task].max_records
+            cap = st.tasks[task].max_records if capped else None
             per_task[task] = chosen[:cap] if cap is not None else chosen
         out[stage] = {t: per_task[t] for t in st.tasks if t in per_task}
     return out

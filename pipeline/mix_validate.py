@@ -90,6 +90,15 @@ class StageCheck:
             self._internvideo(tasks)
         return self.problems
 
+    def check_assembled(self, counts: dict[str, int]) -> list[str]:
+        """The checks of files the driver assembles from partitions (data.yaml, weights.json, shards.txt); the
+        records themselves were checked partition by partition. `self.files` needs only those three and the task
+        file paths."""
+        self._data_yaml()
+        self._weights(counts)
+        self._shards()
+        return self.problems
+
     def _members(self) -> list[dict] | None:
         path = layout.mixture_members_path(self.stage)
         table = pq.read_table(io.BytesIO(self.files[path]))

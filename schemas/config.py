@@ -205,6 +205,7 @@ class MixConfig:
     internvideo2_5: bool = False  # also write the InternVideo2.5 (XTuner) variant: internvideo2_5/<task>.jsonl
     frame_prefix: str = "frame"  # frame payloads of `img` stages: <prefix>_<n>.jpg
     jpeg_quality: int = 90
+    partition_shards: int = 16  # shards per Ray task building record parts (memory per task grows with it)
     # curriculum stages, each named after a sampling stage (frames, sampling rule and resolution come from there)
     stages: dict[str, MixStageConfig] = field(default_factory=_default_mix_stages)
 
@@ -523,6 +524,7 @@ def _validate_mix(cfg: BuildConfig) -> None:
         raise ConfigError("mix.timestamp_prompt", f"unknown mode {mx.timestamp_prompt!r}",
                           "use trainer (VideoChat-Flash --time_msg inserts it) or inline (written into the text)")
     _positive("mix.max_turns", mx.max_turns)
+    _positive("mix.partition_shards", mx.partition_shards)
     if not FRAME_PREFIX.match(mx.frame_prefix):
         raise ConfigError("mix.frame_prefix", f"{mx.frame_prefix!r} is not a plain name",
                           "use letters, digits and '-', e.g. frame")

@@ -134,6 +134,19 @@ def mix_record_path(shard_name_: str) -> str:
     return f"{MIX_RECORDS_DIR}/{shard_stem(shard_name_)}.json"
 
 
+# Intermediate record parts of one `mix` run (a Ray task per partition of shards writes them, the driver merges them
+# by streaming into the stage files, then removes them).
+MIX_PARTS_DIR = "work/mix-parts"
+
+
+def mix_records_part_path(stage: str, task: str, partition: int) -> str:
+    return f"{MIX_PARTS_DIR}/{stage}/records/{task}/part-{partition:06d}.parquet"
+
+
+def mix_members_part_path(stage: str, partition: int) -> str:
+    return f"{MIX_PARTS_DIR}/{stage}/members/part-{partition:06d}.parquet"
+
+
 # Auditor tables (the `stats` stage) and the self-contained report (the `report` stage).
 STATS_DIR = "stats"
 STATS_TABLES = ("videos", "shards", "rejects", "stages")

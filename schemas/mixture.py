@@ -42,6 +42,26 @@ MIX_MEMBERS = pa.schema(
 )
 
 
+# Record parts (work/mix-parts/): one row per training record of one partition, in the seeded order; the driver
+# merges the partitions by `order` (byte-identical files whatever the partitioning). Members parts add `order` to
+# MIX_MEMBERS rows, sorted by (task, record_id, turn).
+ORDER_COLUMN = "order"
+MIX_RECORDS_PART = pa.schema(
+    [
+        pa.field(ORDER_COLUMN, pa.string(), nullable=False),
+        pa.field("record_id", pa.string(), nullable=False),
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("shard", pa.string(), nullable=False),
+        pa.field("line", pa.string(), nullable=False),  # the record as written to <task>.jsonl (no newline)
+        pa.field("internvideo_line", pa.string()),  # the InternVideo2.5 variant's line, when configured
+        pa.field("frame_dir", pa.string()),  # img stages: the record's frame directory name
+        pa.field("frame_indices", pa.list_(pa.int32())),  # img stages: the frames it holds
+    ]
+)
+MIX_MEMBERS_PART = pa.schema([pa.field(ORDER_COLUMN, pa.string(), nullable=False), *MIX_MEMBERS])
+PART_ROWS_PER_GROUP = 1024  # small row groups: the driver holds one group per part while merging
+
+
 def source_key(shard_stem: str, row: int) -> str:
     return f"{shard_stem}:{row}"
 
