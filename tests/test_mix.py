@@ -397,3 +397,22 @@ def test_s3_output(annotated_build, mixed, moto_endpoint):
             assert storage.exists(f"{ds['data_root']}/{rec['video']}")
     run_mix(annotated_build, out_uri, f"storage.s3_endpoint_url={endpoint}")
     assert listing() == before
+
+
+def test_partitioning_changes_no_byte(annotated_build, tmp_path):
+    """One partition (both shards in one task) and two (a task per shard) give the same files, byte for byte, with
+    caps, the JSON list and InternVideo variants and a frame-directory stage; the parts are gone afterwards."""
+    options = ["mix.stages.stage2.video_read_type=img", "mix.timestamp_prompt=inline", "mix.json_list=true",
+               "mix.internvideo2_5=true", "mix.stages.stage3.tasks.caption.max_records=3",
+               "mix.stages.stage3.tasks.event_count.max_records=1"]
+    trees = []
+    for partition_shards in (1, 16):
+        out = copy_build(annotated_build, tmp_path / f"p{partition_shards}")
+        result = run_mix(annotated_build, out, *options, f"mix.partition_shards={partition_shards}")
+        assert result["records"]["stage3"]["caption"] == 3 and result["records"]["stage3"]["event_count"] == 1
+        assert not (out / layout.MIX_PARTS_DIR).exists()
+        trees.append({k: v[0] for k, v in snapshot(out / layout.MIXTURES_DIR).items()})
+    assert trees[0] == trees[1]
+    assert any(k.endswith(".jpg") for k in trees[0]) and any(k.endswith("members.parquet") for k in trees[0])
+    capped = pq.read_table(tmp_path / "p1" / layout.mixture_members_path("stage3")).to_pylist()
+    assert len({r["record_id"] for r in capped if r["task"] == "caption"}) == 3
