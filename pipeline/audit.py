@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Callable
@@ -207,7 +208,10 @@ def _reject_reasons(out: BuildOutput, con) -> list[dict]:
     if written is not None:
         return written["rejects"].to_pylist()
     inputs = con.sql("SELECT stage, reason, bytes FROM rejects").to_arrow_table().to_pylist()
-    outputs = con.sql("SELECT task, reason FROM annotation_rejects").to_arrow_table().to_pylist()
+    outputs = Counter()
+    for r in con.sql("SELECT task, reason, count(*) AS n FROM annotation_rejects GROUP BY ALL").to_arrow_table() \
+            .to_pylist():
+        outputs[(r["task"], stats_schema.reason_group(r["reason"]))] += r["n"]
     return stats.reject_rows(inputs, outputs)
 
 

@@ -9,6 +9,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline import storage
 from pipeline.context import StageInputMissing
@@ -92,8 +93,9 @@ def shard_rows(out: BuildOutput, videos: list[dict], mismatches: list[str]) -> l
     return rows
 
 
-def reject_rows(rejects: list[dict], annotation_rejects: list[dict]) -> list[dict]:
-    """stats/rejects.parquet rows from manifest rejects (stage, reason, bytes) and annotation rejects (task, reason)."""
+def reject_rows(rejects: list[dict], annotation_rejects: Counter) -> list[dict]:
+    """stats/rejects.parquet rows from manifest rejects (stage, reason, bytes) and the annotation rejects counted per
+    (task, reason group)."""
     rows = []
     inputs = Counter((r["stage"], r["reason"]) for r in rejects)
     input_bytes = Counter()
@@ -102,12 +104,28 @@ def reject_rows(rejects: list[dict], annotation_rejects: list[dict]) -> list[dic
     for (stage, reason), n in inputs.items():
         rows.append({"scope": "input", "stage": stage, "task": None, "reason": reason, "count": n,
                      "bytes": input_bytes[(stage, reason)], "share": round(n / len(rejects), 6)})
-    outputs = Counter((r["task"], stats_schema.reason_group(r["reason"])) for r in annotation_rejects)
-    for (task, reason), n in outputs.items():
+    total = sum(annotation_rejects.values())
+    for (task, reason), n in annotation_rejects.items():
         rows.append({"scope": "annotation", "stage": "annotate", "task": task, "reason": reason, "count": n,
-                     "bytes": None, "share": round(n / len(annotation_rejects), 6)})
+                     "bytes": None, "share": round(n / total, 6)})
     rows.sort(key=lambda r: (stats_schema.REJECT_SCOPES.index(r["scope"]), -r["count"], r["reason"], r["task"] or ""))
     return rows
+
+
+def frames_per_stage(sampling: pa.ChunkedArray) -> list[list[tuple[str, int]]]:
+    """(stage, sampled frames) of every video's plans, counted with Arrow (the frame lists are never Python)."""
+    out = []
+    for chunk in sampling.chunks:
+        flat = pc.list_flatten(chunk)
+        stages = flat.field("stage").to_pylist()
+        counts = pc.list_value_length(flat.field("frame_indices")).to_pylist()
+        offsets = pc.list_value_length(chunk).to_pylist()
+        k = 0
+        for n in offsets:
+            n = n or 0
+            out.append(list(zip(stages[k:k + n], counts[k:k + n])))
+            k += n
+    return out
 
 
 def _video_rows(videos: list[dict], ann: Annotations, hico_clips: dict, random_hico: set[str],
@@ -116,13 +134,13 @@ def _video_rows(videos: list[dict], ann: Annotations, hico_clips: dict, random_h
     for v in sorted(videos, key=lambda v: v["video_id"]):
         vid = v["video_id"]
         per_task = ann.per_video.get(vid, Counter())
-        scenes = len(v["scenes"]) if v["scenes"] is not None else None
+        scenes = v["scenes"]  # counted with Arrow when read
         duration = v["duration_s"] or 0.0
         row = {name: v[name] for name in stats_schema.VIDEO_COPIED_COLUMNS}
         row.update({
             "scenes": scenes,
             "scenes_per_minute": round(scenes / (duration / 60), 6) if scenes is not None and duration > 0 else None,
-            "frames_per_stage": [(p["stage"], len(p["frame_indices"])) for p in v["sampling"] or []],
+            "frames_per_stage": v["frames_per_stage"],
             "annotations_per_task": sorted(per_task.items()),
             "captions": per_task[CAPTION_TASK] + per_task[SUMMARY_TASK],
             "qa": sum(n for t, n in per_task.items() if t not in (CAPTION_TASK, SUMMARY_TASK, GROUNDING_TASK)),
@@ -147,24 +165,32 @@ def compute(out: BuildOutput) -> BuildStats:
         _require(out, rel)
     mismatches: list[str] = []
     crawl = out.read_table(layout.MANIFEST_CRAWL, columns=["source_uri"])["source_uri"].to_pylist()
-    video_columns = [*stats_schema.VIDEO_COPIED_COLUMNS, "scenes", "sampling"]
-    videos = out.read_table(layout.MANIFEST_VIDEOS, columns=video_columns).to_pylist()
+    video_columns = list(stats_schema.VIDEO_COPIED_COLUMNS)
+    manifest_videos = out.read_table(layout.MANIFEST_VIDEOS, columns=[*video_columns, "scenes", "sampling"])
+    frames = frames_per_stage(manifest_videos["sampling"])
+    scenes = pc.list_value_length(manifest_videos["scenes"]).to_pylist()
+    videos = manifest_videos.select(video_columns).to_pylist()
+    accepted_ids = manifest_videos["video_id"].combine_chunks()
+    del manifest_videos
+    for v, f, n in zip(videos, frames, scenes):
+        v["frames_per_stage"], v["scenes"] = f, n
+    del frames, scenes
     rejects = out.read_table(layout.MANIFEST_REJECTS, columns=["source_uri", "reason", "stage", "bytes"]).to_pylist()
     _reconcile_inputs(crawl, videos, rejects, mismatches)
-    accepted = {v["video_id"] for v in videos}
+    del crawl
     shards = shard_rows(out, videos, mismatches)
-    ann = read_annotations(out, accepted, mismatches)
+    ann = read_annotations(out, accepted_ids, mismatches)
     hico_clips, random_hico = read_hico(out, mismatches)
-    unknown = set(hico_clips) - accepted
+    unknown = set(hico_clips) - set(accepted_ids.to_pylist())
     if unknown:
         mismatches.append(f"HiCo tokens of {len(unknown)} videos not in manifest/videos.parquet (e.g. "
                           f"{sorted(unknown)[:EXAMPLES]}; rerun the `hico` stage)")
-    mix = collect_mixtures(out, ann.row_videos, ann.random_keys, accepted)
+    mix = collect_mixtures(out, ann.row_videos, ann.random_rows, accepted_ids)
     mismatches += mix.mismatches
     built = {
         "videos": tables.to_table(_video_rows(videos, ann, hico_clips, random_hico, mix), stats_schema.VIDEOS),
         "shards": tables.to_table(shards, stats_schema.SHARDS),
-        "rejects": tables.to_table(reject_rows(rejects, ann.reject_rows), stats_schema.REJECTS),
+        "rejects": tables.to_table(reject_rows(rejects, ann.reject_counts), stats_schema.REJECTS),
         "stages": tables.to_table(sorted(mix.rows, key=lambda r: (r["stage"], r["task"])), stats_schema.STAGES),
     }
     return BuildStats(built, mismatches, mix.built)

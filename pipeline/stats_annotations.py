@@ -6,8 +6,12 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from pipeline.stats_sources import BuildOutput
 from schemas import layout
+from schemas import stats as stats_schema
 from schemas.mixture import CAPTION_TASK, GROUNDING_TASK, SUMMARY_TASK
 
 EXAMPLES = 3
@@ -17,10 +21,12 @@ EXAMPLES = 3
 class Annotations:
     per_video: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))  # video -> task -> rows
     rejects_per_video: Counter = field(default_factory=Counter)
-    reject_rows: list[dict] = field(default_factory=list)  # video_id, task, reason
+    reject_counts: Counter = field(default_factory=Counter)  # (task, reason) -> rejected outputs
     random_videos: set = field(default_factory=set)
-    random_keys: set = field(default_factory=set)  # "<table>/<shard stem>:<row>"
-    row_videos: dict = field(default_factory=dict)  # (table, shard stem) -> video_id per row
+    # (table, shard stem) -> per row: its video_id (dictionary-encoded) and whether a random-weight model made it;
+    # Arrow arrays, so holding every row of a large build costs a few bytes per row, not a Python object each
+    row_videos: dict = field(default_factory=dict)
+    random_rows: dict = field(default_factory=dict)
 
 
 ANNOTATION_COLUMNS = {
@@ -31,36 +37,47 @@ ANNOTATION_COLUMNS = {
 }
 
 
-def _task_of(table: str, row: dict) -> str:
+def _tasks(table: str, rows: pa.Table) -> pa.Array:
+    """The mixture task of every row of an annotation table."""
+    n = rows.num_rows
     if table == "captions":
-        return SUMMARY_TASK if row["level"] == "video" else CAPTION_TASK
+        is_video = pc.fill_null(pc.equal(rows["level"], "video"), False)
+        return pc.if_else(is_video, SUMMARY_TASK, CAPTION_TASK)
     if table == "qa":
-        return row["family"]
-    return GROUNDING_TASK
+        return rows["family"]
+    return pa.array([GROUNDING_TASK] * n, pa.string()) if n else pa.array([], pa.string())
 
 
-def read_annotations(out: BuildOutput, accepted: set[str], mismatches: list[str]) -> Annotations:
+def read_annotations(out: BuildOutput, accepted: pa.Array, mismatches: list[str]) -> Annotations:
+    """Counts per video and task, computed with Arrow per annotation file (no Python object per row)."""
     ann = Annotations()
     per_shard: dict[str, Counter] = defaultdict(Counter)
     for table, columns in ANNOTATION_COLUMNS.items():
         for path in out.parquet_parts(layout.annotation_dir(table)):
             stem = layout.shard_stem(path.rsplit("/", 1)[-1].removesuffix(".parquet"))
-            rows = out.read_table(path, columns=columns).to_pylist()
-            per_shard[stem][table] += len(rows)
-            ann.row_videos[(table, stem)] = [r["video_id"] for r in rows]
-            unknown = {r["video_id"] for r in rows} - accepted
+            rows = out.read_table(path, columns=columns).combine_chunks()
+            per_shard[stem][table] += rows.num_rows
+            videos = rows["video_id"]
+            unknown = pc.unique(pc.filter(videos, pc.invert(pc.is_in(videos, value_set=accepted)))).to_pylist()
             if unknown:
                 mismatches.append(f"{path}: {len(unknown)} videos are not in manifest/videos.parquet (e.g. "
                                   f"{sorted(unknown)[:EXAMPLES]}; rerun the `annotate` stage)")
-            for i, r in enumerate(rows):
-                if r["random_init"]:
-                    ann.random_videos.add(r["video_id"])
-                    ann.random_keys.add(f"{table}/{stem}:{i}")
-                if table == "rejects":
-                    ann.rejects_per_video[r["video_id"]] += 1
-                    ann.reject_rows.append(r)
-                else:
-                    ann.per_video[r["video_id"]][_task_of(table, r)] += 1
+            random = pc.fill_null(rows["random_init"], False).combine_chunks() if rows.num_rows else \
+                pa.array([], pa.bool_())
+            ann.random_videos.update(pc.unique(pc.filter(videos, random)).to_pylist())
+            if table == "rejects":
+                for r in rows.group_by("video_id").aggregate([("video_id", "count")]).to_pylist():
+                    ann.rejects_per_video[r["video_id"]] += r["video_id_count"]
+                for r in rows.group_by(["task", "reason"]).aggregate([("video_id", "count")]).to_pylist():
+                    ann.reject_counts[(r["task"], stats_schema.reason_group(r["reason"]))] += r["video_id_count"]
+                continue
+            ann.row_videos[(table, stem)] = pc.dictionary_encode(videos).combine_chunks() if rows.num_rows else \
+                pa.array([], pa.string())
+            ann.random_rows[(table, stem)] = random
+            counts = pa.table({"video_id": videos, "task": _tasks(table, rows)}).group_by(
+                ["video_id", "task"]).aggregate([("task", "count")])
+            for r in counts.to_pylist():
+                ann.per_video[r["video_id"]][r["task"]] += r["task_count"]
     for stem, counts in sorted(per_shard.items()):
         record_path = layout.annotation_record_path(stem)
         if not out.exists(record_path):

@@ -8,6 +8,7 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -30,14 +31,22 @@ class MixtureStats:
 @dataclass
 class JsonlCounts:
     lines: int = 0
-    ids: set = field(default_factory=set)
+    ids: list = field(default_factory=list)  # Arrow chunks of the record ids, in file order
     duplicate_ids: list = field(default_factory=list)
     bad_lines: list = field(default_factory=list)  # 1-based line numbers that are not a JSON record with an id
     text_tokens: int = 0
 
+    def id_array(self) -> pa.Array:
+        return pa.concat_arrays(self.ids) if self.ids else pa.array([], pa.string())
+
+
+ID_CHUNK = 65536
+
 
 def scan_jsonl(out: BuildOutput, relative: str) -> JsonlCounts:
+    """Lines, ids (as Arrow, not a Python set), repeated ids, bad lines and text tokens of a JSONL file, streamed."""
     counts = JsonlCounts()
+    pending: list[str] = []
     for number, line in enumerate(out.iter_lines(relative), start=1):
         counts.lines += 1
         try:
@@ -47,11 +56,18 @@ def scan_jsonl(out: BuildOutput, relative: str) -> JsonlCounts:
         except (ValueError, KeyError, TypeError):
             counts.bad_lines.append(number)
             continue
-        if record_id in counts.ids:
-            counts.duplicate_ids.append(record_id)
-        counts.ids.add(record_id)
+        pending.append(record_id)
+        if len(pending) >= ID_CHUNK:
+            counts.ids.append(pa.array(pending, pa.string()))
+            pending = []
         counts.text_tokens += sum(stats_schema.count_text_tokens(str(t.get("value", ""))) for t in turns
                                   if isinstance(t, dict))
+    if pending:
+        counts.ids.append(pa.array(pending, pa.string()))
+    ids = counts.id_array()
+    if len(ids):
+        repeated = pc.value_counts(ids)
+        counts.duplicate_ids = pc.filter(repeated.field("values"), pc.greater(repeated.field("counts"), 1)).to_pylist()
     return counts
 
 
@@ -66,10 +82,11 @@ def _sorted_examples(values) -> list:
     return sorted(values)[:EXAMPLES]
 
 
-def collect(out: BuildOutput, annotation_videos: dict[tuple[str, str], list[str]], random_keys: set[str],
-            accepted: set[str]) -> MixtureStats:
-    """annotation_videos: (table, shard stem) -> video_id of each row; random_keys: `<table>/<source_key>` of the
-    annotation rows made by random-weight models; accepted: video_ids of manifest/videos."""
+def collect(out: BuildOutput, annotation_videos: dict[tuple[str, str], pa.Array],
+            random_rows: dict[tuple[str, str], pa.Array], accepted: pa.Array) -> MixtureStats:
+    """annotation_videos: (table, shard stem) -> video_id of each row; random_rows: the same -> whether a
+    random-weight model made each row; accepted: video_ids of manifest/videos. Members are handled as Arrow
+    tables, per stage."""
     stages = out.mixture_stages()
     result = MixtureStats(built=bool(stages))
     for stage in stages:
@@ -79,81 +96,105 @@ def collect(out: BuildOutput, annotation_videos: dict[tuple[str, str], list[str]
         if missing_cols:
             result.mismatches.append(f"{members_path} lacks columns {sorted(missing_cols)} (rerun the `mix` stage)")
             continue
+        members = members.combine_chunks()
         other_stage = set(pc.unique(members["stage"]).to_pylist()) - {stage}
         if other_stage:
             result.mismatches.append(f"{members_path} has rows of stage {sorted(other_stage)}, not {stage}")
         files = out.mixture_task_files(stage)
         per_record = _per_record(members)
         tasks = sorted(set(pc.unique(members["task"]).to_pylist()) | set(files))
-        member_rows = members.select(["task", "record_id", "video_id", "source_table", "source_key"]).to_pylist()
-        _check_members(result, stage, member_rows, annotation_videos, accepted)
-        by_task: dict[str, list[dict]] = defaultdict(list)
-        for r in member_rows:
-            by_task[r["task"]].append(r)
+        random = _check_members(result, stage, members, annotation_videos, random_rows, accepted)
+        members = members.select(["task", "video_id", "source_table"]).append_column("random", random)
         for task in tasks:
-            result.rows.append(_task_row(out, result, stage, task, files.get(task), per_record, by_task[task],
-                                         random_keys))
-        for r in member_rows:
-            result.stage_tags[r["video_id"]].add(stage)
+            mine = members.filter(pc.equal(members["task"], task))
+            result.rows.append(_task_row(out, result, stage, task, files.get(task), per_record, mine))
+        for vid in pc.unique(members["video_id"]).to_pylist():
+            result.stage_tags[vid].add(stage)
     return result
 
 
-def _check_members(result: MixtureStats, stage: str, member_rows: list[dict],
-                   annotation_videos: dict[tuple[str, str], list[str]], accepted: set[str]) -> None:
+def _check_members(result: MixtureStats, stage: str, members: pa.Table,
+                   annotation_videos: dict[tuple[str, str], pa.Array], random_rows: dict[tuple[str, str], pa.Array],
+                   accepted: pa.Array) -> pa.Array:
+    """Mismatches of the members' videos and source keys; returns, per member row, whether the annotation row it
+    points at came from a random-weight model. Vectorised per (table, shard) group of members."""
     path = layout.mixture_members_path(stage)
-    unknown = {r["video_id"] for r in member_rows} - accepted
+    videos = members["video_id"]
+    unknown = pc.unique(pc.filter(videos, pc.invert(pc.is_in(videos, value_set=accepted)))).to_pylist()
     if unknown:
         result.mismatches.append(f"{path}: {len(unknown)} videos are not in manifest/videos.parquet "
                                  f"(e.g. {_sorted_examples(unknown)}; rerun the `mix` stage)")
+    n = members.num_rows
+    random = np.zeros(n, dtype=bool)
     dangling = []
-    for r in member_rows:
-        if not r["source_table"] or not r["source_key"]:
+    keys = pc.fill_null(members["source_key"], "")
+    tables_ = pc.fill_null(members["source_table"], "")
+    stems = pc.replace_substring_regex(keys, ":[^:]*$", "")
+    row_text = pc.replace_substring_regex(keys, "^.*:", "")
+    groups = pa.table({"t": tables_, "s": stems, "i": pa.array(np.arange(n))}).group_by(["t", "s"]).aggregate(
+        [("i", "list")])
+    for g in groups.to_pylist():
+        if not g["t"] or not g["s"]:
             continue
-        stem, _, row = r["source_key"].rpartition(":")
-        rows = annotation_videos.get((r["source_table"], stem))
-        if rows is None or not row.isdigit() or int(row) >= len(rows) or rows[int(row)] != r["video_id"]:
-            dangling.append(f"{r['source_table']}/{r['source_key']}")
+        idx = pa.array(g["i_list"], pa.int64())
+        rows_text = pc.take(row_text, idx).to_pylist()
+        rows = annotation_videos.get((g["t"], g["s"]))
+        valid = [r.isdigit() and rows is not None and int(r) < len(rows) for r in rows_text]
+        positions = [int(r) if ok else 0 for r, ok in zip(rows_text, valid)]
+        if rows is not None and len(rows):
+            found = pc.take(rows, pa.array(positions, pa.int64())).cast(pa.string()).to_pylist()
+            flags = pc.take(random_rows[(g["t"], g["s"])], pa.array(positions, pa.int64())).to_pylist()
+        else:
+            found, flags = [None] * len(positions), [False] * len(positions)
+        want = pc.take(videos, idx).to_pylist()
+        member_keys = pc.take(keys, idx).to_pylist()
+        for k, ok, f, w, fl, mk in zip(g["i_list"], valid, found, want, flags, member_keys):
+            if not ok or f != w:
+                dangling.append(f"{g['t']}/{mk}")
+            elif fl:
+                random[k] = True
     if dangling:
         result.mismatches.append(f"{path}: {len(dangling)} rows point at annotation rows that do not exist or belong "
                                  f"to another video (e.g. {_sorted_examples(dangling)}; the annotations changed "
                                  "after mixing: rerun the `mix` stage)")
+    return pa.array(random)
 
 
 def _task_row(out: BuildOutput, result: MixtureStats, stage: str, task: str, jsonl: str | None,
-              per_record: pa.Table, task_members: list[dict], random_keys: set[str]) -> dict:
+              per_record: pa.Table, task_members: pa.Table) -> dict:
     mine = per_record.filter(pc.equal(per_record["task"], task))
-    record_ids = set(mine["record_id"].to_pylist())
+    record_ids = mine["record_id"]
+    n_records = len(record_ids)
     expected = layout.mixture_task_path(stage, task)
     counts = scan_jsonl(out, jsonl) if jsonl else JsonlCounts()
     members_path = layout.mixture_members_path(stage)
     if jsonl is None:
-        result.mismatches.append(f"{expected} is missing but {members_path} lists {len(record_ids)} records of task "
+        result.mismatches.append(f"{expected} is missing but {members_path} lists {n_records} records of task "
                                  f"{task} (rerun the `mix` stage)")
-    elif counts.lines != len(record_ids):
-        result.mismatches.append(f"{expected} has {counts.lines} lines but {members_path} lists {len(record_ids)} "
+    elif counts.lines != n_records:
+        result.mismatches.append(f"{expected} has {counts.lines} lines but {members_path} lists {n_records} "
                                  f"records of task {task} (rerun the `mix` stage)")
     if counts.bad_lines:
         result.mismatches.append(f"{expected}: lines {counts.bad_lines[:EXAMPLES]} are not JSON records with an id")
     if counts.duplicate_ids:
         result.mismatches.append(f"{expected}: ids repeated on several lines: {_sorted_examples(counts.duplicate_ids)}")
-    if jsonl is not None and counts.ids != record_ids:
-        only_file, only_members = counts.ids - record_ids, record_ids - counts.ids
+    if jsonl is not None:
+        file_ids = counts.id_array()
+        only_file = pc.filter(file_ids, pc.invert(pc.is_in(file_ids, value_set=record_ids))).to_pylist()
+        only_members = pc.filter(record_ids, pc.invert(pc.is_in(record_ids, value_set=file_ids))).to_pylist()
         if only_file or only_members:
             result.mismatches.append(f"{expected} and {members_path} disagree on record ids: {len(only_file)} only in "
                                      f"the file (e.g. {_sorted_examples(only_file)}), {len(only_members)} only in "
                                      f"the members (e.g. {_sorted_examples(only_members)})")
-    random_init = any(f"{r['source_table']}/{r['source_key']}" in random_keys for r in task_members
-                      if r["source_table"])
-    videos = {r["video_id"] for r in task_members}
     return {
         "stage": stage,
         "task": task,
         "samples": counts.lines,
-        "annotations": len(task_members),
-        "videos": len(videos),
+        "annotations": task_members.num_rows,
+        "videos": pc.count_distinct(task_members["video_id"]).as_py() if task_members.num_rows else 0,
         "hours": round((pc.sum(mine["duration_s_max"]).as_py() or 0.0) / 3600, 6),
         "visual_tokens": pc.sum(mine["visual_tokens_max"]).as_py() or 0,
         "text_tokens": counts.text_tokens,
         "text_chars": pc.sum(mine["text_chars_sum"]).as_py() or 0,
-        "random_init": random_init,
+        "random_init": bool(pc.any(task_members["random"]).as_py()) if task_members.num_rows else False,
     }
