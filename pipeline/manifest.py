@@ -177,6 +177,25 @@ def _plan_shards(ctx: StageContext, m: Manifest) -> None:
                 v["shard"] = record["shard"]
 
 
+def plan_frame_counts(sampling) -> list[list[tuple[str, int]]]:
+    """(stage, sampled frames) of every video's sampling plans (an Arrow column of tables.SAMPLING_PLAN lists),
+    counted with Arrow: the frame lists never become Python objects."""
+    import pyarrow.compute as pc
+
+    out = []
+    for chunk in sampling.chunks:
+        flat = pc.list_flatten(chunk)
+        stages = flat.field("stage").to_pylist()
+        counts = pc.list_value_length(flat.field("frame_indices")).to_pylist()
+        offsets = pc.list_value_length(chunk).to_pylist()
+        k = 0
+        for n in offsets:
+            n = n or 0
+            out.append(list(zip(stages[k:k + n], counts[k:k + n])))
+            k += n
+    return out
+
+
 class ReconcileError(RuntimeError):
     pass
 

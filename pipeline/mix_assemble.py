@@ -15,14 +15,14 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import mix_records, mix_validate, storage
+from pipeline import manifest, mix_records, mix_validate, storage
 from pipeline.context import StageContext, StageInputMissing
 from pipeline.mix_partition import ANNOTATION_SOURCES, Partition
 from pipeline.mix_select import VideoInfo
 from pipeline.stats_sources import BuildOutput
 from schemas import layout, mixture
 
-MANIFEST_BATCH_ROWS = 4096
+MANIFEST_BATCH_ROWS = 1024
 MEMBERS_ROWS_PER_GROUP = 65536  # row groups of the assembled members.parquet (fixed, so bytes are deterministic)
 PART_BATCH_ROWS = 256  # rows read at a time from each part while merging
 MANIFEST_COLUMNS = ["video_id", "extension", "shard", "reader_num_frames", "reader_fps", "sampling"]
@@ -62,7 +62,8 @@ def iter_partitions(ctx: StageContext) -> Iterator[Partition]:
 
     for batch in _open_parquet(ctx, layout.MANIFEST_VIDEOS).iter_batches(MANIFEST_BATCH_ROWS,
                                                                         columns=MANIFEST_COLUMNS):
-        for v in batch.to_pylist():
+        frames = manifest.plan_frame_counts(pa.chunked_array([batch.column("sampling")]))
+        for v, planned in zip(batch.drop_columns(["sampling"]).to_pylist(), frames):
             name = v["shard"]
             if name is None or name not in sha:
                 raise StageInputMissing(f"video {v['video_id']} is in no committed shard: run the `shard` stage "
@@ -76,8 +77,8 @@ def iter_partitions(ctx: StageContext) -> Iterator[Partition]:
                 shard = name
             current.videos.append(VideoInfo(v["video_id"], v["extension"], name, v["reader_num_frames"],
                                             v["reader_fps"]))
-            for p in v["sampling"] or []:
-                current.plan_frames[(v["video_id"], p["stage"])] = len(p["frame_indices"])
+            for stage, n in planned:
+                current.plan_frames[(v["video_id"], stage)] = n
     if shard is not None:
         close_shard(shard)
         yield current

@@ -11,6 +11,10 @@ from schemas import layout
 from schemas.config import BuildConfig
 
 
+# Stages that read the manifest and never change it: after them the build summary comes from the persisted tables.
+MANIFEST_READERS = {"hico", "annotate", "mix", "stats", "report"}
+
+
 def run_build(cfg: BuildConfig, stage_names: list[str] | None = None, quiet: bool = False) -> dict:
     start = time.monotonic()
     names = registry.resolve(stage_names or cfg.stages)
@@ -27,11 +31,15 @@ def run_build(cfg: BuildConfig, stage_names: list[str] | None = None, quiet: boo
         results[name] = stage.run(ctx)
         print(f"[{name}] done in {time.monotonic() - t0:.1f} s: {results[name]}", flush=True)
     result = {"stages": results}
-    if storage.exists(ctx.uri(layout.MANIFEST_CRAWL)):
+    stats = summary.summarize_persisted(cfg.out) if set(names) <= MANIFEST_READERS else None
+    if stats is not None:  # the stages run read the manifest the `shard` stage persisted and changed nothing in it
+        summary.write(cfg.out, stats)
+    elif storage.exists(ctx.uri(layout.MANIFEST_CRAWL)):
         m = manifest.assemble(ctx)
         stats = summary.summarize(m)
         if m.complete:
             summary.write(cfg.out, stats)
+    if stats is not None:
         result["summary"] = stats
         if not quiet:
             print(summary.table(stats, time.monotonic() - start, names, _stage_notes(cfg, results)), flush=True)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline import storage
+from pipeline import manifest, storage
 from pipeline.context import StageInputMissing
 from pipeline.stats_annotations import Annotations, read_annotations, read_hico
 from pipeline.stats_mixtures import MixtureStats, collect as collect_mixtures
@@ -112,22 +112,6 @@ def reject_rows(rejects: list[dict], annotation_rejects: Counter) -> list[dict]:
     return rows
 
 
-def frames_per_stage(sampling: pa.ChunkedArray) -> list[list[tuple[str, int]]]:
-    """(stage, sampled frames) of every video's plans, counted with Arrow (the frame lists are never Python)."""
-    out = []
-    for chunk in sampling.chunks:
-        flat = pc.list_flatten(chunk)
-        stages = flat.field("stage").to_pylist()
-        counts = pc.list_value_length(flat.field("frame_indices")).to_pylist()
-        offsets = pc.list_value_length(chunk).to_pylist()
-        k = 0
-        for n in offsets:
-            n = n or 0
-            out.append(list(zip(stages[k:k + n], counts[k:k + n])))
-            k += n
-    return out
-
-
 def _video_rows(videos: list[dict], ann: Annotations, hico_clips: dict, random_hico: set[str],
                 mix: MixtureStats) -> list[dict]:
     rows = []
@@ -167,7 +151,7 @@ def compute(out: BuildOutput) -> BuildStats:
     crawl = out.read_table(layout.MANIFEST_CRAWL, columns=["source_uri"])["source_uri"].to_pylist()
     video_columns = list(stats_schema.VIDEO_COPIED_COLUMNS)
     manifest_videos = out.read_table(layout.MANIFEST_VIDEOS, columns=[*video_columns, "scenes", "sampling"])
-    frames = frames_per_stage(manifest_videos["sampling"])
+    frames = manifest.plan_frame_counts(manifest_videos["sampling"])
     scenes = pc.list_value_length(manifest_videos["scenes"]).to_pylist()
     videos = manifest_videos.select(video_columns).to_pylist()
     accepted_ids = manifest_videos["video_id"].combine_chunks()

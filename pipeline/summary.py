@@ -33,6 +33,39 @@ def summarize(m: Manifest) -> dict:
     }
 
 
+def summarize_persisted(out_uri: str) -> dict | None:
+    """The same summary as `summarize(manifest.assemble(...))`, read from the manifest tables a finished `shard`
+    stage persisted (column reads, no per-part work); None when they cannot stand in for it (missing, or some video
+    not sharded yet, so the shard plan is not final)."""
+    import pyarrow.compute as pc
+
+    from pipeline.stats_sources import BuildOutput
+
+    out = BuildOutput(out_uri)
+    if not all(out.exists(p) for p in (layout.MANIFEST_CRAWL, layout.MANIFEST_VIDEOS, layout.MANIFEST_REJECTS,
+                                        layout.SHARD_INDEX)):
+        return None
+    videos = out.read_table(layout.MANIFEST_VIDEOS, columns=["duration_s", "bytes", "shard", "scenes"])
+    if videos["shard"].null_count:
+        return None
+    reasons = out.read_table(layout.MANIFEST_REJECTS, columns=["reason"])["reason"]
+    shardlist = out.read_json(layout.SHARD_INDEX)["shardlist"]
+    return {
+        "inputs": out.read_table(layout.MANIFEST_CRAWL, columns=["source_uri"]).num_rows,
+        "accepted": videos.num_rows,
+        "rejected": len(reasons),
+        "rejected_by_reason": dict(sorted((r["values"], r["counts"]) for r in pc.value_counts(reasons).to_pylist())),
+        "pending_probe": 0,
+        "pending_scenes": videos["scenes"].null_count,
+        "hours": round(sum(videos["duration_s"].to_pylist()) / 3600, 6),
+        "input_bytes": sum(videos["bytes"].to_pylist()),
+        "shards": len(shardlist),
+        "shards_planned": len(shardlist),
+        "shard_bytes": sum(e["filesize"] for e in shardlist),
+        "sharded_videos": videos.num_rows,
+    }
+
+
 def stats_section(out_uri: str, summary: dict) -> dict | None:
     """Totals of the stats tables and whether they still describe the manifest; None before the `stats` stage ran."""
     from pipeline import stats_summary

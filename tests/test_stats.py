@@ -251,3 +251,15 @@ def test_without_mixtures_then_mixing_makes_stats_stale(annotated_build, tmp_pat
     runner.run_build(cfg, ["stats"], quiet=True)
     section = json.loads((out / layout.STATS_SUMMARY).read_text())["stats"]
     assert section["up_to_date"] is True and set(section["curriculum"]) == {"stage1", "stage2", "stage3", "stage4"}
+
+
+def test_summary_from_the_persisted_manifest_equals_the_assembled_one(annotated_build, mixed):
+    """After the stages that only read the manifest, the runner and the stats stage summarise the persisted tables
+    instead of assembling the manifest from every part: the same numbers, so summary.json keeps its bytes."""
+    from pipeline import manifest, summary
+    from pipeline.context import StageContext
+
+    out, _ = mixed
+    assembled = summary.summarize(manifest.assemble(StageContext(config(annotated_build, out))))
+    assert summary.summarize_persisted(str(out)) == assembled
+    assert assembled["accepted"] == 4 and assembled["shards"] == 2

@@ -16,9 +16,13 @@ def run(ctx: StageContext) -> dict:
     result = stats.compute(out)
     stats.check(result)
     stats.write(out, result)
-    m = manifest.assemble(ctx)
-    if m.complete:
-        summary.write(ctx.out, summary.summarize(m))
+    persisted = summary.summarize_persisted(ctx.out)
+    if persisted is not None:
+        summary.write(ctx.out, persisted)
+    else:
+        m = manifest.assemble(ctx)
+        if m.complete:
+            summary.write(ctx.out, summary.summarize(m))
     t = result.tables
     return {"videos": t["videos"].num_rows, "shards": t["shards"].num_rows, "reject_reasons": t["rejects"].num_rows,
             "stage_tasks": t["stages"].num_rows, "mixtures": "built" if result.mixtures_built else "not built",
