@@ -17,6 +17,7 @@ annotate do only their driver-side assembly; mix does its per-row work (payload 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -142,7 +143,6 @@ class StorageCounter:
         self.http += 1
 
     def _wrap(self, name, fn):
-        import contextlib
         import inspect
 
         counter = self
@@ -263,12 +263,37 @@ def main(argv: list[str] | None = None) -> int:
         run_child(args.child, args.config_json, args.result)
         return 0
 
+
+    os.makedirs(args.work, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        if args.out and args.out.startswith("s3://") and not args.s3_endpoint_url:
+            args.s3_endpoint_url = stack.enter_context(_moto(args.out))
+        return _measure(args)
+
+
+@contextlib.contextmanager
+def _moto(out: str):
+    """A moto_server on 127.0.0.1 (tests/servers.py) holding the bucket of `out`, with placeholder credentials."""
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    import servers
+
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                 "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}.items():
+        os.environ[k] = v
+    with servers.moto_server() as endpoint:
+        import boto3
+
+        boto3.session.Session().client("s3", endpoint_url=endpoint).create_bucket(Bucket=out[5:].split("/")[0])
+        print(f"[scale] moto_server at {endpoint}", file=sys.stderr, flush=True)
+        yield endpoint
+
+
+def _measure(args) -> int:
     from bench_common import load_average, markdown
     from pipeline import storage
     from pipeline.context import StageContext
-    from scale_fabricate import LONGVID_QA, fabricate, videos_for
+    from scale_fabricate import LONGVID_QA, fabricate
 
-    os.makedirs(args.work, exist_ok=True)
     out = args.out or os.path.join(args.work, f"scale-{args.fraction:g}")
     storage.configure(args.s3_endpoint_url)
     cfg = build_config(out, args.work, args.workers, args.s3_endpoint_url)
