@@ -42,7 +42,7 @@ def test_a_fabricated_fraction_of_longvid_builds_and_reconciles(ray_local, tmp_p
     manifest = pq.read_table(out / layout.MANIFEST_VIDEOS, columns=["video_id", "reader_num_frames", "reader_fps"])
     mixable = {v["video_id"] for v in manifest.to_pylist()
                if v["reader_num_frames"] / v["reader_fps"] <= cfg.mix.long_max_s}
-    assert 0 < len(mixable) < counts["videos"]  # the duration mix reaches past an hour
+    assert 0.9 * counts["videos"] < len(mixable) <= counts["videos"]
     assert stages["mix"]["videos"] == len(mixable)
     qa = [v for p in sorted((out / layout.annotation_dir("qa")).glob("*.parquet"))
           for v in pq.read_table(p, columns=["video_id"])["video_id"].to_pylist()]
