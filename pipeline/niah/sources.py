@@ -40,15 +40,18 @@ def _label(uri: str) -> str:
     return name.rsplit(".", 1)[0] if "." in name else name
 
 
-def _from_build(root: str) -> list[VideoRef]:
+def _from_build(root: str, pool_videos: int, seed: int) -> list[VideoRef]:
+    """Sharded videos of a build; at most `pool_videos` (a seeded choice made on the Arrow table, so a manifest of
+    100k+ videos never becomes Python objects)."""
+    import pyarrow.compute as pc
+
     table = storage.read_parquet(storage.join(root, layout.MANIFEST_VIDEOS),
                                  ["video_id", "shard", "extension", "duration_s", "source_uri"])
-    refs = []
-    for row in table.to_pylist():
-        if row["shard"]:
-            refs.append(VideoRef(row["video_id"], storage.join(root, layout.SHARDS_DIR, row["shard"]),
-                                 _label(row["source_uri"]), row["extension"], row["duration_s"]))
-    return refs
+    table = table.filter(pc.is_valid(table["shard"])).sort_by("video_id")
+    if table.num_rows > pool_videos:
+        table = table.take(sorted(random.Random(f"pool:{seed}").sample(range(table.num_rows), pool_videos)))
+    return [VideoRef(r["video_id"], storage.join(root, layout.SHARDS_DIR, r["shard"]), _label(r["source_uri"]),
+                     r["extension"], r["duration_s"]) for r in table.to_pylist()]
 
 
 def _build_captions(root: str, keys: set[str]) -> dict[str, list[dict]]:
@@ -73,7 +76,7 @@ def load(sources: list[str], pool_videos: int, seed: int) -> tuple[list[VideoRef
     for source in sources:
         if is_build(source):
             builds.append(source)
-            found = _from_build(source)
+            found = _from_build(source, pool_videos, seed)
         else:
             found = [VideoRef(r["source_uri"], r["source_uri"], _label(r["source_uri"]))
                      for r in crawl.list_source(source, VIDEO_EXTENSIONS)]
@@ -81,7 +84,7 @@ def load(sources: list[str], pool_videos: int, seed: int) -> tuple[list[VideoRef
             refs.setdefault(ref.key, ref)
     videos = sorted(refs.values(), key=lambda r: r.key)
     if len(videos) > pool_videos:
-        videos = sorted(random.Random(seed).sample(videos, pool_videos), key=lambda r: r.key)
+        videos = sorted(random.Random(f"pool:{seed}").sample(videos, pool_videos), key=lambda r: r.key)
     return videos, builds
 
 
