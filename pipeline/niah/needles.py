@@ -32,7 +32,7 @@ class Needle:
 
 
 def clean_caption(text: str, max_chars: int) -> str:
-    text = " ".join(str(text).split())
+    text = " ".join("".join(ch if ch.isprintable() else " " for ch in str(text)).split())
     if len(text) <= max_chars:
         return text
     cut = text[:max_chars + 1].rsplit(" ", 1)[0] if " " in text[:max_chars + 1] else text[:max_chars]
@@ -83,6 +83,15 @@ def _time_label(seconds: float) -> str:
     return f"{s // 60}:{s % 60:02d}"
 
 
+def _farthest_from(times: list[float], duration: float) -> float:
+    """The half-second point of the video farthest from every time in `times` (the middle when there are none), so
+    a video caption's needle frame differs from the clip captions' ones."""
+    if not times:
+        return round(duration / 2, 3)
+    points = [i / 2 for i in range(int(duration * 2))] or [0.0]
+    return max(points, key=lambda p: (min(abs(p - t) for t in times), -p))
+
+
 def from_videos(videos: list[sources.VideoRef], captions: dict[str, list[dict]], spacing_s: float,
                 max_chars: int) -> list[Needle]:
     needles = []
@@ -97,15 +106,16 @@ def from_videos(videos: list[sources.VideoRef], captions: dict[str, list[dict]],
         clips = [r for r in rows if r["level"] == "clip" and r["start_s"] is not None and r["end_s"] is not None
                  and r["start_s"] < duration]
         whole = [r for r in rows if r["level"] == "video"]
-        if clips:
-            for r in clips:
-                t = (r["start_s"] + min(r["end_s"], duration)) / 2
-                needles.append(Needle(clean_caption(r["text"], max_chars), video=ref, time_s=round(t, 3),
-                                      from_annotations=True))
-        elif whole:
-            needles.append(Needle(clean_caption(whole[0]["text"], max_chars), video=ref, time_s=round(duration / 2, 3),
-                                  from_annotations=True))
-        else:
+        times = []
+        for r in clips:
+            t = round((r["start_s"] + min(r["end_s"], duration)) / 2, 3)
+            if clean_caption(r["text"], max_chars):
+                times.append(t)
+                needles.append(Needle(clean_caption(r["text"], max_chars), video=ref, time_s=t, from_annotations=True))
+        if whole and clean_caption(whole[0]["text"], max_chars):
+            needles.append(Needle(clean_caption(whole[0]["text"], max_chars), video=ref,
+                                  time_s=_farthest_from(times, duration), from_annotations=True))
+        if not clips and not whole:
             t = min(spacing_s / 2, duration / 2)
             while t < duration:
                 needles.append(Needle(f"{ref.label} at {_time_label(t)}", video=ref, time_s=round(t, 3)))
