@@ -12,10 +12,11 @@ from typing import Iterator
 import numpy as np
 
 from pipeline import storage
+from pipeline.frames import encode_jpeg
 from pipeline.niah import imaging, needles, overlay, questions, sources
 from pipeline.niah.errors import NiahInputError
 from pipeline.niah.plan import ItemPlan
-from pipeline.niah.writers import FrameFolder, VideoFile, encode_jpeg
+from pipeline.niah.writers import FrameFolder, VideoFile
 from schemas import niah as niah_schema
 
 

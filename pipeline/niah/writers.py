@@ -6,7 +6,6 @@ give the same bytes on every run with the same ffmpeg."""
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import subprocess
@@ -15,15 +14,8 @@ import uuid
 import numpy as np
 
 from pipeline import ffmpeg, storage
+from pipeline.frames import encode_jpeg
 from schemas import niah as niah_schema
-
-
-def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(frame).save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
 
 
 def video_args(width: int, height: int, crf: int, path: str) -> list[str]:
