@@ -363,3 +363,37 @@ def test_stage_on_an_annotated_build(annotated_build, tmp_path, ray_local):
         assert not needle_videos & haystack_videos  # needles come from videos kept out of haystacks
         for hop in hops_of(answer):
             assert any(vid == hop["source"]["video"] and text.startswith(hop["caption"]) for vid, text in readable)
+
+
+def test_without_needles_corpus_frames_kept_out_of_haystacks_become_needles(inputs, tmp_path):
+    root, _ = inputs
+    out = root / "videos" / "set"  # inside a source folder: its own haystacks must never become sources
+    args = ["--source", str(root / "videos"), "--out", str(out), "--items", "2", "--hops", "2",
+            "--haystack-frames", "30", "--format", "both", "--set", f"niah.width={W}", "--set", f"niah.height={H}",
+            "--set", "niah.needle_spacing_s=2", "--no-ray"]
+    assert build_niah.main(args) == 0
+    first = tree_digest(out)
+    assert build_niah.main(args) == 0
+    assert tree_digest(out) == first  # the first run's haystack videos did not join the sources
+    try:
+        for item, answer in zip(read_jsonl(out / "items.jsonl"), read_jsonl(out / "answers.jsonl")):
+            needle_videos = {h["source"]["video"] for h in hops_of(answer)}
+            haystack_videos = {h["video"] for h in answer["haystack_sources"]}
+            assert len(needle_videos) == 1 and not needle_videos & haystack_videos
+            assert all("/set/" not in v for v in haystack_videos)
+            name = Path(next(iter(needle_videos))).stem
+            for hop in hops_of(answer):
+                seconds = int(hop["source"]["time_s"])
+                assert hop["caption"] == f"{name} at {seconds // 60}:{seconds % 60:02d}"
+            assert answer["question_kinds"] == ["final_caption", "dominant_colour"]
+            assert item["questions"][1]["options"][0] in ("black", "white", "gray", "red", "orange", "yellow", "green",
+                                                           "cyan", "blue", "purple", "pink", "brown")
+            frames = [np.asarray(Image.open(p)) for p in sorted((out / item["haystack"]["frames"]).iterdir())]
+            assert len(frames) == 30
+            for hop in hops_of(answer):
+                first = hop["frame_indices"][0]
+                assert all(diff(frames[i], frames[first]) < 1.0 for i in hop["frame_indices"])
+                if hop["clue"]:  # plain frames may repeat: the synthetic videos share their flat-colour scenes
+                    assert all(diff(frames[i], frames[first]) > 2.0 for i in range(30) if i not in hop["frame_indices"])
+    finally:
+        shutil.rmtree(out)

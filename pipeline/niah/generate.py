@@ -22,6 +22,8 @@ def settings_for(cfg: NiahConfig, out: str, s3_endpoint_url: str | None = None,
 
 def make_planner(cfg: NiahConfig, source_uris: list[str], settings: render.RenderSettings) -> Planner:
     videos, builds = sources.load(source_uris, cfg.pool_videos, cfg.seed)
+    inside_out = settings.out.rstrip("/") + "/"
+    videos = [v for v in videos if not v.uri.startswith(inside_out)]  # never a previous run's haystacks
     if cfg.needles:
         haystack, candidates = videos, needle_sources.from_folder(cfg.needles, cfg.caption_max_chars)
     else:

@@ -4,6 +4,8 @@ to the build's output root by default)."""
 
 from __future__ import annotations
 
+import os
+
 from pipeline import storage
 from pipeline.context import StageContext
 from pipeline.niah import generate
@@ -15,7 +17,7 @@ DESCRIPTION = "multi-hop needle-in-a-video-haystack evaluation set (items.jsonl,
 
 def output_uri(ctx: StageContext) -> str:
     out = ctx.cfg.niah.out
-    if storage.is_s3(out) or out.startswith("/"):
+    if storage.is_s3(out) or os.path.isabs(out):
         return out
     return ctx.uri(out)
 
