@@ -397,3 +397,19 @@ def test_without_needles_corpus_frames_kept_out_of_haystacks_become_needles(inpu
                     assert all(diff(frames[i], frames[first]) > 2.0 for i in range(30) if i not in hop["frame_indices"])
     finally:
         shutil.rmtree(out)
+
+
+def test_an_undecodable_haystack_video_is_skipped_and_recorded(inputs, tmp_path):
+    root, _ = inputs
+    videos = tmp_path / "videos"
+    shutil.copytree(root / "videos", videos)
+    synthetic.write_random_bytes(str(videos / "broken.mp4"))
+    out = tmp_path / "set"
+    args = ["--source", str(videos), "--out", str(out), "--items", "1", "--hops", "1", "--haystack-frames", "64",
+            "--needles", str(root / "needles"), "--format", "frames", "--set", f"niah.width={W}",
+            "--set", f"niah.height={H}", "--no-ray"]
+    assert build_niah.main(args) == 0  # the three good videos (35 frames a cycle) fill 60 frames: all are read
+    (answer,) = read_jsonl(out / "answers.jsonl")
+    skipped = [s for s in answer["haystack_sources"] if "skipped" in s]
+    assert [s["video"] for s in skipped] == [str(videos / "broken.mp4")] and skipped[0]["frames"] == 0
+    assert len(list((out / "haystacks" / answer["id"]).iterdir())) == 64

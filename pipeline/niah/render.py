@@ -50,9 +50,12 @@ def _needle_images(plan: ItemPlan, s: RenderSettings) -> list[np.ndarray]:
 
 def _background(plan: ItemPlan, s: RenderSettings, used: list[dict]) -> Iterator[np.ndarray]:
     """1 fps frames of the planned haystack videos, cycling through them; unreadable videos are skipped."""
+    unreadable: set[str] = set()
     while True:
         produced = 0
         for ref in plan.haystack_videos:
+            if ref.key in unreadable:
+                continue
             entry = {"video": ref.key, "frames": 0}
             try:
                 with sources.local_copy(ref) as path:
@@ -63,6 +66,7 @@ def _background(plan: ItemPlan, s: RenderSettings, used: list[dict]) -> Iterator
                             used.append(entry)
                         yield frame
             except (RuntimeError, OSError) as err:
+                unreadable.add(ref.key)
                 used.append({"video": ref.key, "frames": entry["frames"], "skipped": str(err)[:200]})
         if produced == 0:
             raise NiahInputError(f"{plan.id}: none of its {len(plan.haystack_videos)} haystack video(s) decodes")
