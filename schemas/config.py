@@ -563,6 +563,11 @@ def validate_niah(n: NiahConfig, prefix: str = "niah") -> NiahConfig:
         for i, d in enumerate(n.depths):
             if not 0.0 <= d <= 1.0:
                 raise ConfigError(f"{prefix}.depths[{i}]", f"{d} is outside 0..1", "give a fraction of the haystack")
+        for length in n.haystack_frames:
+            try:
+                niah_schema.clip_starts(length, needles, n.depths)
+            except ValueError as e:
+                raise ConfigError(f"{prefix}.depths", str(e), "spread the depths further apart")
     if n.needles:
         _check_uri(f"{prefix}.needles", n.needles, must_exist=True)
         if n.needles.startswith(("http://", "https://")):

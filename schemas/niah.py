@@ -56,3 +56,19 @@ def work_record_path(item: str, digest: str) -> str:
 
 def frame_indices_of_clip(start: int) -> list[int]:
     return list(range(start, start + NEEDLE_CLIP_FRAMES))
+
+
+def clip_starts(num_frames: int, count: int, depths: list[float] | None = None) -> list[int]:
+    """First frames of `count` needle clips, ascending. Evenly spread: the haystack frames around the clips are
+    split into count + 1 equal gaps. At `depths` (fractions of the haystack): clip j starts at depth_j x
+    (num_frames - clip length). Raises ValueError when two clips would overlap."""
+    clip = NEEDLE_CLIP_FRAMES
+    if depths is None:
+        background = num_frames - count * clip
+        return [round((j + 1) * background / (count + 1)) + j * clip for j in range(count)]
+    starts = sorted(round(d * (num_frames - clip)) for d in depths[:count])
+    for a, b in zip(starts, starts[1:]):
+        if b - a < clip:
+            raise ValueError(f"at {num_frames} frames the needle clips at frames {a} and {b} overlap "
+                             f"(each takes {clip})")
+    return starts

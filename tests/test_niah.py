@@ -174,6 +174,17 @@ def test_clue_frames_carry_text_on_a_contrasting_box(built, inputs):
         assert diff(frame, pixels[hop["caption"]], H) > diff(frame, pixels[hop["caption"]], CLUE_FREE_ROWS)
 
 
+def test_evenly_spread_clips_never_overlap_even_in_the_shortest_haystack():
+    from schemas.niah import clip_starts
+
+    for count in range(1, 8):
+        for frames in range(4 * count + 1, 4 * count + 40):
+            starts = clip_starts(frames, count)
+            assert starts[0] >= 0 and starts[-1] + 4 <= frames
+            assert all(b - a >= 4 for a, b in zip(starts, starts[1:]))
+    assert clip_starts(1000, 3) == [247, 498, 749]  # 988 haystack frames in four gaps of 247
+
+
 def test_text_size_follows_the_frame_height():
     from pipeline.niah.overlay import render_clue
 
@@ -301,7 +312,7 @@ def test_unusable_needles_and_overlapping_depths_exit_2(inputs, tmp_path, capsys
     assert "no captions.jsonl" in capsys.readouterr().err
     crowded = ["--depths", "0.1,0.11,0.5,0.7,0.9"]
     assert build_niah.main(build_args(inputs, tmp_path / "o3", "--no-ray", *crowded)) == 2
-    assert "overlap" in capsys.readouterr().err
+    assert "config error: --depths: at 40 frames the needle clips at frames 4 and 4 overlap" in capsys.readouterr().err
 
 
 def test_niah_config_section_is_validated_with_the_build_config(tmp_path):

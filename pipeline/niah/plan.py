@@ -42,18 +42,6 @@ class ItemPlan:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=str).encode()).hexdigest()
 
 
-def clip_starts(num_frames: int, count: int, depths: list[float] | None) -> list[int]:
-    """First frames of `count` clips of NEEDLE_CLIP_FRAMES at the given depths (fractions), or evenly spread."""
-    span = num_frames - niah_schema.NEEDLE_CLIP_FRAMES
-    fractions = depths[:count] if depths else [(j + 1) / (count + 1) for j in range(count)]
-    starts = sorted(round(f * span) for f in fractions)
-    for a, b in zip(starts, starts[1:]):
-        if b - a < niah_schema.NEEDLE_CLIP_FRAMES:
-            raise NiahInputError(f"niah.depths: at {num_frames} frames the needle clips at frames {a} and {b} overlap "
-                                 f"(each takes {niah_schema.NEEDLE_CLIP_FRAMES}): spread the depths further apart")
-    return starts
-
-
 def prompt_text(first_caption: str, hops: int) -> str:
     if hops == 1:
         return (f"Images have been inserted into this video. Find a frame of {first_caption}. "
@@ -100,7 +88,7 @@ class Planner:
         picked = rng.sample(self.captions, count)
         needles = [rng.choice(self.by_caption[c]) for c in picked]
         chain, distractors = needles[:hops], needles[hops:]
-        slots = clip_starts(num_frames, count, cfg.depths)
+        slots = niah_schema.clip_starts(num_frames, count, cfg.depths)
         rng.shuffle(slots)
         final = chain[-1].caption
         hard = ([distractors[-1].caption] if distractors else []) + [n.caption for n in reversed(chain[:-1])]
