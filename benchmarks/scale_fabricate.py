@@ -19,6 +19,7 @@ import tempfile
 import numpy as np
 import pyarrow as pa
 
+from annotators.windows import caption_windows
 from pipeline import manifest, sharding, storage
 from pipeline.context import StageContext
 from pipeline.stages import annotate as annotate_stage
@@ -185,8 +186,6 @@ def annotation_tables(videos: list[dict], ctx: StageContext, rng: np.random.Gene
     a = ctx.cfg.annotate
     captions, qa, grounding = [], [], []
     for v in videos:
-        from annotators.windows import caption_windows
-
         vid, dur = v["video_id"], v["duration_s"]
         windows = caption_windows(v["scenes"], dur, a.min_window_s, a.max_window_s)
         for k, w in enumerate(windows):
