@@ -2,9 +2,9 @@
 
 Single shots are cut out of the sample clips in tests/data/media (see its README for the source and licence), each
 played forward then backward (one continuous shot of twice the length, no boundary inside), scaled and padded to one
-size at 25 fps, and joined in one ffmpeg filter graph: `concat` for a hard cut, `xfade` (`fade`: cross-dissolve,
-`fadeblack`: fade out to black and in again) for a gradual transition. The truth is exact to the frame: a cut at the
-first frame of the next shot, a gradual transition at the middle of its span. Used by the tests and
+size at 25 fps, and joined in one ffmpeg filter graph: `concat` for a hard cut, `xfade=transition=fade` for a cross-dissolve (the shots overlap), `fade` out to black
+and in again (half the length each, no overlap) for a fade through black. The truth is exact to the frame: a cut at
+the first frame of the next shot, a gradual transition at the middle of its span (a fade's black frame). Used by the tests and
 benchmarks/ingest.py.
 """
 
@@ -85,6 +85,8 @@ def plan(cycles: int = 1, cycle: tuple = CYCLE) -> tuple[list[tuple[str, str, fl
         d = _frames(seconds)
         if kind == "cut":
             transitions.append(Transition("cut", length / FPS, length / FPS))
+        elif kind == "fade":
+            transitions.append(Transition("fade", (length - d // 2) / FPS, (length + d // 2) / FPS))
         else:
             transitions.append(Transition(kind, (length - d) / FPS, length / FPS))
             length -= d
@@ -117,11 +119,14 @@ def write(path: str, width: int = 320, height: int = 180, crf: int = 23,
             current = label
         else:
             prev_kind, prev_s = seq[j - 1][1], seq[j - 1][2]
+            half = _frames(prev_s) // 2
             if prev_kind == "cut":
                 graph.append(f"{current}{label}concat=n=2:v=1:a=0[j{j}]")
+            elif prev_kind == "fade":
+                graph.append(f"{current}fade=t=out:st={(length - half) / FPS}:d={half / FPS}[o{j}];"
+                             f"{label}fade=t=in:st=0:d={half / FPS}[i{j}];[o{j}][i{j}]concat=n=2:v=1:a=0[j{j}]")
             else:
-                kind_name = "fade" if prev_kind == "dissolve" else "fadeblack"
-                graph.append(f"{current}{label}xfade=transition={kind_name}:duration={prev_s}:"
+                graph.append(f"{current}{label}xfade=transition=fade:duration={prev_s}:"
                              f"offset={(length - _frames(prev_s)) / FPS}[j{j}]")
                 length -= _frames(prev_s)
             current = f"[j{j}]"
@@ -144,3 +149,25 @@ def repeat(cycle_path: str, times: int, path: str) -> tuple[list[Transition], fl
         os.remove(listing)
     _, transitions, total_s = plan(times)
     return transitions, total_s
+
+
+def score(found_s: list[float], transitions: list[Transition], tolerance_s: float = 0.5) -> dict:
+    """Recall of hard cuts and of gradual transitions, and precision, matching each found time to at most one
+    transition whose time (a gradual one's middle) is within `tolerance_s`, nearest first."""
+    pairs = sorted((abs(f - t.time_s), fi, ti) for fi, f in enumerate(found_s)
+                   for ti, t in enumerate(transitions) if abs(f - t.time_s) <= tolerance_s)
+    used_f, used_t = set(), set()
+    for _, fi, ti in pairs:
+        if fi not in used_f and ti not in used_t:
+            used_f.add(fi)
+            used_t.add(ti)
+    cuts = [i for i, t in enumerate(transitions) if not t.gradual]
+    gradual = [i for i, t in enumerate(transitions) if t.gradual]
+    return {
+        "cuts_found": sum(i in used_t for i in cuts), "cuts": len(cuts),
+        "gradual_found": sum(i in used_t for i in gradual), "gradual": len(gradual),
+        "true_positives": len(used_f), "found": len(found_s),
+        "cut_recall": sum(i in used_t for i in cuts) / len(cuts) if cuts else 1.0,
+        "gradual_recall": sum(i in used_t for i in gradual) / len(gradual) if gradual else 1.0,
+        "precision": len(used_f) / len(found_s) if found_s else 1.0,
+    }

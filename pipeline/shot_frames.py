@@ -1,0 +1,68 @@
+"""Small frames for shot detection from one ffmpeg decode pass, and the keyframes a long video can be split at.
+
+ffmpeg does the expensive part in its own threads: it decodes (optionally skipping the frames no other frame refers
+to, and the deblocking filter, neither of which a shot boundary needs), resamples to a fixed analysis rate and scales
+down to a thumbnail before writing raw frames to a pipe. Frame k of the output shows the video at
+`start_s + k / rate` seconds (the rate conversion repeats the last decoded frame over skipped ones).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline import ffmpeg
+
+
+@dataclass(frozen=True)
+class FrameSpec:
+    rate: float = 10.0  # analysis frames per second
+    width: int = 64
+    height: int = 36
+    pix_fmt: str = "yuv420p"  # yuv420p (planes as decoded) or rgb24
+    fast_decode: bool = True  # skip non-reference frames and the loop filter
+    threads: int = 1  # decoder threads; one per task, parallelism comes from segments
+
+    @property
+    def frame_bytes(self) -> int:
+        if self.pix_fmt == "rgb24":
+            return self.width * self.height * 3
+        return self.width * self.height * 3 // 2
+
+
+def read_frames(path: str, spec: FrameSpec, start_s: float = 0.0, duration_s: float | None = None,
+                timeout_s: float | None = None) -> np.ndarray:
+    """uint8 array [frames, frame_bytes]: the video from `start_s` for `duration_s` (to the end if None)."""
+    cmd = [ffmpeg.ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-threads", str(spec.threads)]
+    if spec.fast_decode:
+        cmd += ["-skip_frame", "noref", "-skip_loop_filter", "all"]
+    if start_s > 0:
+        cmd += ["-ss", f"{start_s:.6f}"]
+    if duration_s is not None:
+        cmd += ["-t", f"{duration_s:.6f}"]
+    cmd += ["-i", path, "-map", "0:v:0", "-an", "-sn", "-dn", "-filter_threads", "1",
+            "-vf", f"fps={spec.rate:g}:start_time=0,scale={spec.width}:{spec.height}:flags=area",
+            "-pix_fmt", spec.pix_fmt, "-f", "rawvideo", "-"]
+    proc = subprocess.run(cmd, capture_output=True, timeout=timeout_s)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ffmpeg could not decode {path!r} ({proc.returncode}): "
+                           f"{proc.stderr.decode(errors='replace')[-1500:]}")
+    n = len(proc.stdout) // spec.frame_bytes
+    return np.frombuffer(proc.stdout, np.uint8, count=n * spec.frame_bytes).reshape(n, spec.frame_bytes)
+
+
+def keyframe_times(path: str) -> list[float]:
+    """Seconds of the video stream's keyframes (demux only, no decode), sorted."""
+    import av
+
+    times = []
+    with av.open(path, metadata_errors="ignore") as container:
+        stream = container.streams.video[0]
+        base = stream.time_base
+        start = stream.start_time or 0
+        for packet in container.demux(stream):
+            if packet.is_keyframe and packet.pts is not None:
+                times.append(float((packet.pts - start) * base))
+    return sorted(times)
