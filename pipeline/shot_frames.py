@@ -1,4 +1,4 @@
-"""Small frames for shot detection from one ffmpeg decode pass, and the keyframes a long video can be split at.
+"""Small frames for shot detection from one ffmpeg decode pass.
 
 ffmpeg does the expensive part in its own threads: it decodes (optionally skipping the frames no other frame refers
 to, and the deblocking filter, neither of which a shot boundary needs), resamples to a fixed analysis rate and scales
@@ -14,6 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline import ffmpeg
+from pipeline.errors import Rejection
+from schemas import reasons
+
+
+class ShotDecodeError(Rejection):
+    """The video could not be decoded for shot detection (a reject reason and a message)."""
 
 
 @dataclass(frozen=True)
@@ -45,24 +51,13 @@ def read_frames(path: str, spec: FrameSpec, start_s: float = 0.0, duration_s: fl
     cmd += ["-i", path, "-map", "0:v:0", "-an", "-sn", "-dn", "-filter_threads", "1",
             "-vf", f"fps={spec.rate:g}:start_time=0,scale={spec.width}:{spec.height}:flags=area",
             "-pix_fmt", spec.pix_fmt, "-f", "rawvideo", "-"]
-    proc = subprocess.run(cmd, capture_output=True, timeout=timeout_s)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise ShotDecodeError(reasons.TIMEOUT, f"decoding for shot detection took over {timeout_s:g} s")
     if proc.returncode != 0:
-        raise RuntimeError(f"ffmpeg could not decode {path!r} ({proc.returncode}): "
-                           f"{proc.stderr.decode(errors='replace')[-1500:]}")
+        raise ShotDecodeError(reasons.UNREADABLE, f"ffmpeg could not decode the video for shot detection "
+                                            f"({proc.returncode}): {proc.stderr.decode(errors='replace')[-1500:]}")
     n = len(proc.stdout) // spec.frame_bytes
     return np.frombuffer(proc.stdout, np.uint8, count=n * spec.frame_bytes).reshape(n, spec.frame_bytes)
 
-
-def keyframe_times(path: str) -> list[float]:
-    """Seconds of the video stream's keyframes (demux only, no decode), sorted."""
-    import av
-
-    times = []
-    with av.open(path, metadata_errors="ignore") as container:
-        stream = container.streams.video[0]
-        base = stream.time_base
-        start = stream.start_time or 0
-        for packet in container.demux(stream):
-            if packet.is_keyframe and packet.pts is not None:
-                times.append(float((packet.pts - start) * base))
-    return sorted(times)

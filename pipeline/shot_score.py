@@ -33,6 +33,7 @@ class ScoreParams:
     dissolve_floor: float = 0.012  # dissolve score floor
     dissolve_ratio: float = 1.5  # and over this many times the rolling median score
     dissolve_linearity: float = 0.6  # net/path at least this
+    dissolve_contrast: float = 1.5  # the mean change inside the span over the mean change either side of it
     half_spans_s: tuple = (0.2, 0.3, 0.5, 0.7, 1.0)
     min_gap_s: float = 0.5  # boundaries closer than this are one transition
 
@@ -120,6 +121,15 @@ def dissolves(thumbs: np.ndarray, change: np.ndarray, rate: float, p: ScoreParam
     for i in np.flatnonzero(ok)[np.argsort(-best[ok], kind="stable")]:
         k = int(best_k[i])
         if taken[max(0, i - k):i + k + 1].any():
+            continue
+        # the frames change faster inside the span than on at least one side of it (a steady sweep of motion does
+        # not); both sides must be in the frames
+        if i - 3 * k < 1 or i + 3 * k >= n:
+            continue
+        inside = (path[i + k + 1] - path[i - k + 1]) / (2 * k)
+        before = (path[i - k + 1] - path[i - 3 * k + 1]) / (2 * k)
+        after = (path[i + 3 * k + 1] - path[i + k + 1]) / (2 * k)
+        if inside < p.dissolve_contrast * min(before, after):
             continue
         # centre: the score's centroid over the span where it stays above half the peak
         lo, hi = i, i

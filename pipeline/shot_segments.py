@@ -1,8 +1,10 @@
-"""A long video split at keyframes into segments that are scored on their own and stitched.
+"""A long video split into time segments that are scored in parallel tasks and stitched.
 
-Each segment owns the boundaries in [start_s, end_s) and is decoded with `context_s` more on either side, so every
+Each segment owns the boundaries in [start_s, end_s) and is decoded with CONTEXT_S more on either side, so every
 window the scorer looks at holds the same frames as in one pass over the whole video and the stitched boundaries
-equal the one-pass ones. Segment starts sit on keyframes: the decoder never decodes frames only to drop them.
+equal the one-pass ones. ffmpeg's input seek starts each decode at the keyframe before the segment's context: the
+frames it decodes only to drop are at most one GOP per segment. (Reading the keyframe index first would cost a
+demux of the whole file, about 3 s for an hour of H.264, more than the GOPs it saves.)
 """
 
 from __future__ import annotations
@@ -21,18 +23,10 @@ class Segment:
     end_s: float  # math.inf for the last
 
 
-def plan(duration_s: float, segment_s: float, keyframes_s: list[float] | None) -> list[Segment]:
-    """Segments of about `segment_s` covering the video, split at the keyframe nearest each multiple of it."""
+def plan(duration_s: float, segment_s: float, rate: float) -> list[Segment]:
+    """Equal segments of at most about `segment_s` covering the video, their edges on the analysis frame grid."""
     count = max(1, math.ceil(duration_s / segment_s - 0.25))  # no tail segment of a few seconds
-    if count == 1 or not keyframes_s:
-        return [Segment(0.0, math.inf)]
-    cuts: list[float] = []
-    for j in range(1, count):
-        target = j * duration_s / count
-        k = min(keyframes_s, key=lambda t: abs(t - target))
-        if k > (cuts[-1] if cuts else 0.0) + CONTEXT_S:
-            cuts.append(k)
-    edges = [0.0, *cuts, math.inf]
+    edges = [0.0, *(_grid(j * duration_s / count, rate) for j in range(1, count)), math.inf]
     return [Segment(a, b) for a, b in zip(edges, edges[1:])]
 
 
@@ -52,11 +46,11 @@ def fast_boundaries(path: str, segment: Segment, spec: shot_frames.FrameSpec = s
     return [b for b in found if segment.start_s <= b.time_s < segment.end_s]
 
 
-def stitch(parts: list[list[shot_score.Boundary]], min_gap_s: float) -> list[float]:
+def stitch(parts: list[list[float]], min_gap_s: float) -> list[float]:
     """Boundary times of consecutive segments, one per transition across a segment edge."""
     times: list[float] = []
     for part in parts:
-        for b in part:
-            if not times or b.time_s - times[-1] >= min_gap_s:
-                times.append(b.time_s)
+        for t in part:
+            if not times or t - times[-1] >= min_gap_s:
+                times.append(t)
     return times

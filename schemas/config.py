@@ -62,12 +62,15 @@ class ProbeConfig:
 
 @dataclass
 class ScenesConfig:
-    detector: str = "content"  # content | adaptive | threshold | histogram | hash (PySceneDetect detectors)
-    threshold: Optional[float] = None  # None: the detector's own default
+    detector: str = "fast"  # fast | transnetv2 | content | adaptive | threshold | histogram | hash (PySceneDetect)
+    threshold: Optional[float] = None  # None: the detector's own default (fast: cut ratio; transnetv2: probability)
     min_scene_len_s: float = 0.5
     downscale: Optional[int] = None  # None: PySceneDetect's automatic downscale
     timeout_s: float = 3600.0
     part_size: int = 4  # videos per resumable work unit; small, since one long video takes minutes
+    segment_s: float = 300.0  # fast / transnetv2: a longer video is split at keyframes into tasks of about this
+    num_gpus: float = 0.0  # transnetv2: GPUs per model actor (0: the model runs on the CPU)
+    actors: int = 1  # transnetv2: model actors in the pool
 
 
 @dataclass
@@ -88,7 +91,7 @@ def _default_sampling_stages() -> dict[str, SamplingStageConfig]:
 
 
 SAMPLE_TYPES = ("dynamic_fps1", "middle")
-SCENE_DETECTORS = ("content", "adaptive", "threshold", "histogram", "hash")
+SCENE_DETECTORS = ("fast", "transnetv2", "content", "adaptive", "threshold", "histogram", "hash")
 PAYLOADS = ("video", "frames")
 
 
@@ -432,6 +435,14 @@ def validate(cfg: BuildConfig) -> BuildConfig:
     _positive("scenes.downscale", s.downscale)
     _positive("scenes.timeout_s", s.timeout_s)
     _positive("scenes.part_size", s.part_size)
+    _positive("scenes.segment_s", s.segment_s)
+    if s.segment_s < 30:
+        raise ConfigError("scenes.segment_s", f"{s.segment_s:g} is below 30 s", "use 30 or more, e.g. 300")
+    _positive("scenes.num_gpus", s.num_gpus, allow_zero=True)
+    _positive("scenes.actors", s.actors)
+    if s.detector == "transnetv2" and s.threshold is not None and not 0 < s.threshold < 1:
+        raise ConfigError("scenes.threshold", f"{s.threshold:g} is not a probability",
+                          "use a value between 0 and 1 for transnetv2, e.g. 0.5")
 
     sm = cfg.sampling
     _positive("sampling.clip_len", sm.clip_len)

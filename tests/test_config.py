@@ -54,7 +54,7 @@ def test_other_defaults(tmp_path):
     assert cfg.stages == ["ingest"]
     assert cfg.sources == [str(tmp_path)]
     assert cfg.out == str(tmp_path / "out")
-    assert cfg.scenes.detector == "content"
+    assert cfg.scenes.detector == "fast"
     assert cfg.probe.min_duration_s == 1.0 and cfg.probe.max_duration_s == 4 * 3600.0
     assert "mp4" in cfg.crawl.extensions and "webm" in cfg.crawl.extensions
     assert cfg.shard.target_bytes == 1024**3
