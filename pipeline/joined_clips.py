@@ -51,7 +51,8 @@ SHOTS = {
     "bikes5": Shot("bikes.mp4", 7.56, 9.6),
 }
 
-# One cycle: (shot, transition into the next shot, its seconds). Every gradual length of 0.5-2 s, both kinds.
+# One cycle: (shot, transition into the next shot, its seconds). Every gradual length of 0.5-2 s, both kinds. The
+# transition after the last shot is where a repeat of the cycle joins (`repeat`): a cut.
 CYCLE = (
     ("phone", "dissolve", 1.0),
     ("bunny", "fade", 2.0),
@@ -65,6 +66,13 @@ CYCLE = (
     ("bikes3", "fade", 1.5),
     ("bikes2", "cut", 0.0),
     ("bikes4", "cut", 0.0),
+)
+
+# A short cycle (about 10 s) for a slow detector: one dissolve and one cut.
+SHORT_CYCLE = (
+    ("bikes4", "dissolve", 1.0),
+    ("bikes2", "cut", 0.0),
+    ("bikes5", "cut", 0.0),
 )
 
 
@@ -93,10 +101,10 @@ def plan(cycles: int = 1, cycle: tuple = CYCLE) -> tuple[list[tuple[str, str, fl
     return seq, transitions, length / FPS
 
 
-def write(path: str, width: int = 320, height: int = 180, crf: int = 23,
+def write(path: str, width: int = 320, height: int = 180, crf: int = 23, cycle: tuple = CYCLE,
           media_dir: str = MEDIA_DIR) -> tuple[list[Transition], float]:
     """Encode one cycle to `path` (H.264); returns its transitions and length in seconds."""
-    seq, transitions, total_s = plan(1)
+    seq, transitions, total_s = plan(1, cycle)
     names = sorted({name for name, _, _ in seq})
     args, graph = [], []
     for i, name in enumerate(names):

@@ -146,7 +146,7 @@ def dissolves(thumbs: np.ndarray, change: np.ndarray, rate: float, p: ScoreParam
 
 def boundaries(frames: np.ndarray, width: int, height: int, rate: float, start_s: float = 0.0,
                p: ScoreParams = ScoreParams()) -> list[Boundary]:
-    """Every shot boundary in yuv420p `frames` (frame j at start_s + j / rate), sorted by time."""
+    """Every shot boundary in yuv420p `frames` (frame j at start_s + j / rate, start_s on the 1/rate grid), sorted."""
     if len(frames) < 2:
         return []
     thumbs = thumbnails(frames, width, height)
@@ -156,6 +156,7 @@ def boundaries(frames: np.ndarray, width: int, height: int, rate: float, start_s
     luma_mean, luma_std = luma.mean(axis=1), luma.std(axis=1)
 
     gap = max(1, int(round(p.min_gap_s * rate)))
+    first = round(start_s * rate)  # start_s is on the frame grid: whole frames keep segment times exact
     found: list[tuple[float, str, float, int, int]] = []  # (frame, kind, score, span lo, span hi)
     for a, b in dark_runs(luma_mean, luma_std, p):
         found.append(((a + b) / 2, "fade", 1.0, a - gap, b + gap))
@@ -169,7 +170,7 @@ def boundaries(frames: np.ndarray, width: int, height: int, rate: float, start_s
     found.sort()
     out: list[Boundary] = []
     for frame, kind, score, _, _ in found:
-        t = start_s + frame / rate
+        t = (first + frame) / rate
         if out and t - out[-1].time_s < p.min_gap_s:
             if score > out[-1].score and out[-1].kind != "fade":
                 out[-1] = Boundary(t, kind, score)

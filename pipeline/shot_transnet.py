@@ -53,7 +53,7 @@ class TransNet:
         if len(frames) == 0:
             return np.zeros(0, np.float32)
         with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.model.device)
+            x = torch.from_numpy(np.array(frames, dtype=np.uint8, order="C", copy=True)).to(self.model.device)
             single, _ = self.model.predict_frames(x, quiet=True)
         return single.float().cpu().numpy()
 
