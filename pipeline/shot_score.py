@@ -9,7 +9,8 @@ Each frame becomes a thumbnail of its Y, U and V planes (32x18 each, values 0..1
   (`net`: |after - before|) is large and almost all of the change the frames went through on the way (`path`: the
   sum of the frame-to-frame changes). A dissolve moves every pixel steadily from one shot to the other, so net/path
   is near 1; camera or object motion goes back and forth and keeps it low. The score is net * (net/path)^2 at the
-  best window length, and must also stand out from the score's rolling median.
+  best window length, and must also stand out from the score's rolling median; the frames must change faster
+  inside the window than on at least one side of it (a steady sweep of motion changes as fast everywhere).
 
 Times: frame j of a segment shows `start_s + j / rate`. Boundaries within `min_gap_s` of a stronger kind are merged
 (fade > cut > dissolve), so one transition gives one boundary.
@@ -32,7 +33,7 @@ class ScoreParams:
     dark_flat: float = 0.05  # ... and luma standard deviation under this
     dissolve_floor: float = 0.012  # dissolve score floor
     dissolve_ratio: float = 1.5  # and over this many times the rolling median score
-    dissolve_linearity: float = 0.6  # net/path at least this
+    dissolve_linearity: float = 0.7  # net/path at least this
     dissolve_contrast: float = 1.5  # the mean change inside the span over the mean change either side of it
     half_spans_s: tuple = (0.2, 0.3, 0.5, 0.7, 1.0)
     min_gap_s: float = 0.5  # boundaries closer than this are one transition

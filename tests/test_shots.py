@@ -137,3 +137,23 @@ def test_short_fragments_give_no_boundary():
     from pipeline import shot_score
 
     assert shot_score.boundaries(np.zeros((1, 64 * 36 * 3 // 2), np.uint8), 64, 36, 10.0) == []
+
+
+def test_transnetv2_stage_with_the_trained_weights_on_real_footage(ray_local, tmp_path):
+    # TransNetV2 on the CPU is slow (tens of frames/s on 2 idle cores): a 10 s clip with one dissolve and one cut,
+    # through the scenes stage and its model actor pool
+    import pyarrow.parquet as pq
+
+    from pipeline import runner
+    from schemas import layout
+
+    path = str(tmp_path / "short.mp4")
+    transitions, length = joined_clips.write(path, cycle=joined_clips.SHORT_CYCLE)
+    assert [(t.kind, round(t.time_s, 2)) for t in transitions] == [("dissolve", 3.18), ("cut", 6.04)]
+    cfg = make_config([path], tmp_path / "out", ["scenes.detector=transnetv2"], stages=["crawl", "probe", "scenes"])
+    runner.run_build(cfg, quiet=True)
+    videos = pq.read_table(tmp_path / "out" / layout.MANIFEST_VIDEOS, columns=["scenes"]).to_pylist()
+    starts = [s["start_s"] for s in videos[0]["scenes"][1:]]
+    assert len(starts) == 2, starts
+    for got, (_, want) in zip(starts, [(t.kind, t.time_s) for t in transitions]):
+        assert abs(got - want) <= TOLERANCE_S, starts
