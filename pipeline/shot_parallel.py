@@ -1,8 +1,8 @@
 """Shot boundaries of one video spread over Ray: segments as parallel tasks (fast), or a model actor pool (TransNetV2).
 
 Called from inside a `scenes` task. A video longer than `scenes.segment_s` is split (pipeline.shot_segments); its
-segments run as tasks pinned to this node (they read the local copy of the file) while the calling task waits, and
-Ray lends the waiting task's CPU to them. TransNetV2: this task decodes segment after segment and hands the frames
+segments run as tasks pinned to this node (they read the local copy of the file), the calling task scoring the
+last one itself and then waiting for the others (Ray lends a waiting task's CPU to them). TransNetV2: this task decodes segment after segment and hands the frames
 to the model actors (`scenes.actors`, each with `scenes.num_gpus` GPUs), decoding the next segment while a model
 scores the last.
 """
@@ -29,15 +29,18 @@ def fast_times(path: str, duration_s: float, threshold: float | None, min_scene_
         return [b["time_s"] for b in scenes.fast_cut_times(path, threshold=threshold, min_scene_len_s=min_scene_len_s)]
     import ray
 
+    # all segments but the last as tasks; this task scores the last itself meanwhile (one worker fewer to start)
     remote = _pinned(scenes.fast_cut_times)
-    refs = [remote.remote(path, g.start_s, g.end_s, threshold, min_scene_len_s) for g in segments]
+    refs = [remote.remote(path, g.start_s, g.end_s, threshold, min_scene_len_s) for g in segments[:-1]]
+    last = segments[-1]
+    own = scenes.fast_cut_times(path, last.start_s, last.end_s, threshold, min_scene_len_s)
     try:
-        parts = [[b["time_s"] for b in part] for part in ray.get(refs)]
+        parts = [*ray.get(refs), own]
     except ray.exceptions.RayTaskError as e:
         if isinstance(e.cause, shot_frames.ShotDecodeError):
             raise e.cause from None
         raise
-    return shot_segments.stitch(parts, min_scene_len_s)
+    return shot_segments.stitch([[b["time_s"] for b in part] for part in parts], min_scene_len_s)
 
 
 class TransNetActor:
