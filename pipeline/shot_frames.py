@@ -25,17 +25,17 @@ class ShotDecodeError(Rejection):
 @dataclass(frozen=True)
 class FrameSpec:
     rate: float = 10.0  # analysis frames per second
-    width: int = 64
-    height: int = 36
-    pix_fmt: str = "yuv420p"  # yuv420p (planes as decoded) or rgb24
+    width: int = 32
+    height: int = 18
+    pix_fmt: str = "yuv444p"  # yuv444p (three planes of one size, averaged down by the scaler) or rgb24
     fast_decode: bool = True  # skip non-reference frames and the loop filter
     threads: int = 1  # decoder threads; one per task, parallelism comes from segments
 
     @property
     def frame_bytes(self) -> int:
-        if self.pix_fmt == "rgb24":
+        if self.pix_fmt in ("rgb24", "yuv444p"):
             return self.width * self.height * 3
-        return self.width * self.height * 3 // 2
+        raise ValueError(f"unsupported pix_fmt {self.pix_fmt!r}")
 
 
 def read_frames(path: str, spec: FrameSpec, start_s: float = 0.0, duration_s: float | None = None,

@@ -1,6 +1,7 @@
 """Shot boundaries from small frames in numpy: hard cuts, fades through black and cross-dissolves.
 
-Each frame becomes a thumbnail of its Y, U and V planes (32x18 each, values 0..1). Three detectors work on it:
+Each frame is a thumbnail of its Y, U and V planes (32x18 each, averaged down by ffmpeg's scaler; values 0..1).
+Three detectors work on it:
 
 - hard cut: the mean absolute change from the previous thumbnail is several times the mean change of the frames
   around it (a rolling window, so a shot full of motion needs a bigger jump than a still one) and above a floor;
@@ -46,13 +47,9 @@ class Boundary:
     score: float
 
 
-def thumbnails(frames: np.ndarray, width: int, height: int) -> np.ndarray:
-    """yuv420p frames [n, w*h*3/2] → float32 [n, 3*(h/2)*(w/2)] in 0..1 (Y averaged 2x2 to the chroma size)."""
-    n = len(frames)
-    plane = width * height
-    y = frames[:, :plane].reshape(n, height // 2, 2, width // 2, 2).astype(np.float32).mean(axis=(2, 4))
-    uv = frames[:, plane:plane * 3 // 2].reshape(n, 2, height // 2, width // 2).astype(np.float32)
-    return np.concatenate([y.reshape(n, -1), uv.reshape(n, -1)], axis=1) * np.float32(1 / 255)
+def thumbnails(frames: np.ndarray) -> np.ndarray:
+    """yuv444p frames [n, 3*w*h] (uint8) → float32 in 0..1, the Y, U and V planes one after the other."""
+    return frames.astype(np.float32) * np.float32(1 / 255)
 
 
 def _rolling(values: np.ndarray, half: int, fn) -> np.ndarray:
@@ -147,13 +144,13 @@ def dissolves(thumbs: np.ndarray, change: np.ndarray, rate: float, p: ScoreParam
 
 def boundaries(frames: np.ndarray, width: int, height: int, rate: float, start_s: float = 0.0,
                p: ScoreParams = ScoreParams()) -> list[Boundary]:
-    """Every shot boundary in yuv420p `frames` (frame j at start_s + j / rate, start_s on the 1/rate grid), sorted."""
+    """Every shot boundary in yuv444p `frames` (frame j at start_s + j / rate, start_s on the 1/rate grid), sorted."""
     if len(frames) < 2:
         return []
-    thumbs = thumbnails(frames, width, height)
+    thumbs = thumbnails(frames)
     change = np.zeros(len(thumbs), dtype=np.float32)
     change[1:] = np.abs(np.diff(thumbs, axis=0)).mean(axis=1)
-    luma = frames[:, :width * height].astype(np.float32) * np.float32(1 / 255)
+    luma = thumbs[:, :width * height]
     luma_mean, luma_std = luma.mean(axis=1), luma.std(axis=1)
 
     gap = max(1, int(round(p.min_gap_s * rate)))

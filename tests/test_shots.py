@@ -136,7 +136,7 @@ def test_short_fragments_give_no_boundary():
     # fewer than two frames: nothing to compare
     from pipeline import shot_score
 
-    assert shot_score.boundaries(np.zeros((1, 64 * 36 * 3 // 2), np.uint8), 64, 36, 10.0) == []
+    assert shot_score.boundaries(np.zeros((1, 32 * 18 * 3), np.uint8), 32, 18, 10.0) == []
 
 
 def test_transnetv2_stage_with_the_trained_weights_on_real_footage(ray_local, tmp_path):
