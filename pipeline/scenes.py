@@ -2,7 +2,7 @@
 
 Detectors, by the name in `scenes.detector`:
 - `fast` (default): one reduced-resolution ffmpeg decode and numpy scores for cuts, fades and dissolves
-  (pipeline.shot_score); a long video is split into keyframe-aligned segments (pipeline.shot_segments);
+  (pipeline.shot_score); the stage splits a long video into segments scored in parallel (pipeline.shot_segments);
 - `transnetv2`: the trained TransNetV2 network (pipeline.shot_transnet);
 - `content`, `adaptive`, `threshold`, `histogram`, `hash`: PySceneDetect's detectors.
 """
@@ -13,7 +13,6 @@ import math
 
 FAST = "fast"
 TRANSNET = "transnetv2"
-PYSCENEDETECT = ("content", "adaptive", "threshold", "histogram", "hash")
 
 
 def _detector(name: str, threshold: float | None, min_scene_len_frames: int):
@@ -53,12 +52,12 @@ def fast_params(threshold: float | None, min_scene_len_s: float):
 
 
 def fast_cut_times(path: str, start_s: float = 0.0, end_s: float = math.inf, threshold: float | None = None,
-                   min_scene_len_s: float = 0.5) -> list[dict]:
+                   min_scene_len_s: float = 0.5, timeout_s: float | None = None) -> list[dict]:
     """The fast detector's boundaries in [start_s, end_s) as [{"time_s", "kind", "score"}] (JSON-friendly)."""
     from pipeline import shot_segments
 
     found = shot_segments.fast_boundaries(path, shot_segments.Segment(start_s, end_s),
-                                          params=fast_params(threshold, min_scene_len_s))
+                                          params=fast_params(threshold, min_scene_len_s), timeout_s=timeout_s)
     return [{"time_s": b.time_s, "kind": b.kind, "score": b.score} for b in found]
 
 

@@ -22,18 +22,20 @@ def _pinned(fn, num_cpus: float = 1):
 
 
 def fast_times(path: str, duration_s: float, threshold: float | None, min_scene_len_s: float,
-               segment_s: float) -> list[float]:
+               segment_s: float, timeout_s: float | None = None) -> list[float]:
+    """Boundary times; `timeout_s` bounds each segment's decode (a ShotDecodeError with reason timeout)."""
     rate = shot_frames.FrameSpec().rate
     segments = shot_segments.plan(duration_s, segment_s, rate)
     if len(segments) == 1:
-        return [b["time_s"] for b in scenes.fast_cut_times(path, threshold=threshold, min_scene_len_s=min_scene_len_s)]
+        return [b["time_s"] for b in scenes.fast_cut_times(path, threshold=threshold, min_scene_len_s=min_scene_len_s,
+                                                           timeout_s=timeout_s)]
     import ray
 
     # all segments but the last as tasks; this task scores the last itself meanwhile (one worker fewer to start)
     remote = _pinned(scenes.fast_cut_times)
-    refs = [remote.remote(path, g.start_s, g.end_s, threshold, min_scene_len_s) for g in segments[:-1]]
+    refs = [remote.remote(path, g.start_s, g.end_s, threshold, min_scene_len_s, timeout_s) for g in segments[:-1]]
     last = segments[-1]
-    own = scenes.fast_cut_times(path, last.start_s, last.end_s, threshold, min_scene_len_s)
+    own = scenes.fast_cut_times(path, last.start_s, last.end_s, threshold, min_scene_len_s, timeout_s)
     try:
         parts = [*ray.get(refs), own]
     except ray.exceptions.RayTaskError as e:
@@ -62,8 +64,16 @@ def transnet_pool(actors: int, num_gpus: float) -> list:
     return [cls.remote(None if num_gpus else 1) for _ in range(actors)]
 
 
+def release_pool(pool: list | None) -> None:
+    """Stop the model actors (and free their GPUs) once the stage is done with them."""
+    import ray
+
+    for actor in pool or []:
+        ray.kill(actor)
+
+
 def transnet_times(path: str, duration_s: float, threshold: float | None, min_scene_len_s: float,
-                   segment_s: float, pool: list) -> list[float]:
+                   segment_s: float, pool: list, timeout_s: float | None = None) -> list[float]:
     import ray
 
     rate = shot_transnet.video_rate(path)
@@ -74,7 +84,7 @@ def transnet_times(path: str, duration_s: float, threshold: float | None, min_sc
     for j, g in enumerate(segments + [None]):
         decoded = None
         if g is not None:
-            frames, begin = shot_transnet.read_rgb(path, rate, g.start_s, g.end_s)
+            frames, begin = shot_transnet.read_rgb(path, rate, g.start_s, g.end_s, timeout_s)
             decoded = (pool[j % len(pool)].predict.remote(frames), g, begin)
         if pending is not None:
             ref, seg, begin = pending

@@ -157,3 +157,10 @@ def test_transnetv2_stage_with_the_trained_weights_on_real_footage(ray_local, tm
     assert len(starts) == 2, starts
     for got, (_, want) in zip(starts, [(t.kind, t.time_s) for t in transitions]):
         assert abs(got - want) <= TOLERANCE_S, starts
+
+
+def test_a_decode_past_the_timeout_is_a_timeout_reject(joined):
+    path, _, _, _ = joined
+    with pytest.raises(ShotDecodeError) as e:
+        scenes.fast_cut_times(path, timeout_s=0.001)
+    assert e.value.reason == reasons.TIMEOUT

@@ -16,10 +16,11 @@ DESCRIPTION = "shot boundaries (fast, TransNetV2 or PySceneDetect) and per-stage
 def detect(path: str, duration_s: float, s, worker: IsolatedWorker, pool: list | None) -> list[dict]:
     """Scenes of one local video with the configured detector; raises IsolatedFailure or ShotDecodeError."""
     if s.detector == scenes.FAST:
-        times = shot_parallel.fast_times(path, duration_s, s.threshold, s.min_scene_len_s, s.segment_s)
+        times = shot_parallel.fast_times(path, duration_s, s.threshold, s.min_scene_len_s, s.segment_s, s.timeout_s)
         return scenes.contiguous(times, duration_s)
     if s.detector == scenes.TRANSNET:
-        times = shot_parallel.transnet_times(path, duration_s, s.threshold, s.min_scene_len_s, s.segment_s, pool)
+        times = shot_parallel.transnet_times(path, duration_s, s.threshold, s.min_scene_len_s, s.segment_s, pool,
+                                             s.timeout_s)
         return scenes.contiguous(times, duration_s)
     return worker.call("scenes", s.timeout_s, path=path, duration_s=duration_s, detector=s.detector,
                        threshold=s.threshold, min_scene_len_s=s.min_scene_len_s, downscale=s.downscale)
@@ -57,8 +58,11 @@ def run(ctx: StageContext) -> dict:
     pool = None
     if units and ctx.cfg.scenes.detector == scenes.TRANSNET:
         pool = shot_parallel.transnet_pool(ctx.cfg.scenes.actors, ctx.cfg.scenes.num_gpus)
-    ray_runtime.map_units(NAME, scenes_part, units, (ctx, pool), "videos",
-                          total_items=sum(len(u[1]) for u in units), items_of=lambda u: len(u[1]))
+    try:
+        ray_runtime.map_units(NAME, scenes_part, units, (ctx, pool), "videos",
+                              total_items=sum(len(u[1]) for u in units), items_of=lambda u: len(u[1]))
+    finally:
+        shot_parallel.release_pool(pool)
     m = manifest.assemble(ctx)
     manifest.write(ctx, m)
     return {"videos": len(m.videos), "scenes": sum(len(v["scenes"] or []) for v in m.videos)}
