@@ -47,7 +47,6 @@ refuses to hand out random weights unless ``allow_random_init`` is set (tests an
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -59,10 +58,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from compressors.weights_hash import file_sha256
+
 log = logging.getLogger(__name__)
 
 POS_EMBED_KINDS = ("sincos", "learned", "sincos_1d")
-DEFAULT_KEY_PREFIXES = ("vision_tower.", "module.", "encoder.")
+DEFAULT_KEY_PREFIXES = ()  # no prefixes given: recognise the checkpoint layout (CHECKPOINT_LAYOUTS)
+# Where the UMT-L vision encoder sits in the checkpoints people have, most specific first: (layout name, key prefix).
+CHECKPOINT_LAYOUTS = (
+    ("llava_model", "model.vision_tower.vision_tower.encoder."),  # a full VideoChat-Flash (LLaVA) model
+    ("vision_tower", "vision_tower.encoder."),  # the UMT vision tower module's own state dict
+    ("umt_encoder", "encoder."),  # the standalone UMT-L encoder (UMT-L_f4_vision.pt)
+    ("bare", ""),  # this encoder's own key names
+)
+_ENCODER_KEY_STARTS = ("patch_embed.", "blocks.")  # keys only a vision encoder has
+_WRAPPER_PREFIX = "module."  # DistributedDataParallel's wrapper, stripped before the layout is recognised
 # Checkpoint key prefix -> our key prefix, applied after prefix stripping (UMT names its final norm this way).
 KEY_ALIASES = {"vision_layernorm.": "norm."}
 _WRAPPER_KEYS = ("model", "state_dict", "module")
@@ -421,17 +431,10 @@ class LoadReport:
     random_init: bool
     checkpoint: str | None
     unused: list[str] = field(default_factory=list)  # keys of blocks after feature_block (not built, not run)
+    layout: str | None = None  # which CHECKPOINT_LAYOUTS entry (or which given prefixes) the weights came from
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def file_sha256(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(chunk_size), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _as_prefixes(key_prefix: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -451,10 +454,38 @@ def normalize_key(key: str, prefixes: Sequence[str]) -> str:
             if key.startswith(prefix) and len(key) > len(prefix):
                 key = key[len(prefix):]
                 changed = True
+    return _alias(key)
+
+
+def detect_layout(keys: Iterable[str]) -> tuple[str, str]:
+    """(layout name, key prefix) of the first :data:`CHECKPOINT_LAYOUTS` entry whose prefix holds encoder keys."""
+    keys = list(keys)
+    for name, prefix in CHECKPOINT_LAYOUTS:
+        starts = tuple(prefix + s for s in _ENCODER_KEY_STARTS)
+        if any(k.startswith(starts) for k in keys):
+            return name, prefix
+    known = ", ".join(f"{name} ({prefix or 'no prefix'}patch_embed.*, blocks.*)" for name, prefix in CHECKPOINT_LAYOUTS)
+    raise EncoderWeightsError(f"no vision encoder keys found (first keys: {_first(keys)}); known layouts: {known}. "
+                              f"Give hico.encoder.key_prefixes for another layout")
+
+
+def _alias(key: str) -> str:
     for old, new in KEY_ALIASES.items():
         if key.startswith(old):
-            key = new + key[len(old):]
+            return new + key[len(old):]
     return key
+
+
+def _check_norm_source(raw: str, key: str) -> None:
+    """Refuse to take a language model's final norm (``model.norm.*``) for the vision encoder's ``norm.*``."""
+    if not key.startswith("norm."):
+        return
+    head = raw[:len(raw) - len(key)]
+    if "vision_layernorm" in raw or head == "" or head.endswith("encoder."):
+        return
+    raise EncoderWeightsError(f"checkpoint key {raw!r} would load as the vision encoder's final norm {key!r}, but it is "
+                              f"not an encoder key (a language model's final norm?). Leave hico.encoder.key_prefixes "
+                              f"empty to recognise the layout, or give the encoder's own prefix")
 
 
 def _unwrap(obj: Any) -> Mapping[str, Any]:
@@ -572,9 +603,12 @@ def load_encoder(checkpoint: str | os.PathLike | None, config: VideoEncoderConfi
     """Build a :class:`UMTVideoEncoder` for ``config`` and load ``checkpoint`` into it.
 
     ``checkpoint``: a local ``.safetensors`` file, or a torch ``.pt/.pth`` file holding a state dict or a dict with a
-    ``model`` / ``state_dict`` / ``module`` entry (loaded with ``weights_only=True``). Every prefix in
-    ``key_prefix`` is stripped from the front of each key, repeatedly (``vision_tower.encoder.blocks.0...`` ->
-    ``blocks.0...``). Keys of blocks after ``feature_block`` go to ``report.unused``; keys the model does not know go
+    ``model`` / ``state_dict`` / ``module`` entry (loaded with ``weights_only=True``). With no ``key_prefix`` (the
+    default) the layout is recognised (:data:`CHECKPOINT_LAYOUTS`: a full VideoChat-Flash model, the vision tower's
+    own state dict, the standalone UMT-L encoder, or bare keys; a ``module.`` wrapper is dropped first), only keys
+    under the tower's prefix are read, and ``report.layout`` names the layout. Given prefixes are stripped from the
+    front of each key, repeatedly (``vision_tower.encoder.blocks.0...`` -> ``blocks.0...``); a key that would
+    become the final ``norm`` without being an encoder key (e.g. an LLM's ``model.norm``) is refused. Keys of blocks after ``feature_block`` go to ``report.unused``; keys the model does not know go
     to ``report.unexpected`` (logged, not fatal). A tensor whose shape disagrees with the model is always an error.
 
     Without a checkpoint, or with missing keys, this raises :class:`EncoderWeightsError` unless
@@ -584,6 +618,7 @@ def load_encoder(checkpoint: str | os.PathLike | None, config: VideoEncoderConfi
     """
     dtype = _resolve_dtype(dtype)
     prefixes = _as_prefixes(key_prefix)
+    layout = None
     with torch.device("meta"):
         model = UMTVideoEncoder(config)
     model = model.to_empty(device="cpu")  # assemble on the CPU (deterministic init), then move once
@@ -603,9 +638,24 @@ def load_encoder(checkpoint: str | os.PathLike | None, config: VideoEncoderConfi
             raise EncoderWeightsError(f"encoder checkpoint not found: {path}")
         ckpt = _Checkpoint(path)
         sha = file_sha256(path)
+        if prefixes:
+            raw_keys, layout = ckpt.keys, f"prefixes {list(prefixes)}"
+
+            def to_key(raw: str) -> str:
+                key = normalize_key(raw, prefixes)
+                _check_norm_source(raw, key)
+                return key
+        else:
+            unwrapped = {k[len(_WRAPPER_PREFIX):] if k.startswith(_WRAPPER_PREFIX) else k: k for k in ckpt.keys}
+            layout, tower = detect_layout(unwrapped)
+            raw_keys = [raw for k, raw in unwrapped.items() if k.startswith(tower)]  # nothing outside the tower
+            strip = {raw: k[len(tower):] for k, raw in unwrapped.items()}
+
+            def to_key(raw: str) -> str:
+                return _alias(strip[raw])
+            log.info("encoder checkpoint %s: layout %s (keys under %r)", path, layout, tower)
         try:
-            match = match_checkpoint_keys(ckpt.keys, lambda raw: normalize_key(raw, prefixes), ckpt.shape,
-                                          ckpt.tensor, expected, config)
+            match = match_checkpoint_keys(raw_keys, to_key, ckpt.shape, ckpt.tensor, expected, config)
         except KeyCollision as e:
             raise EncoderWeightsError(
                 f"encoder checkpoint {path}: keys {e.first!r} and {e.second!r} both map to {e.key!r} after "
@@ -631,7 +681,7 @@ def load_encoder(checkpoint: str | os.PathLike | None, config: VideoEncoderConfi
                 "a local .safetensors/.pt checkpoint, or (tests and demos only) set `allow_random_init: true`")
         raise EncoderWeightsError(
             f"encoder checkpoint {checkpoint} is missing {len(missing)} of {len(expected)} weight(s) the model "
-            f"needs: {_first(missing)} (stripped prefixes: {list(prefixes)}). Check the checkpoint, key_prefix and "
+            f"needs: {_first(missing)} (checkpoint layout: {layout}). Check the checkpoint, key_prefix and "
             f"encoder config, or (tests and demos only) set `allow_random_init: true`")
     if random_init:
         init_random_weights(model, seed)
@@ -643,7 +693,7 @@ def load_encoder(checkpoint: str | os.PathLike | None, config: VideoEncoderConfi
     model = model.to(device=device, dtype=dtype).eval()
     model.requires_grad_(False)
     return model, LoadReport(missing=missing, unexpected=unexpected, weights_sha256=sha, random_init=random_init,
-                             checkpoint=ckpt_str, unused=unused)
+                             checkpoint=ckpt_str, unused=unused, layout=layout)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -651,7 +701,7 @@ def count_parameters(model: nn.Module) -> int:
 
 
 __all__ = [
-    "DEFAULT_KEY_PREFIXES", "EncoderWeightsError", "KEY_ALIASES", "LoadReport", "POS_EMBED_KINDS",
+    "CHECKPOINT_LAYOUTS", "DEFAULT_KEY_PREFIXES", "EncoderWeightsError", "detect_layout", "KEY_ALIASES", "LoadReport", "POS_EMBED_KINDS",
     "UMTVideoEncoder", "VideoEncoderConfig", "count_parameters", "encoder_id", "file_sha256", "init_random_weights",
     "load_encoder", "normalize_key", "resize_pos_table", "sincos_joint_table", "sincos_separable_table",
 ]

@@ -35,14 +35,13 @@ def resolve_gpus(gpus: float | None) -> tuple[float, str]:
 
 
 def weights_digest(cfg: BuildConfig) -> str:
+    """The encoder weights' content hash (cached per machine), the key of resume and each row's weights_sha256."""
+    from compressors.weights_hash import file_sha256
+
     enc = cfg.hico.encoder
     if not enc.checkpoint:
         return f"random-init-seed-{enc.seed}"
-    h = hashlib.sha256()
-    with storage.open_read(enc.checkpoint) as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(enc.checkpoint)
 
 
 class HicoShardEncoder:
