@@ -20,7 +20,9 @@ Positional embedding (``VideoEncoderConfig.pos_embed``), defined on the training
   ``get_sinusoid_encoding_table``, interleaved sin/cos), the layout of the released UMT-L checkpoints.
 
 At another input resolution the spatial grid of the table is resized per frame (bicubic, ``align_corners=False``);
-for another number of frames the temporal axis is resized linearly. Resizing runs in float32.
+for another number of frames the temporal axis is resized linearly; a single frame gets the first frame's positions.
+Resizing runs in float32. ``"sincos_1d"`` is always defined on UMT's pretraining grid (4 frames, 224 px) and resized
+from there, as VideoChat-Flash's tower does for its 448 px model, whatever ``img_size`` the config names.
 
 State-dict keys (what a checkpoint must provide, after prefix stripping)::
 
@@ -67,8 +69,10 @@ DEFAULT_KEY_PREFIXES = ()  # no prefixes given: recognise the checkpoint layout 
 # Where the UMT-L vision encoder sits in the checkpoints people have, most specific first: (layout name, key prefix).
 CHECKPOINT_LAYOUTS = (
     ("llava_model", "model.vision_tower.vision_tower.encoder."),  # a full VideoChat-Flash (LLaVA) model
+    ("llava_inner_model", "vision_tower.vision_tower.encoder."),  # that model's inner `model` saved alone
     ("vision_tower", "vision_tower.encoder."),  # the UMT vision tower module's own state dict
     ("umt_encoder", "encoder."),  # the standalone UMT-L encoder (UMT-L_f4_vision.pt)
+    ("prefixed", "vision_tower."),  # this encoder's key names under `vision_tower.`
     ("bare", ""),  # this encoder's own key names
 )
 _ENCODER_KEY_STARTS = ("patch_embed.", "blocks.")  # keys only a vision encoder has
@@ -76,6 +80,10 @@ _WRAPPER_PREFIX = "module."  # DistributedDataParallel's wrapper, stripped befor
 # Checkpoint key prefix -> our key prefix, applied after prefix stripping (UMT names its final norm this way).
 KEY_ALIASES = {"vision_layernorm.": "norm."}
 _WRAPPER_KEYS = ("model", "state_dict", "module")
+# The UMT-L checkpoints were pretrained on clips of 4 frames at 224 px: their 1-D sin-cos table (pos_embed
+# "sincos_1d") is defined on that grid and interpolated from it (bicubic per frame, linear in time).
+UMT_PRETRAIN_FRAMES = 4
+UMT_PRETRAIN_IMG_SIZE = 224
 
 
 class EncoderWeightsError(RuntimeError):
@@ -361,21 +369,33 @@ class UMTVideoEncoder(nn.Module):
                     + self.pos_embed_temporal.reshape(t0, 1, 1, cfg.width))
         if cfg.pos_embed == "sincos":
             return sincos_separable_table(cfg.width, t0, g)
-        return sincos_joint_table(cfg.width, t0, g)
+        # UMT's table is always the pretraining one (4 frames of 224 px), resized to other grids and frame counts
+        # like the VideoChat-Flash tower does, whatever img_size / num_frames the config gives
+        return sincos_joint_table(cfg.width, UMT_PRETRAIN_FRAMES // cfg.tubelet_size,
+                                  UMT_PRETRAIN_IMG_SIZE // cfg.patch_size)
 
     def pos_embed_for(self, temporal: int, grid_h: int, grid_w: int, device: torch.device | str | None = None,
                       dtype: torch.dtype | None = None) -> Tensor:
-        """``[temporal * grid_h * grid_w, width]`` positional embedding for the given token grid."""
+        """``[temporal * grid_h * grid_w, width]`` positional embedding for the given token grid.
+
+        A single frame (``temporal == 1``) gets the first frame's positions, as the reference tower's image path
+        (``use_image``) does, not a temporal interpolation."""
         device = torch.device(device) if device is not None else self.patch_embed.proj.weight.device
         dtype = dtype or self.patch_embed.proj.weight.dtype
         if self.config.pos_embed == "learned":
-            return resize_pos_table(self.base_pos_table(), temporal, grid_h, grid_w).to(device=device, dtype=dtype)
+            return self._resized_table(temporal, grid_h, grid_w).to(device=device, dtype=dtype)
         key = (temporal, grid_h, grid_w, str(device), dtype)
         table = self._pos_cache.get(key)
         if table is None:
-            table = resize_pos_table(self.base_pos_table(), temporal, grid_h, grid_w).to(device=device, dtype=dtype)
+            table = self._resized_table(temporal, grid_h, grid_w).to(device=device, dtype=dtype)
             self._pos_cache[key] = table
         return table
+
+    def _resized_table(self, temporal: int, grid_h: int, grid_w: int) -> Tensor:
+        base = self.base_pos_table()
+        if temporal == 1:
+            base = base[:1]
+        return resize_pos_table(base, temporal, grid_h, grid_w)
 
     # -- forward ------------------------------------------------------------------------------------------------
     def _check_input(self, clips: Tensor) -> tuple[int, int, int]:
@@ -464,7 +484,7 @@ def detect_layout(keys: Iterable[str]) -> tuple[str, str]:
         starts = tuple(prefix + s for s in _ENCODER_KEY_STARTS)
         if any(k.startswith(starts) for k in keys):
             return name, prefix
-    known = ", ".join(f"{name} ({prefix or 'no prefix'}patch_embed.*, blocks.*)" for name, prefix in CHECKPOINT_LAYOUTS)
+    known = ", ".join(f"{name} ({prefix}blocks.*)" for name, prefix in CHECKPOINT_LAYOUTS)
     raise EncoderWeightsError(f"no vision encoder keys found (first keys: {_first(keys)}); known layouts: {known}. "
                               f"Give hico.encoder.key_prefixes for another layout")
 
