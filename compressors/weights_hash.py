@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Iterable
 
@@ -40,10 +41,18 @@ def _hash_bytes(path: str) -> str:
     return digest.hexdigest()
 
 
+def _is_temporary(real_path: str) -> bool:
+    tmp = os.path.realpath(tempfile.gettempdir())
+    return real_path.startswith(tmp + os.sep)
+
+
 def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a local file's bytes, from the cache when the file's path, size and mtime are unchanged."""
+    """sha256 of a local file's bytes, from the cache when the file's path, size and mtime are unchanged (files in
+    the temporary folder, e.g. a demo model built for one run, are hashed without caching)."""
     path = os.fspath(path)
     stamp = _stamp(path)
+    if _is_temporary(stamp["path"]):
+        return _hash_bytes(path)
     entry = cache_dir() / (hashlib.sha256(stamp["path"].encode()).hexdigest() + ".json")
     try:
         cached = json.loads(entry.read_text())
