@@ -36,12 +36,12 @@ _PIL_THREADS = 4
 
 
 @lru_cache(maxsize=None)
-def _normalisation_table() -> Tensor:
+def _normalisation_table() -> np.ndarray:
     """[3, 256] float32: the processor's rescale + normalise of every 8-bit value, per channel."""
     levels = (np.arange(256, dtype=np.float64) * RESCALE_FACTOR).astype(np.float32)
     mean = np.array(IMAGENET_MEAN, dtype=np.float32)[:, None]
     std = np.array(IMAGENET_STD, dtype=np.float32)[:, None]
-    return torch.from_numpy((levels[None, :] - mean) / std)
+    return (levels[None, :] - mean) / std
 
 
 def preprocess_frames(frames: np.ndarray | Tensor, size: int, device: torch.device | str | None = None,
@@ -72,13 +72,14 @@ def preprocess_frames(frames: np.ndarray | Tensor, size: int, device: torch.devi
     n = frames.shape[0]
     out = torch.empty((n, 3, size, size), dtype=dtype, device=device)
     if resize == "pil":
-        table = _normalisation_table().to(device)
-        channel = torch.arange(3, device=device).view(1, 3, 1, 1) * 256
+        table = _normalisation_table()
         with ThreadPoolExecutor(_PIL_THREADS) as pool:
             for start in range(0, n, chunk_size):
-                chunk = _pil_resize(frames[start:start + chunk_size], size, pool).to(device)
-                index = chunk.permute(0, 3, 1, 2).to(torch.long) + channel
-                out[start:start + chunk.shape[0]] = table.view(-1)[index].to(dtype)
+                resized = _pil_resize(frames[start:start + chunk_size], size, pool)  # uint8 [n, size, size, 3]
+                pixels = np.empty((len(resized), 3, size, size), dtype=np.float32)
+                for c in range(3):
+                    pixels[:, c] = table[c][resized[..., c]]
+                out[start:start + len(resized)] = torch.from_numpy(pixels).to(device=device, dtype=dtype)
         return out
     mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=device).view(1, 3, 1, 1)
@@ -94,15 +95,15 @@ def preprocess_frames(frames: np.ndarray | Tensor, size: int, device: torch.devi
     return out
 
 
-def _pil_resize(chunk: Tensor, size: int, pool: ThreadPoolExecutor) -> Tensor:
-    """uint8 [n, H, W, 3] -> uint8 [n, size, size, 3], each frame through ``PIL.Image.resize(BICUBIC)``."""
-    if tuple(chunk.shape[1:3]) == (size, size):
-        return chunk  # PIL returns an unchanged copy for the same size
+def _pil_resize(chunk: Tensor, size: int, pool: ThreadPoolExecutor) -> np.ndarray:
+    """uint8 [n, H, W, 3] -> uint8 numpy [n, size, size, 3], each frame through ``PIL.Image.resize(BICUBIC)``."""
+    arrays = chunk.cpu().numpy()
+    if arrays.shape[1:3] == (size, size):
+        return arrays  # PIL returns an unchanged copy for the same size
     from PIL import Image
 
-    arrays = chunk.cpu().numpy()
-    resized = pool.map(lambda a: np.asarray(Image.fromarray(a).resize((size, size), Image.BICUBIC)), arrays)
-    return torch.from_numpy(np.stack(list(resized)))
+    return np.stack(list(pool.map(lambda a: np.asarray(Image.fromarray(a).resize((size, size), Image.BICUBIC)),
+                                  arrays)))
 
 
 @dataclass
