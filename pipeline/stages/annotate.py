@@ -137,11 +137,15 @@ class Annotator:
         for payload in batch["payload"]:
             unit, inputs = pickle.loads(payload)
             rows = self.annotator.annotate(inputs)
+            if unit.get("hico_random_init"):  # the model saw tokens of a random-weight encoder: say so on every row
+                for table_rows in rows.values():
+                    for row in table_rows:
+                        row["random_init"] = True
             for table, schema in TABLE_SCHEMAS.items():
                 storage.write_parquet(unit["out_uris"][table], tables.to_table(rows[table], schema))
             record = {"shard": unit["shard"], "digest": unit["digest"],
                       "counts": {t: len(rows[t]) for t in TABLE_SCHEMAS},
-                      "random_init": self.annotator.backend.info.random_init}
+                      "random_init": self.annotator.backend.info.random_init or bool(unit.get("hico_random_init"))}
             storage.write_bytes(unit["record_uri"], json.dumps(record, indent=1).encode())
             records.append(json.dumps(record))
         return {"record": records}
@@ -170,10 +174,12 @@ def _units(ctx: StageContext, m: manifest.Manifest) -> tuple[list[dict], list[di
                    "scenes": v["scenes"], "vlen": v["reader_num_frames"], "fps": v["reader_fps"]}
                   for v in planned.plan.videos]
         name = planned.plan.name
-        hico_digest = None
+        hico_digest, hico_random = None, False
         if has_hico:
             rec = ctx.uri(layout.hico_record_path(cfg.hico.stage, name))
-            hico_digest = json.loads(storage.read_bytes(rec)).get("digest") if storage.exists(rec) else None
+            if storage.exists(rec):
+                hico_record = json.loads(storage.read_bytes(rec))
+                hico_digest, hico_random = hico_record.get("digest"), bool(hico_record.get("random_init"))
         digest = hashlib.sha256(json.dumps({"shard": planned.record["sha256"], "settings": settings, "model": model,
                                             "hico": hico_digest, "videos": videos}, sort_keys=True,
                                            default=str).encode()).hexdigest()
@@ -186,7 +192,8 @@ def _units(ctx: StageContext, m: manifest.Manifest) -> tuple[list[dict], list[di
                 continue
         todo.append({"shard": name, "shard_uri": ctx.uri(layout.shard_path(planned.plan.index)), "videos": videos,
                      "digest": digest, "out_uris": out_uris, "record_uri": record_uri,
-                     "hico_uri": hico_stage_uri if hico_digest else None})
+                     "hico_uri": hico_stage_uri if hico_digest else None,
+                     "hico_random_init": hico_random and a.backend == "hico_mllm"})
     return committed, todo
 
 
