@@ -503,9 +503,10 @@ def _check_norm_source(raw: str, key: str) -> None:
     head = raw[:len(raw) - len(key)]
     if "vision_layernorm" in raw or head == "" or head.endswith("encoder."):
         return
-    raise EncoderWeightsError(f"checkpoint key {raw!r} would load as the vision encoder's final norm {key!r}, but it is "
-                              f"not an encoder key (a language model's final norm?). Leave hico.encoder.key_prefixes "
-                              f"empty to recognise the layout, or give the encoder's own prefix")
+    raise EncoderWeightsError(f"checkpoint key {raw!r} would load as the vision encoder's final norm {key!r}, but "
+                              f"it is not an encoder key (a language model's final norm?). Leave "
+                              f"hico.encoder.key_prefixes empty to recognise the layout, or give the encoder's own "
+                              f"prefix")
 
 
 def _unwrap(obj: Any) -> Mapping[str, Any]:
@@ -628,8 +629,9 @@ def load_encoder(checkpoint: str | os.PathLike | None, config: VideoEncoderConfi
     own state dict, the standalone UMT-L encoder, or bare keys; a ``module.`` wrapper is dropped first), only keys
     under the tower's prefix are read, and ``report.layout`` names the layout. Given prefixes are stripped from the
     front of each key, repeatedly (``vision_tower.encoder.blocks.0...`` -> ``blocks.0...``); a key that would
-    become the final ``norm`` without being an encoder key (e.g. an LLM's ``model.norm``) is refused. Keys of blocks after ``feature_block`` go to ``report.unused``; keys the model does not know go
-    to ``report.unexpected`` (logged, not fatal). A tensor whose shape disagrees with the model is always an error.
+    become the final ``norm`` without being an encoder key (e.g. an LLM's ``model.norm``) is refused. Keys of blocks
+    after ``feature_block`` go to ``report.unused``; keys the model does not know go to ``report.unexpected``
+    (logged, not fatal). A tensor whose shape disagrees with the model is always an error.
 
     Without a checkpoint, or with missing keys, this raises :class:`EncoderWeightsError` unless
     ``allow_random_init`` is true, in which case the model gets a seeded random init (``seed``) under whatever the
@@ -721,7 +723,8 @@ def count_parameters(model: nn.Module) -> int:
 
 
 __all__ = [
-    "CHECKPOINT_LAYOUTS", "DEFAULT_KEY_PREFIXES", "EncoderWeightsError", "detect_layout", "KEY_ALIASES", "LoadReport", "POS_EMBED_KINDS",
+    "CHECKPOINT_LAYOUTS", "DEFAULT_KEY_PREFIXES", "EncoderWeightsError", "KEY_ALIASES", "LoadReport", "POS_EMBED_KINDS",
+    "detect_layout",
     "UMTVideoEncoder", "VideoEncoderConfig", "count_parameters", "encoder_id", "file_sha256", "init_random_weights",
     "load_encoder", "normalize_key", "resize_pos_table", "sincos_joint_table", "sincos_separable_table",
 ]

@@ -22,8 +22,8 @@ not defined by torch (it is not index order on the CPU beyond 16 entries, and CU
 need the same merge dtype, device type and torch version. In float32 exact ties do not occur with real features; in
 bfloat16 they are frequent. The weighted sums use ``scatter_add`` as the connector does: on the CPU torch
 accumulates each row in float32 and rounds once; on CUDA it adds atomically in the dtype in no fixed order, so a
-bfloat16 merge on a GPU is not bit-reproducible even by the connector itself. The one deliberate difference from the connector: an all-zero metric row is divided by
-1e-12 instead of 0 (no NaN).
+bfloat16 merge on a GPU is not bit-reproducible even by the connector itself. The one deliberate difference from
+the connector: an all-zero metric row is divided by 1e-12 instead of 0 (no NaN).
 
 Everything is batched over clips (no Python loop over clips or tokens; one loop over the few merge steps) and runs
 on the input's device.

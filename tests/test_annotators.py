@@ -156,8 +156,8 @@ def test_unreadable_captions_become_rejects_with_a_reason(raw, reason):
     assert [r["reason"] for r in rows["rejects"]] == [reason] * 3
 
 
-@pytest.mark.parametrize("text", ["Ein Mann läuft über die Straße.", "一个男人在跑步", "Scene 2:\tthe cook\nfolds a map",
-                                  "A sign reads \ufffd OPEN"])
+@pytest.mark.parametrize("text", ["Ein Mann läuft über die Straße.", "一个男人在跑步",
+                                  "Scene 2:\tthe cook\nfolds a map", "A sign reads \ufffd OPEN"])
 def test_readable_text_passes(text):
     assert check_text(text, "prompt", 3, 600) == text.strip()
 

@@ -1,7 +1,8 @@
 """The backend interface: prompts + sampled frames + timestamps in, text out, batched.
 
 Every backend loads a local checkpoint directory once (per Ray actor) and answers `generate(requests)`. What the
-model sees before the question is the timestamp sentence and a newline (schemas.sampling.video_question) for the frames given.
+model sees before the question is the timestamp sentence and a newline (schemas.sampling.video_question) for
+the frames given.
 """
 
 from __future__ import annotations

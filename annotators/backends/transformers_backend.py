@@ -4,8 +4,8 @@ Loads `AutoProcessor` + `AutoModelForImageTextToText` from a local directory (`l
 downloaded) and answers batches of `Request`s:
 
 * each request becomes one chat: an optional system turn, then one user turn holding the video (when the request has
-  frames) followed by the text `video_question(prompt, duration, T)` (schemas.sampling) -- the timestamp sentence, a newline,
-  then the question, as VideoChat-Flash trains
+  frames) followed by the text `video_question(prompt, duration, T)` (schemas.sampling) -- the timestamp sentence,
+  a newline, then the question, as VideoChat-Flash trains
   (DESIGN.md, "Timestamp prompt"). Requests without frames (video-level summaries, LLM-driven QA from captions) are
   plain text turns with no timestamp prompt;
 * the prompt text comes from the processor's own chat template; the frames go to the processor's video processor as
