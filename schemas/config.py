@@ -113,6 +113,8 @@ class ShardConfig:
 
 ENCODER_PRESETS = ("umt_large_videochat_flash", "umt_large", "tiny")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+MERGE_DTYPES = ("float32", "bfloat16", "float16")
+RESIZE_BACKENDS = ("pil", "torch")
 
 
 @dataclass
@@ -121,7 +123,9 @@ class EncoderConfig:
     # umt_large_videochat_flash: ViT-L/16 laid out like the released VideoChat-Flash UMT-L weights (joint 1-D sin-cos
     # table, q/v biases); umt_large: the same size with separable sin-cos; tiny: tests and demo
     preset: str = "umt_large_videochat_flash"
-    key_prefixes: list[str] = field(default_factory=lambda: ["vision_tower.", "module.", "encoder."])
+    # [] (default): recognise the layout (full VideoChat-Flash model, vision tower, standalone UMT-L encoder) and
+    # read only the tower's keys; else these prefixes are stripped from every key
+    key_prefixes: list[str] = field(default_factory=list)
     allow_random_init: bool = False  # tests and demo only: every output row records random_init
     seed: int = 0
 
@@ -134,7 +138,12 @@ class HicoConfig:
     batch_clips: int = 8  # clips per encoder forward
     num_gpus: Optional[float] = None  # per actor; None: 1 when the cluster has GPUs, else 0 (CPU)
     pool_size: int = 1  # encoder actors
-    dtype: str = "auto"  # auto: bfloat16 on GPU, float32 on CPU
+    dtype: str = "auto"  # encoder dtype; auto: bfloat16 on GPU, float32 on CPU
+    # dtype of the ToMe merge: float32 (reproducible) | bfloat16 | float16 (the connector of a model run in that dtype)
+    merge_dtype: str = "float32"
+    # frame resize: pil (bit-identical to the model's UMTImageProcessor) | torch (faster, not identical: up to ~0.02
+    # after normalisation, which changes merges)
+    resize: str = "pil"
     row_group_bytes: int = 256 * 1024**2
 
 
@@ -505,6 +514,16 @@ def validate(cfg: BuildConfig) -> BuildConfig:
         _check_uri("hico.encoder.checkpoint", h.encoder.checkpoint, must_exist=True)
     if h.dtype not in DTYPES:
         raise ConfigError("hico.dtype", f"unknown dtype {h.dtype!r}", f"use one of {', '.join(DTYPES)}")
+    if h.merge_dtype not in MERGE_DTYPES:
+        raise ConfigError("hico.merge_dtype", f"unknown dtype {h.merge_dtype!r}",
+                          f"use one of {', '.join(MERGE_DTYPES)} (float32 unless you reproduce a model run in that "
+                          f"dtype)")
+    if h.resize not in RESIZE_BACKENDS:
+        raise ConfigError("hico.resize", f"unknown resize {h.resize!r}",
+                          f"use one of {', '.join(RESIZE_BACKENDS)} (pil: identical to the model's image processor)")
+    if h.encoder.checkpoint and "://" in h.encoder.checkpoint:
+        raise ConfigError("hico.encoder.checkpoint", "must be a local file (the encoder and its hash read it)",
+                          "copy the checkpoint to every node and give its local path")
     for k in ("tokens_per_frame", "batch_clips", "pool_size", "row_group_bytes"):
         _positive(f"hico.{k}", getattr(h, k))
     _positive("hico.num_gpus", h.num_gpus, allow_zero=True)

@@ -111,7 +111,8 @@ def test_rendered_prompt(backend):
     q = "What does the woman lift?"
     text = backend.render(Request(q, hico_tokens=_tokens(3, 1), duration_s=75.5))
     assert text.count("<image>") == 1
-    user = "<image>\n" + timestamp_prompt(75.5, 12) + q
+    # the training text (preprocess_multimodal with --time_msg short): sentence, newline, question
+    user = "<image>\nThe video lasts for 75.50 seconds, and 12 frames are uniformly sampled from it. \n" + q
     assert text == ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n" + user
                     + "<|im_end|>\n<|im_start|>assistant\n")
     assert "and 12 frames are uniformly sampled" in text  # 3 clips x 4 frames
