@@ -165,7 +165,8 @@ def _write_shard(ctx: StageContext, index: int, videos: list[dict], settings: di
     for table, t in tables_.items():
         storage.write_parquet(ctx.uri(layout.annotation_path(table, name)), t)
     unit_videos = annotate_stage.unit_videos(videos)
-    ann_record = {"shard": name, "digest": annotate_stage.unit_digest(ctx, record["sha256"], unit_videos, None),
+    ann_record = {"shard": name, "digest": annotate_stage.unit_digest(ctx, record["sha256"], unit_videos, None,
+                                                                annotate_stage.model_digest(ctx.cfg)),
                   "counts": {t: tables_[t].num_rows for t in annotate_stage.TABLE_SCHEMAS}, "random_init": False}
     storage.write_bytes(ctx.uri(layout.annotation_record_path(name)), json.dumps(ann_record, indent=1).encode())
     for t in ("captions", "qa", "grounding"):
