@@ -11,14 +11,13 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline import manifest, storage
+from pipeline import stats_videos, storage
 from pipeline.context import StageInputMissing
 from pipeline.stats_annotations import Annotations, read_annotations, read_hico
 from pipeline.stats_mixtures import MixtureStats, collect as collect_mixtures
 from pipeline.stats_sources import BuildOutput
 from schemas import layout, tables
 from schemas import stats as stats_schema
-from schemas.mixture import CAPTION_TASK, GROUNDING_TASK, SUMMARY_TASK
 
 EXAMPLES = 3
 
@@ -34,32 +33,39 @@ class BuildStats:
     mixtures_built: bool
 
 
-def _reconcile_inputs(crawl: list[str], videos: list[dict], rejects: list[dict], mismatches: list[str]) -> None:
-    accepted = [v["source_uri"] for v in videos]
-    rejected = [r["source_uri"] for r in rejects]
+def _first_sorted(values: pa.Array | pa.ChunkedArray) -> list[str]:
+    return pc.take(values, pc.sort_indices(values)[:EXAMPLES]).to_pylist()
+
+
+def _reconcile_inputs(crawl: pa.ChunkedArray, accepted: pa.ChunkedArray, rejected: pa.ChunkedArray,
+                      mismatches: list[str]) -> None:
+    """Every crawled input is accepted or rejected exactly once (source_uri arrays, compared with Arrow)."""
     if len(crawl) != len(accepted) + len(rejected):
         mismatches.append(f"inputs ({len(crawl)}) != accepted ({len(accepted)}) + rejected ({len(rejected)}) in "
                           "manifest/crawl, videos and rejects.parquet (rerun the ingest stages)")
-    seen = Counter(accepted + rejected)
-    twice = sorted(u for u, n in seen.items() if n > 1)
-    lost = sorted(set(crawl) - set(seen))
-    extra = sorted(set(seen) - set(crawl))
+    seen = pa.chunked_array(accepted.chunks + rejected.chunks, pa.string())
+    counts = pc.value_counts(seen)
+    twice = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
+    lost = pc.unique(pc.filter(crawl, pc.invert(pc.is_in(crawl, value_set=counts.field("values")))))
+    extra = pc.filter(counts.field("values"), pc.invert(pc.is_in(counts.field("values"), value_set=pc.unique(crawl))))
     for what, uris in (("in neither manifest table", lost), ("listed more than once", twice),
                        ("not in manifest/crawl.parquet", extra)):
-        if uris:
-            mismatches.append(f"{len(uris)} inputs {what} (e.g. {uris[:EXAMPLES]})")
+        if len(uris):
+            mismatches.append(f"{len(uris)} inputs {what} (e.g. {_first_sorted(uris)})")
 
 
-def shard_rows(out: BuildOutput, videos: list[dict], mismatches: list[str]) -> list[dict]:
-    """stats/shards.parquet rows from shards/index.json and the shard records; disagreements go to `mismatches`."""
+def shard_rows(out: BuildOutput, videos: pa.Table, mismatches: list[str]) -> list[dict]:
+    """stats/shards.parquet rows (one per shard) from shards/index.json and the shard records; `videos` holds
+    manifest/videos.parquet's video_id, shard and duration_s; disagreements go to `mismatches`."""
+    claimed = videos.filter(pc.fill_null(pc.not_equal(videos["shard"], ""), False)).select(["video_id", "shard"])
     if not out.exists(layout.SHARD_INDEX):
-        sharded = [v["video_id"] for v in videos if v["shard"]]
-        if sharded:
-            mismatches.append(f"{len(sharded)} videos name a shard but {layout.SHARD_INDEX} is missing "
+        if claimed.num_rows:
+            mismatches.append(f"{claimed.num_rows} videos name a shard but {layout.SHARD_INDEX} is missing "
                               "(rerun the `shard` stage)")
         return []
-    by_id = {v["video_id"]: v for v in videos}
-    rows, in_shards = [], {}
+    ids = videos["video_id"].combine_chunks()
+    durations = videos["duration_s"].combine_chunks()
+    rows, in_shards = [], []
     for entry in out.read_json(layout.SHARD_INDEX)["shardlist"]:
         name = entry["url"]
         record_path = f"{layout.SHARD_RECORDS_DIR}/{layout.shard_stem(name)}.json"
@@ -80,16 +86,20 @@ def shard_rows(out: BuildOutput, videos: list[dict], mismatches: list[str]) -> l
         elif storage.size(out.uri(tar)) != record["filesize"]:
             mismatches.append(f"{tar} holds {storage.size(out.uri(tar))} bytes but its record says "
                               f"{record['filesize']} (rerun the `shard` stage)")
-        for vid in record["video_ids"]:
-            in_shards[vid] = name
-        duration = sum(by_id[v]["duration_s"] or 0.0 for v in record["video_ids"] if v in by_id)
+        members = pa.array(record["video_ids"], pa.string())
+        in_shards.append(pa.table({"video_id": members, "in_shard": pa.array([name] * len(members), pa.string())}))
+        positions = pc.drop_null(pc.index_in(members, value_set=ids))
+        duration = sum(d or 0.0 for d in pc.take(durations, positions).to_pylist())
         rows.append({"shard": name, "samples": record["nsamples"], "bytes": record["filesize"],
                      "sha256": record["sha256"], "duration_s": round(duration, 6), "hours": round(duration / 3600, 6)})
-    claimed = {v["video_id"]: v["shard"] for v in videos if v["shard"]}
-    wrong = sorted(vid for vid in set(claimed) | set(in_shards) if claimed.get(vid) != in_shards.get(vid))
-    if wrong:
+    recorded = pa.concat_tables(in_shards) if in_shards else pa.table(
+        {"video_id": pa.array([], pa.string()), "in_shard": pa.array([], pa.string())})
+    both = claimed.join(recorded, "video_id", join_type="full outer")
+    wrong = pc.unique(pc.filter(both["video_id"], pc.invert(pc.fill_null(pc.equal(both["shard"], both["in_shard"]),
+                                                                         False))))
+    if len(wrong):
         mismatches.append(f"{len(wrong)} videos: manifest/videos.parquet and the shard records disagree on their "
-                          f"shard (e.g. {wrong[:EXAMPLES]}; rerun the `shard` stage)")
+                          f"shard (e.g. {_first_sorted(wrong)}; rerun the `shard` stage)")
     return rows
 
 
@@ -112,32 +122,6 @@ def reject_rows(rejects: list[dict], annotation_rejects: Counter) -> list[dict]:
     return rows
 
 
-def _video_rows(videos: list[dict], ann: Annotations, hico_clips: dict, random_hico: set[str],
-                mix: MixtureStats) -> list[dict]:
-    rows = []
-    for v in sorted(videos, key=lambda v: v["video_id"]):
-        vid = v["video_id"]
-        per_task = ann.per_video.get(vid, Counter())
-        scenes = v["scenes"]  # counted with Arrow when read
-        duration = v["duration_s"] or 0.0
-        row = {name: v[name] for name in stats_schema.VIDEO_COPIED_COLUMNS}
-        row.update({
-            "scenes": scenes,
-            "scenes_per_minute": round(scenes / (duration / 60), 6) if scenes is not None and duration > 0 else None,
-            "frames_per_stage": v["frames_per_stage"],
-            "annotations_per_task": sorted(per_task.items()),
-            "captions": per_task[CAPTION_TASK] + per_task[SUMMARY_TASK],
-            "qa": sum(n for t, n in per_task.items() if t not in (CAPTION_TASK, SUMMARY_TASK, GROUNDING_TASK)),
-            "grounding": per_task[GROUNDING_TASK],
-            "annotation_rejects": ann.rejects_per_video.get(vid, 0),
-            "stage_tags": sorted(mix.stage_tags.get(vid, ())),
-            "hico_clips": sorted(hico_clips.get(vid, {}).items()),
-            "random_init": vid in ann.random_videos or vid in random_hico,
-        })
-        rows.append(row)
-    return rows
-
-
 def _require(out: BuildOutput, relative: str) -> None:
     if not out.exists(relative):
         raise StageInputMissing(f"{relative} is missing under {out.root}: run the ingest stages first")
@@ -148,31 +132,31 @@ def compute(out: BuildOutput) -> BuildStats:
     for rel in (layout.MANIFEST_CRAWL, layout.MANIFEST_VIDEOS, layout.MANIFEST_REJECTS):
         _require(out, rel)
     mismatches: list[str] = []
-    crawl = out.read_table(layout.MANIFEST_CRAWL, columns=["source_uri"])["source_uri"].to_pylist()
+    crawl = out.read_table(layout.MANIFEST_CRAWL, columns=["source_uri"])["source_uri"]
     video_columns = list(stats_schema.VIDEO_COPIED_COLUMNS)
     manifest_videos = out.read_table(layout.MANIFEST_VIDEOS, columns=[*video_columns, "scenes", "sampling"])
-    frames = manifest.plan_frame_counts(manifest_videos["sampling"])
-    scenes = pc.list_value_length(manifest_videos["scenes"]).to_pylist()
-    videos = manifest_videos.select(video_columns).to_pylist()
-    accepted_ids = manifest_videos["video_id"].combine_chunks()
+    video_table = manifest_videos.select(video_columns).append_column(
+        "scenes", pc.list_value_length(manifest_videos["scenes"]).cast(pa.int32())).append_column(
+        "frames_per_stage", stats_videos.frames_per_stage(manifest_videos["sampling"]))
     del manifest_videos
-    for v, f, n in zip(videos, frames, scenes):
-        v["frames_per_stage"], v["scenes"] = f, n
-    del frames, scenes
-    rejects = out.read_table(layout.MANIFEST_REJECTS, columns=["source_uri", "reason", "stage", "bytes"]).to_pylist()
-    _reconcile_inputs(crawl, videos, rejects, mismatches)
+    accepted_ids = video_table["video_id"].combine_chunks()
+    rejects = out.read_table(layout.MANIFEST_REJECTS, columns=["source_uri", "reason", "stage", "bytes"])
+    _reconcile_inputs(crawl, video_table["source_uri"], rejects["source_uri"], mismatches)
     del crawl
-    shards = shard_rows(out, videos, mismatches)
+    shards = shard_rows(out, video_table.select(["video_id", "shard", "duration_s"]), mismatches)
+    rejects = rejects.to_pylist()  # one row per rejected input (a small share of the inputs)
     ann = read_annotations(out, accepted_ids, mismatches)
     hico_clips, random_hico = read_hico(out, mismatches)
-    unknown = set(hico_clips) - set(accepted_ids.to_pylist())
+    hico_ids = pa.chunked_array([t["video_id"] for t in hico_clips], pa.string())
+    unknown = pc.unique(pc.filter(hico_ids, pc.invert(pc.is_in(hico_ids, value_set=accepted_ids)))).to_pylist()
     if unknown:
         mismatches.append(f"HiCo tokens of {len(unknown)} videos not in manifest/videos.parquet (e.g. "
                           f"{sorted(unknown)[:EXAMPLES]}; rerun the `hico` stage)")
     mix = collect_mixtures(out, ann.row_videos, ann.random_rows, accepted_ids)
     mismatches += mix.mismatches
     built = {
-        "videos": tables.to_table(_video_rows(videos, ann, hico_clips, random_hico, mix), stats_schema.VIDEOS),
+        "videos": stats_videos.build(video_table, ann.task_counts, ann.reject_video_counts, hico_clips,
+                                     mix.stage_tags, ann.random_videos + random_hico),
         "shards": tables.to_table(shards, stats_schema.SHARDS),
         "rejects": tables.to_table(reject_rows(rejects, ann.reject_counts), stats_schema.REJECTS),
         "stages": tables.to_table(sorted(mix.rows, key=lambda r: (r["stage"], r["task"])), stats_schema.STAGES),

@@ -19,10 +19,12 @@ EXAMPLES = 3
 
 @dataclass
 class Annotations:
-    per_video: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))  # video -> task -> rows
-    rejects_per_video: Counter = field(default_factory=Counter)
+    # per annotation file, Arrow tables of (video_id, task, rows) and of rejected outputs (video_id, rows); summed
+    # per video by pipeline/stats_videos.py
+    task_counts: list = field(default_factory=list)
+    reject_video_counts: list = field(default_factory=list)
     reject_counts: Counter = field(default_factory=Counter)  # (task, reason) -> rejected outputs
-    random_videos: set = field(default_factory=set)
+    random_videos: list = field(default_factory=list)  # Arrow arrays of video_ids with a random-weight row
     # (table, shard stem) -> per row: its video_id (dictionary-encoded) and whether a random-weight model made it;
     # Arrow arrays, so holding every row of a large build costs a few bytes per row, not a Python object each
     row_videos: dict = field(default_factory=dict)
@@ -64,20 +66,18 @@ def read_annotations(out: BuildOutput, accepted: pa.Array, mismatches: list[str]
                                   f"{sorted(unknown)[:EXAMPLES]}; rerun the `annotate` stage)")
             random = pc.fill_null(rows["random_init"], False).combine_chunks() if rows.num_rows else \
                 pa.array([], pa.bool_())
-            ann.random_videos.update(pc.unique(pc.filter(videos, random)).to_pylist())
+            ann.random_videos.append(pc.unique(pc.filter(videos, random)))
             if table == "rejects":
-                for r in rows.group_by("video_id").aggregate([("video_id", "count")]).to_pylist():
-                    ann.rejects_per_video[r["video_id"]] += r["video_id_count"]
+                ann.reject_video_counts.append(rows.group_by("video_id").aggregate([("video_id", "count")])
+                                               .rename_columns({"video_id_count": "rows"}))
                 for r in rows.group_by(["task", "reason"]).aggregate([("video_id", "count")]).to_pylist():
                     ann.reject_counts[(r["task"], stats_schema.reason_group(r["reason"]))] += r["video_id_count"]
                 continue
             ann.row_videos[(table, stem)] = pc.dictionary_encode(videos).combine_chunks() if rows.num_rows else \
                 pa.array([], pa.string())
             ann.random_rows[(table, stem)] = random
-            counts = pa.table({"video_id": videos, "task": _tasks(table, rows)}).group_by(
-                ["video_id", "task"]).aggregate([("task", "count")])
-            for r in counts.to_pylist():
-                ann.per_video[r["video_id"]][r["task"]] += r["task_count"]
+            ann.task_counts.append(pa.table({"video_id": videos, "task": _tasks(table, rows)}).group_by(
+                ["video_id", "task"]).aggregate([("task", "count")]).rename_columns({"task_count": "rows"}))
     for stem, counts in sorted(per_shard.items()):
         record_path = layout.annotation_record_path(stem)
         if not out.exists(record_path):
@@ -90,22 +90,23 @@ def read_annotations(out: BuildOutput, accepted: pa.Array, mismatches: list[str]
     return ann
 
 
-def read_hico(out: BuildOutput, mismatches: list[str]) -> tuple[dict[str, dict[str, int]], set[str]]:
-    """(video_id -> stage -> clips, videos with random-weight tokens)."""
-    clips: dict[str, dict[str, int]] = defaultdict(dict)
-    random_videos: set[str] = set()
+def read_hico(out: BuildOutput, mismatches: list[str]) -> tuple[list[pa.Table], list[pa.Array]]:
+    """(per HiCo stage, a table of clips per video: video_id, stage, rows; arrays of the video_ids with
+    random-weight tokens)."""
+    clips: list[pa.Table] = []
+    random_videos: list[pa.Array] = []
     for stage in out.hico_stages():
-        index = out.read_table(layout.hico_index_path(stage), columns=["video_id", "num_rows"]).to_pylist()
-        for row in index:
-            clips[row["video_id"]][stage] = clips[row["video_id"]].get(stage, 0) + row["num_rows"]
+        index = out.read_table(layout.hico_index_path(stage), columns=["video_id", "num_rows"])
+        clips.append(pa.table({"video_id": index["video_id"], "stage": pa.array([stage] * index.num_rows, pa.string()),
+                               "rows": index["num_rows"]}))
         records_dir = f"{layout.HICO_RECORDS_DIR}/{stage}"
         recorded = 0
         for name in out.listing(records_dir).files:
             record = out.read_json(f"{records_dir}/{name}")
             recorded += record.get("clips", 0)
             if record.get("random_init"):
-                random_videos.update(s["video_id"] for s in record.get("segments", []))
-        indexed = sum(r["num_rows"] for r in index)
+                random_videos.append(pa.array([s["video_id"] for s in record.get("segments", [])], pa.string()))
+        indexed = pc.sum(index["num_rows"]).as_py() or 0
         if out.listing(records_dir).files and recorded != indexed:
             mismatches.append(f"{layout.hico_index_path(stage)} lists {indexed} clips but the records in "
                               f"{records_dir}/ hold {recorded} (rerun the `hico` stage)")

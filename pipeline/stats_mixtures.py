@@ -5,7 +5,6 @@ the members point at. Counting rules: schemas/stats.py."""
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,7 +23,7 @@ EXAMPLES = 3  # mismatching ids quoted per message
 class MixtureStats:
     built: bool
     rows: list[dict] = field(default_factory=list)  # schemas.stats.STAGES rows
-    stage_tags: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))  # video_id -> stages
+    stage_tags: list = field(default_factory=list)  # per stage, an Arrow table (video_id, stage) of its videos
     mismatches: list[str] = field(default_factory=list)
 
 
@@ -108,8 +107,8 @@ def collect(out: BuildOutput, annotation_videos: dict[tuple[str, str], pa.Array]
         for task in tasks:
             mine = members.filter(pc.equal(members["task"], task))
             result.rows.append(_task_row(out, result, stage, task, files.get(task), per_record, mine))
-        for vid in pc.unique(members["video_id"]).to_pylist():
-            result.stage_tags[vid].add(stage)
+        vids = pc.unique(members["video_id"])
+        result.stage_tags.append(pa.table({"video_id": vids, "stage": pa.array([stage] * len(vids), pa.string())}))
     return result
 
 

@@ -264,3 +264,17 @@ def test_summary_from_the_persisted_manifest_equals_the_assembled_one(annotated_
     assembled = summary.summarize(manifest.assemble(StageContext(config(annotated_build, out))))
     assert summary.summarize_persisted(str(out)) == assembled
     assert assembled["accepted"] == 4 and assembled["shards"] == 2
+
+
+def test_input_reconciliation_names_lost_duplicated_and_unknown_inputs():
+    """Counted with Arrow: each kind of disagreement with its count and the first URIs in sorted order."""
+    import pyarrow as pa
+
+    from pipeline import stats
+
+    mismatches = []
+    stats._reconcile_inputs(pa.chunked_array([["d", "c", "b", "a"]]), pa.chunked_array([["b", "a", "b"]]),
+                            pa.chunked_array([["x"]]), mismatches)
+    assert mismatches == ["2 inputs in neither manifest table (e.g. ['c', 'd'])",
+                          "1 inputs listed more than once (e.g. ['b'])",
+                          "1 inputs not in manifest/crawl.parquet (e.g. ['x'])"]
