@@ -133,12 +133,7 @@ def compute(out: BuildOutput) -> BuildStats:
         _require(out, rel)
     mismatches: list[str] = []
     crawl = out.read_table(layout.MANIFEST_CRAWL, columns=["source_uri"])["source_uri"]
-    video_columns = list(stats_schema.VIDEO_COPIED_COLUMNS)
-    manifest_videos = out.read_table(layout.MANIFEST_VIDEOS, columns=[*video_columns, "scenes", "sampling"])
-    video_table = manifest_videos.select(video_columns).append_column(
-        "scenes", pc.list_value_length(manifest_videos["scenes"]).cast(pa.int32())).append_column(
-        "frames_per_stage", stats_videos.frames_per_stage(manifest_videos["sampling"]))
-    del manifest_videos
+    video_table = stats_videos.read_manifest_videos(out)
     accepted_ids = video_table["video_id"].combine_chunks()
     rejects = out.read_table(layout.MANIFEST_REJECTS, columns=["source_uri", "reason", "stage", "bytes"])
     _reconcile_inputs(crawl, video_table["source_uri"], rejects["source_uri"], mismatches)

@@ -132,26 +132,26 @@ def _check_members(result: MixtureStats, stage: str, members: pa.Table,
     row_text = pc.replace_substring_regex(keys, "^.*:", "")
     groups = pa.table({"t": tables_, "s": stems, "i": pa.array(np.arange(n))}).group_by(["t", "s"]).aggregate(
         [("i", "list")])
-    for g in groups.to_pylist():
-        if not g["t"] or not g["s"]:
+    is_number = pc.match_substring_regex(row_text, "^[0-9]{1,18}$")  # an int64 row number
+    for k in range(groups.num_rows):
+        table, stem = groups["t"][k].as_py(), groups["s"][k].as_py()
+        if not table or not stem:
             continue
-        idx = pa.array(g["i_list"], pa.int64())
-        rows_text = pc.take(row_text, idx).to_pylist()
-        rows = annotation_videos.get((g["t"], g["s"]))
-        valid = [r.isdigit() and rows is not None and int(r) < len(rows) for r in rows_text]
-        positions = [int(r) if ok else 0 for r, ok in zip(rows_text, valid)]
-        if rows is not None and len(rows):
-            found = pc.take(rows, pa.array(positions, pa.int64())).cast(pa.string()).to_pylist()
-            flags = pc.take(random_rows[(g["t"], g["s"])], pa.array(positions, pa.int64())).to_pylist()
+        idx = groups["i_list"][k].values
+        rows = annotation_videos.get((table, stem))
+        n_rows = len(rows) if rows is not None else 0
+        number = pc.take(is_number, idx)
+        position = pc.if_else(number, pc.cast(pc.if_else(number, pc.take(row_text, idx), "0"), pa.int64()), -1)
+        valid = pc.and_(pc.greater_equal(position, 0), pc.less(position, n_rows))
+        if n_rows:
+            safe = pc.if_else(valid, position, 0)
+            same = pc.equal(pc.take(rows, safe).cast(pa.string()), pc.take(videos, idx))
+            ok = pc.and_(valid, pc.fill_null(same, False))
+            random[pc.filter(idx, pc.and_(ok, pc.take(random_rows[(table, stem)], safe))).to_numpy()] = True
         else:
-            found, flags = [None] * len(positions), [False] * len(positions)
-        want = pc.take(videos, idx).to_pylist()
-        member_keys = pc.take(keys, idx).to_pylist()
-        for k, ok, f, w, fl, mk in zip(g["i_list"], valid, found, want, flags, member_keys):
-            if not ok or f != w:
-                dangling.append(f"{g['t']}/{mk}")
-            elif fl:
-                random[k] = True
+            ok = pa.array(np.zeros(len(idx), dtype=bool))
+        bad_keys = pc.filter(pc.take(keys, idx), pc.invert(ok)).to_pylist()
+        dangling += [f"{table}/{key}" for key in bad_keys]
     if dangling:
         result.mismatches.append(f"{path}: {len(dangling)} rows point at annotation rows that do not exist or belong "
                                  f"to another video (e.g. {_sorted_examples(dangling)}; the annotations changed "

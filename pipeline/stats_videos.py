@@ -7,7 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
+from pipeline.stats_sources import BuildOutput
+from schemas import layout
 from schemas import stats as stats_schema
 from schemas.mixture import CAPTION_TASK, GROUNDING_TASK, SUMMARY_TASK
 
@@ -23,6 +26,29 @@ def frames_per_stage(sampling: pa.ChunkedArray) -> pa.ChunkedArray:
         frames = pc.list_value_length(flat.field("frame_indices")).cast(pa.int32())
         chunks.append(pa.MapArray.from_arrays(pa.array(offsets, pa.int32()), flat.field("stage"), frames))
     return pa.chunked_array(chunks, pa.map_(pa.string(), pa.int32()))
+
+
+MANIFEST_BATCH_ROWS = 1024
+
+
+def read_manifest_videos(out: BuildOutput) -> pa.Table:
+    """manifest/videos.parquet's copied columns plus `scenes` (count) and `frames_per_stage` (map), read in batches
+    of rows so the scene and frame lists of the whole build are never in memory at once."""
+    filesystem, path_of = out.arrow_filesystem()
+    copied = list(stats_schema.VIDEO_COPIED_COLUMNS)
+    parquet = pq.ParquetFile(filesystem.open_input_file(path_of(layout.MANIFEST_VIDEOS)))
+    columns = [*copied, "scenes", "sampling"]
+    tables = []
+    for batch in parquet.iter_batches(MANIFEST_BATCH_ROWS, columns=columns):
+        rows = pa.Table.from_batches([batch])
+        tables.append(rows.select(copied).append_column(
+            "scenes", pc.list_value_length(rows["scenes"]).cast(pa.int32())).append_column(
+            "frames_per_stage", frames_per_stage(rows["sampling"])))
+    if not tables:
+        empty = parquet.schema_arrow.empty_table()
+        tables.append(empty.select(copied).append_column("scenes", pa.array([], pa.int32())).append_column(
+            "frames_per_stage", pa.array([], pa.map_(pa.string(), pa.int32()))))
+    return pa.concat_tables(tables).combine_chunks()
 
 
 def _positions(video_ids: pa.Array, ids: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:

@@ -278,3 +278,25 @@ def test_input_reconciliation_names_lost_duplicated_and_unknown_inputs():
     assert mismatches == ["2 inputs in neither manifest table (e.g. ['c', 'd'])",
                           "1 inputs listed more than once (e.g. ['b'])",
                           "1 inputs not in manifest/crawl.parquet (e.g. ['x'])"]
+
+
+def test_members_pointing_at_missing_annotation_rows_are_named(annotated_build, mixed, tmp_path):
+    """A membership row whose source key names a row past the end of its annotation table, or a row of another
+    video, is reported with its table and key."""
+    import pyarrow as pa
+
+    out = tmp_path / "out"
+    shutil.copytree(mixed[0], out)
+    path = out / layout.mixture_members_path("stage3")
+    members = pq.read_table(path)
+    keys = members["source_key"].to_pylist()
+    table = members["source_table"][0].as_py()
+    stem = keys[0].rsplit(":", 1)[0]
+    keys[0] = f"{stem}:999999"
+    members = members.set_column(members.column_names.index("source_key"), "source_key", pa.array(keys, pa.string()))
+    pq.write_table(members, path)
+    with pytest.raises(StatsMismatch) as err:
+        runner.run_build(config(annotated_build, out), ["stats"], quiet=True)
+    message = str(err.value)
+    assert "mixtures/stage3/members.parquet: 1 rows point at annotation rows that do not exist" in message
+    assert f"{table}/{stem}:999999" in message
