@@ -21,7 +21,6 @@ import contextlib
 import functools
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -201,7 +200,7 @@ def run_child(stage: str, cfg_json: str, result_path: str) -> None:
     wall = time.monotonic() - t0
     peaks.sample()
     peaks.stop.set()
-    out = {"wall_s": wall, "driver_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    out = {"wall_s": wall, "driver_peak_rss_mib": _vm_hwm_kib(os.getpid()) / 1024,
            "driver_rss_before_mib": rss_before / 1024,
            "worker_peak_rss_mib": max(peaks.peaks.values(), default=0) / 1024, "workers_seen": len(peaks.peaks),
            "driver_storage_requests": counter.calls, "driver_http_requests": counter.http,
