@@ -17,7 +17,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pipeline import demo, runner  # noqa: E402
 from pipeline.context import StageInputMissing  # noqa: E402
-from pipeline.crawl import SourceError  # noqa: E402
+from pipeline.crawl import NothingFound, SourceError  # noqa: E402
+from pipeline.storage import StorageUnavailable  # noqa: E402
 from pipeline.mix_validate import MixValidationError  # noqa: E402
 from pipeline.stats import StatsMismatch  # noqa: E402
 from pipeline import stages as registry  # noqa: E402
@@ -78,6 +79,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         runner.run_build(cfg)
+    except config_schema.ConfigError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    except NothingFound as e:
+        print(f"{e} (check the sources and crawl.extensions, or set crawl.allow_empty: true to build an empty "
+              f"corpus)", file=sys.stderr)
+        return 2
     except SourceError as e:
         print(f"config error: sources: {e} (check the source URI, its credentials and the manifest's columns)",
               file=sys.stderr)
@@ -87,7 +95,25 @@ def main(argv: list[str] | None = None) -> int:
         # stage's own message, which names what to fix.
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except Exception as e:
+        cause = storage_failure(e)
+        if cause is None:
+            raise
+        print(f"error: storage: S3 endpoint {cause.endpoint} failed {cause.operation} of {cause.uri} "
+              f"({cause.detail}); committed work is kept: rerun the same command to resume", file=sys.stderr)
+        return 1
     return 0
+
+
+def storage_failure(e: BaseException) -> StorageUnavailable | None:
+    """The StorageUnavailable behind `e`, also when a Ray task raised it (Ray wraps it, keeping it as `cause`)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, StorageUnavailable):
+            return getattr(e, "cause", None) if isinstance(getattr(e, "cause", None), StorageUnavailable) else e
+        e = getattr(e, "cause", None) or e.__cause__ or e.__context__
+    return None
 
 
 if __name__ == "__main__":

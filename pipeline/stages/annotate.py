@@ -15,7 +15,7 @@ import shutil
 import tempfile
 
 from pipeline import frames as frame_io
-from pipeline import manifest, orphans, sharding, storage
+from pipeline import manifest, orphans, sharding, storage, tempdirs
 from pipeline.context import StageContext, StageInputMissing, configure_worker
 from schemas import layout, tables
 from schemas.config import BuildConfig
@@ -51,7 +51,7 @@ def decode_unit(batch: dict, cfg: BuildConfig) -> dict:
     for raw in batch["unit"]:
         unit = json.loads(raw)
         reader = _hico_reader(cfg, unit)
-        tmp = tempfile.mkdtemp(prefix="longvid-annotate-")
+        tmp = tempdirs.mkdtemp(prefix="longvid-annotate-")
         try:
             paths = sharding.extract_videos(unit["shard_uri"], unit["videos"], tmp)
             inputs = []
