@@ -129,10 +129,12 @@ def _download_http(url: str, dst_path: str, max_bytes: int, policy: HttpPolicy) 
     budget = _Budget(url, policy)
     last_error = "no attempt made"
     attempts = 0
+    out_of_time = False
     for attempt in range(policy.retries + 1):
         if attempt:
             wait = policy.backoff(attempt)
             if wait >= budget.left():
+                out_of_time = True
                 break
             time.sleep(wait)
         attempts += 1
@@ -162,10 +164,10 @@ def _download_http(url: str, dst_path: str, max_bytes: int, policy: HttpPolicy) 
                 raise FetchError(reasons.DOWNLOAD_FAILED, f"{url}: {type(e).__name__}: {e}")
             last_error = f"{type(e).__name__}: {e}"
         if budget.left() <= 0:
+            out_of_time = True
             break
-    if budget.left() <= 0:
-        last_error += f"; deadline of {policy.deadline_s:g} s passed"
-    raise FetchError(reasons.DOWNLOAD_FAILED, f"{url}: {last_error} after {attempts} attempts")
+    note = f"; the deadline of {policy.deadline_s:g} s allows no further attempt" if out_of_time else ""
+    raise FetchError(reasons.DOWNLOAD_FAILED, f"{url}: {last_error} after {attempts} attempts{note}")
 
 
 def _download_s3(uri: str, dst_path: str, max_bytes: int, policy: HttpPolicy) -> tuple[str, int]:
