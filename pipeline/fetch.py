@@ -202,7 +202,17 @@ def fetch(uri: str, max_bytes: int, policy: Optional[HttpPolicy] = None, size_hi
                 digest, n = _copy_hashing(f.read, None, max_bytes, uri)
         except OSError as e:
             raise FetchError(reasons.DOWNLOAD_FAILED, f"{uri}: {type(e).__name__}: {e.strerror or e}")
-        yield Fetched(path, digest, n)
+        if path == uri:
+            yield Fetched(path, digest, n)
+            return
+        # a name that is not UTF-8 crashes some native readers: they get a plain-named link to the file instead
+        tmpdir = tempdirs.mkdtemp(prefix="longvid-fetch-")
+        try:
+            link = os.path.join(tmpdir, "input" + os.path.splitext(uri)[1][:8])
+            os.symlink(path, link)
+            yield Fetched(link, digest, n)
+        finally:
+            shutil.rmtree(tmpdir, ignore_errors=True)
         return
     tmpdir = tempdirs.mkdtemp(prefix="longvid-fetch-")
     try:
