@@ -92,14 +92,26 @@ def _moto_command(port: int) -> list[str]:
 @contextlib.contextmanager
 def moto_server(log_path: Optional[Path] = None) -> Iterator[str]:
     """A real moto S3 server on 127.0.0.1; yields its endpoint URL and stops it (by pid) on exit."""
+    with moto_server_process(log_path) as (endpoint, _):
+        yield endpoint
+
+
+@contextlib.contextmanager
+def moto_server_process(log_path: Optional[Path] = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Like moto_server, also yielding the process (tests pause it with SIGSTOP or kill it); on exit it is resumed
+    if paused and stopped by pid."""
+    import signal
+
     port = free_port()
     endpoint = f"http://{HOST}:{port}"
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL
     proc = subprocess.Popen(_moto_command(port), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
         wait_until(lambda: _answers(endpoint + "/"), 30, f"moto_server on {endpoint}", proc)
-        yield endpoint
+        yield endpoint, proc
     finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)
         stop_process(proc)
         if log_path:
             log.close()
