@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from pipeline import demo, runner  # noqa: E402
 from pipeline.context import StageInputMissing  # noqa: E402
 from pipeline.crawl import NothingFound, SourceError  # noqa: E402
+from pipeline.fetch import LOCAL_DISK_ERRNOS  # noqa: E402
 from pipeline.storage import StorageUnavailable  # noqa: E402
 from pipeline.mix_validate import MixValidationError  # noqa: E402
 from pipeline.stats import StatsMismatch  # noqa: E402
@@ -96,25 +97,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except Exception as e:
-        cause = storage_failure(e)
-        if cause is None:
+        line = systemic_failure(e)
+        if line is None:
             raise
-        print(f"error: storage: S3 endpoint {cause.endpoint} failed {cause.operation} of {cause.uri} "
-              f"({cause.detail}); committed work is kept: rerun the same command to resume", file=sys.stderr)
+        print(f"error: {line}; committed work is kept: rerun the same command to resume", file=sys.stderr)
         return 1
     return 0
 
 
-def storage_failure(e: BaseException) -> StorageUnavailable | None:
-    """The StorageUnavailable behind `e`, also when a Ray task raised it (Ray wraps it, keeping it as `cause`)."""
+def systemic_failure(e: BaseException) -> str | None:
+    """One line for a failure of the system rather than of an input (S3 endpoint not answering, local disk full or
+    read-only), also when a Ray task raised it (Ray wraps it and keeps it as `cause`); None for anything else."""
     seen = set()
     while e is not None and id(e) not in seen:
         seen.add(id(e))
-        if isinstance(e, StorageUnavailable):
-            return getattr(e, "cause", None) if isinstance(getattr(e, "cause", None), StorageUnavailable) else e
-        e = getattr(e, "cause", None) or e.__cause__ or e.__context__
+        cause = getattr(e, "cause", None)
+        for err in (cause, e):
+            if isinstance(err, StorageUnavailable):
+                return (f"storage: S3 endpoint {err.endpoint} failed {err.operation} of {err.uri} "
+                        f"({err.detail})")
+            if isinstance(err, OSError) and not isinstance(err, ConnectionError) and err.errno in LOCAL_DISK_ERRNOS:
+                where = f": {err.filename}" if err.filename else ""
+                return f"disk: {err.strerror}{where} (free space, or point storage.tmp_dir at a larger disk)"
+        e = cause or e.__cause__ or e.__context__
     return None
-
 
 if __name__ == "__main__":
     sys.exit(main())

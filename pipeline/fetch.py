@@ -13,6 +13,7 @@ exponential backoff and jitter; a redirect to a non-http(s) scheme, a 4xx or a l
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import random
@@ -111,6 +112,14 @@ def sha256_of_file(path: str) -> str:
         return _copy_hashing(f.read, None, 1 << 62, path)[0]
 
 
+LOCAL_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def _local_disk_failure(e: BaseException) -> bool:
+    """Disk full or read-only temporary folder: the machine's problem, not the input's (the job stops)."""
+    return isinstance(e, OSError) and not isinstance(e, ConnectionError) and e.errno in LOCAL_DISK_ERRNOS
+
+
 def _retryable(e: BaseException) -> bool:
     import requests
     from urllib3.exceptions import ProtocolError, ReadTimeoutError
@@ -160,6 +169,8 @@ def _download_http(url: str, dst_path: str, max_bytes: int, policy: HttpPolicy) 
         except FetchError:
             raise
         except Exception as e:
+            if _local_disk_failure(e):
+                raise
             if not _retryable(e):
                 raise FetchError(reasons.DOWNLOAD_FAILED, f"{url}: {type(e).__name__}: {e}")
             last_error = f"{type(e).__name__}: {e}"

@@ -280,3 +280,25 @@ def _descendants(pid: int) -> set[int]:
                 found.add(p)
                 changed = True
     return found
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Systemic failures
+
+
+def test_disk_full_and_storage_outage_are_one_line_others_are_not():
+    import errno
+
+    full = OSError(errno.ENOSPC, "No space left on device", "/tmp/x/input.mp4")
+    try:
+        try:
+            raise full
+        except OSError as inner:
+            raise RuntimeError("task failed") from inner
+    except RuntimeError as wrapped:
+        assert build_longvid.systemic_failure(wrapped) == (
+            "disk: No space left on device: /tmp/x/input.mp4 (free space, or point storage.tmp_dir at a larger disk)")
+    outage = storage.StorageUnavailable("http://s3:9000", "PutObject", "s3://b/k", "ReadTimeoutError: x")
+    assert build_longvid.systemic_failure(outage).startswith("storage: S3 endpoint http://s3:9000 failed PutObject")
+    assert build_longvid.systemic_failure(FileNotFoundError(errno.ENOENT, "gone")) is None
+    assert build_longvid.systemic_failure(ConnectionResetError(errno.ECONNRESET, "reset")) is None
