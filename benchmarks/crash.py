@@ -9,9 +9,10 @@ Inputs: a small synthetic corpus (good videos with known cuts, a duplicate, a br
 (ingest, hico, annotate, mix, stats, report; tiny random-weight models) and small parts so there are many commit
 points. Two uninterrupted builds come first: the first gives the stage timeline the kill moments are drawn from,
 and any file whose bytes differ between the two is unstable by itself and is left out of the byte comparison
-(listed in the output). Each kill: a fresh output folder, a build killed with SIGKILL at a random moment inside a
-stage chosen round-robin (the stage actually running is read from the build's own output), leftover processes of
-its session stopped, then the same command rerun to completion.
+(listed in the output). Each kill: a fresh output folder; a stage chosen round-robin (in a shuffled order); once the
+build prints that stage's start line, SIGKILL after a random part of the time the stage took in the clean build (the
+stage actually running then is read from the build's output); leftover processes of its session stopped; then the
+same command rerun to completion.
 
 Compared per kill with the first clean build: file list, bytes, Parquet row counts, duplicates (video ids in the
 manifest, members across shards, lines of mixture files), temporaries left in the output (`.tmp-`) and in the job's
@@ -212,12 +213,16 @@ def main(argv: list[str] | None = None) -> int:
     rng.shuffle(order)
     for k in range(args.kills):
         stage, lo, hi = windows[order[k % len(order)]]
-        moment = rng.uniform(lo, hi)
+        into = rng.uniform(0, hi - lo)  # this far into the stage, as long as the stage took in the clean build
         whole_group = rng.random() < 0.5
         out = runs / f"kill-{k + 1}"
         victim = Build(src, out, tmp, runs / f"kill-{k + 1}.log")
-        while victim.proc.poll() is None and time.monotonic() - victim.start < moment:
+        while victim.proc.poll() is None and stage not in [s for s, _ in victim.stage_starts]:
             time.sleep(0.05)
+        began = time.monotonic()
+        while victim.proc.poll() is None and time.monotonic() - began < into:
+            time.sleep(0.05)
+        moment = time.monotonic() - victim.start
         hit = victim.running_stage() if victim.proc.poll() is None else "(finished)"
         if victim.proc.poll() is None:
             victim.kill(whole_group)
