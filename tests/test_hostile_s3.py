@@ -141,3 +141,19 @@ def test_missing_object_is_a_reject_not_an_outage(moto, tmp_path):
         storage.configure(before.endpoint_url, before.region)
         tempdirs._current = None
     assert e.value.reason == "download_failed" and "NoSuchKey" in e.value.message
+
+
+def test_s3_object_over_the_limit_is_refused_by_its_size(moto, tmp_path):
+    endpoint, _, client = moto
+    client.put_object(Bucket=SRC, Key="big.mp4", Body=b"x" * 5000)
+    before = storage.settings()
+    storage.configure(endpoint, "us-east-1")
+    tempdirs._current = str(tmp_path)
+    try:
+        with pytest.raises(fetch.FetchError) as e:
+            with fetch.fetch(f"s3://{SRC}/big.mp4", 4096):
+                pass
+    finally:
+        storage.configure(before.endpoint_url, before.region)
+        tempdirs._current = None
+    assert e.value.reason == "too_large" and "is 5000 bytes, above the limit of 4096" in e.value.message
