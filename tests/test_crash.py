@@ -9,12 +9,15 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 
+@pytest.mark.timeout(3600)
 def test_three_kills_resume_to_the_uninterrupted_result(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "crash.py"), "--kills", "3", "--seed", "1",
-                           "--work", str(tmp_path / "crash")], capture_output=True, text=True, timeout=3000,
+                           "--work", str(tmp_path / "crash")], capture_output=True, text=True, timeout=3500,
                           cwd=str(ROOT))
     assert proc.returncode == 0, proc.stdout + proc.stderr[-4000:]
     rows = [ln for ln in proc.stdout.splitlines() if ln.startswith("| ") and ln[2].isdigit()]
