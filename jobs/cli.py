@@ -3,6 +3,7 @@
     longvid audit OUT                          summary, top reject reasons, the tables --sql can query
     longvid audit OUT --sql "SELECT ..."       DuckDB over the output's Parquet tables (--format table|csv|json)
     longvid report OUT [-o FILE]               writes OUT/report.html (or FILE): plots and a sample gallery
+    longvid niah-score OUT PREDICTIONS [--json]  grades an MH-NIAH-Video set (docs/niah.md)
 
 S3 credentials come from the standard AWS chain; --s3-endpoint-url (or $AWS_ENDPOINT_URL) for MinIO and the like.
 Exit codes: 0 done, 1 the output cannot be read or the query failed, 2 bad arguments or config.
@@ -11,6 +12,7 @@ Exit codes: 0 done, 1 the output cannot be read or the query failed, 2 bad argum
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -21,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from pipeline import audit, report, storage  # noqa: E402
 from pipeline.storage import StorageUnavailable  # noqa: E402
 from pipeline.context import StageInputMissing  # noqa: E402
+from pipeline.niah import score as niah_score_module  # noqa: E402
 from schemas import config as config_schema  # noqa: E402
 
 
@@ -38,7 +41,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     r.add_argument("--config", help="YAML build config: its `report` and `storage` sections are used")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a report key, e.g. --set report.gallery_videos=10")
-    for cmd in (a, r):
+    n = sub.add_parser("niah-score", help="accuracy of predictions on an MH-NIAH-Video set, by hops and length")
+    n.add_argument("out", help="the set's folder (holding answers.jsonl): local path or s3://bucket/prefix")
+    n.add_argument("predictions", help='JSON lines {"id": ..., "answers": ["A", "C"]}: local path or s3:// URI')
+    n.add_argument("--json", action="store_true", help="print the scores as JSON instead of a table")
+    for cmd in (a, r, n):
         cmd.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint (default: $AWS_ENDPOINT_URL or AWS)")
     return p.parse_args(argv)
 
@@ -52,9 +59,24 @@ def report_config(args: argparse.Namespace) -> config_schema.BuildConfig:
     return cfg
 
 
+def niah_score(args: argparse.Namespace) -> int:
+    storage.configure(args.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL"))
+    try:
+        key = niah_score_module.read_key(args.out)
+        predictions = niah_score_module.read_predictions(args.predictions, {row["id"] for row in key})
+    except niah_score_module.PredictionsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    result = niah_score_module.score(key, predictions)
+    print(json.dumps(result, indent=2) if args.json else niah_score_module.table(result))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
+        if args.command == "niah-score":
+            return niah_score(args)
         if args.command == "audit":
             if args.max_rows < 1:
                 raise config_schema.ConfigError("--max-rows", f"{args.max_rows} is below 1", "give 1 or more")

@@ -18,6 +18,7 @@ from typing import Any, Optional, Union
 import yaml
 
 from schemas import layout, mixture
+from schemas import niah as niah_schema
 from schemas.sample import VIDEO_EXTENSIONS
 
 GiB = 1024**3
@@ -232,6 +233,30 @@ class ReportConfig:
 
 
 @dataclass
+class NiahConfig:
+    """MH-NIAH-Video evaluation sets (the `niah` stage and jobs/build_niah.py)."""
+    out: str = niah_schema.BUILD_SUBDIR  # relative: under the build's output root; or an absolute path / s3:// URI
+    items: int = 10  # per (hops, haystack_frames) combination
+    hops: list[int] = field(default_factory=lambda: [1, 2, 3])  # 1: single-hop needle in a haystack
+    haystack_frames: list[int] = field(default_factory=lambda: [1000])  # frames at 1 fps, needles included
+    distractor_hops: int = 0  # images of a distractor chain that points only among itself
+    depths: Optional[list[float]] = None  # needle clip positions as fractions 0..1; null: evenly spread
+    needles: Optional[str] = None  # folder of images + captions.jsonl; null: frames of corpus videos
+    format: str = "frames"  # frames | video | both
+    seed: int = 0
+    width: int = 640  # every haystack and needle frame is letterboxed to width x height
+    height: int = 360
+    jpeg_quality: int = 90  # frame folders
+    crf: int = 18  # haystack videos (libx264, single thread, bit-exact flags)
+    needle_fraction: float = 0.25  # share of the corpus videos kept out of haystacks to give needle frames
+    needle_spacing_s: float = 5.0  # corpus needles without clip captions: one frame every this many seconds
+    caption_max_chars: int = 100  # longer captions are cut at a word boundary
+    text_height: float = 0.06  # clue text size as a fraction of the frame height
+    pool_videos: int = 2000  # at most this many corpus videos (a seeded choice) are considered
+    ray_min_items: int = 4  # fewer items run in this process; more run as Ray tasks
+
+
+@dataclass
 class BuildConfig:
     sources: list[str] = field(default_factory=list)
     out: str = ""
@@ -247,6 +272,7 @@ class BuildConfig:
     annotate: AnnotateConfig = field(default_factory=AnnotateConfig)
     mix: MixConfig = field(default_factory=MixConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    niah: NiahConfig = field(default_factory=NiahConfig)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -539,7 +565,64 @@ def validate(cfg: BuildConfig) -> BuildConfig:
     _positive("report.histogram_bins", r.histogram_bins)
     if cfg.ray.num_cpus is not None:
         _positive("ray.num_cpus", cfg.ray.num_cpus)
+    validate_niah(cfg.niah)
     return cfg
+
+
+def validate_niah(n: NiahConfig, prefix: str = "niah") -> NiahConfig:
+    """The `niah` section (also used alone by jobs/build_niah.py)."""
+    _positive(f"{prefix}.items", n.items)
+    for key in ("hops", "haystack_frames"):
+        values = getattr(n, key)
+        if not values:
+            raise ConfigError(f"{prefix}.{key}", "empty", "give at least one value, e.g. [1, 2, 3]")
+        for i, v in enumerate(values):
+            _positive(f"{prefix}.{key}[{i}]", v)
+        if len(set(values)) != len(values):
+            raise ConfigError(f"{prefix}.{key}", f"repeated values in {values}", "list each value once")
+    _positive(f"{prefix}.distractor_hops", n.distractor_hops, allow_zero=True)
+    needles = max(n.hops) + n.distractor_hops
+    shortest = min(n.haystack_frames)
+    if shortest <= needles * niah_schema.NEEDLE_CLIP_FRAMES:
+        raise ConfigError(f"{prefix}.haystack_frames", f"{shortest} frames cannot hold {needles} needle clips of "
+                          f"{niah_schema.NEEDLE_CLIP_FRAMES} frames and a haystack",
+                          f"give more than {needles * niah_schema.NEEDLE_CLIP_FRAMES} frames or fewer hops")
+    if n.depths is not None:
+        if len(n.depths) != needles:
+            raise ConfigError(f"{prefix}.depths", f"{len(n.depths)} depths for {needles} needles "
+                              f"(max hops {max(n.hops)} + distractor_hops {n.distractor_hops})",
+                              "give one fraction per needle, or null for evenly spread depths")
+        for i, d in enumerate(n.depths):
+            if not 0.0 <= d <= 1.0:
+                raise ConfigError(f"{prefix}.depths[{i}]", f"{d} is outside 0..1", "give a fraction of the haystack")
+        for length in n.haystack_frames:
+            try:
+                niah_schema.clip_starts(length, needles, n.depths)
+            except ValueError as e:
+                raise ConfigError(f"{prefix}.depths", str(e), "spread the depths further apart")
+    if n.needles:
+        _check_uri(f"{prefix}.needles", n.needles, must_exist=True)
+        if n.needles.startswith(("http://", "https://")):
+            raise ConfigError(f"{prefix}.needles", "cannot list an http URL", "use a local folder or s3:// prefix")
+    if n.format not in niah_schema.FORMATS:
+        raise ConfigError(f"{prefix}.format", f"unknown format {n.format!r}", f"use one of {', '.join(niah_schema.FORMATS)}")
+    for k in ("width", "height", "caption_max_chars", "pool_videos", "needle_spacing_s", "text_height"):
+        _positive(f"{prefix}.{k}", getattr(n, k))
+    for k in ("width", "height"):
+        if getattr(n, k) % 2:
+            raise ConfigError(f"{prefix}.{k}", f"{getattr(n, k)} is odd", "give an even size (H.264 needs it)")
+    if not 1 <= n.jpeg_quality <= 100:
+        raise ConfigError(f"{prefix}.jpeg_quality", f"{n.jpeg_quality} is outside 1..100", "use 1..100, e.g. 90")
+    if not 0 <= n.crf <= 51:
+        raise ConfigError(f"{prefix}.crf", f"{n.crf} is outside 0..51", "use 0..51, e.g. 18")
+    if not 0.0 < n.needle_fraction < 1.0:
+        raise ConfigError(f"{prefix}.needle_fraction", f"{n.needle_fraction} is outside (0, 1)", "use e.g. 0.25")
+    if n.text_height >= 0.5:
+        raise ConfigError(f"{prefix}.text_height", f"{n.text_height} is too large", "use a fraction below 0.5, e.g. 0.06")
+    _positive(f"{prefix}.ray_min_items", n.ray_min_items, allow_zero=True)
+    if n.out:
+        _check_uri(f"{prefix}.out", n.out, must_exist=False)
+    return n
 
 
 FRAME_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")

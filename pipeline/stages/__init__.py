@@ -19,6 +19,7 @@ STAGES: dict[str, str] = {
     "mix": "pipeline.stages.mix",
     "stats": "pipeline.stages.stats",
     "report": "pipeline.stages.report",
+    "niah": "pipeline.stages.niah",  # evaluation sets; off by default (not in any group), run with --stages niah
 }
 
 GROUPS: dict[str, tuple[str, ...]] = {

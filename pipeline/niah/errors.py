@@ -1,0 +1,5 @@
+"""What stops a set from being built, said so a person can fix it."""
+
+
+class NiahInputError(ValueError):
+    """The sources or needles cannot make the requested set (too few videos or captions, a bad captions.jsonl)."""
