@@ -60,6 +60,22 @@ def _sentences(seed: int, n: int = 400) -> list[str]:
     return out
 
 
+def _byte_level_symbol(byte: int) -> str:
+    """The character byte-level BPE (GPT-2 / Qwen2) writes for one byte: printable Latin-1 bytes stand for
+    themselves, the others are shifted to 256 + their rank among them."""
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    if byte in printable:
+        return chr(byte)
+    return chr(256 + [b for b in range(256) if b not in printable].index(byte))
+
+
+def readable_alphabet() -> list[str]:
+    """Byte-level symbols of printable ASCII, tab and newlines. A tiny random-weight model whose vocabulary holds only
+    these writes meaningless but readable text: no control characters, no broken UTF-8 (which validation rejects),
+    so the demo shows captions and the QA built from them."""
+    return [_byte_level_symbol(b) for b in (9, 10, 13, *range(32, 127))]
+
+
 def build_tokenizer(seed: int = 0):
     """Byte-level BPE (Qwen2's pre-tokenisation) trained on generated sentences, as a transformers fast tokenizer
     with the qwen_2 chat template."""
@@ -76,7 +92,7 @@ def build_tokenizer(seed: int = 0):
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=BPE_VOCAB_SIZE, special_tokens=SPECIAL_TOKENS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+                                  initial_alphabet=readable_alphabet())
     tok.train_from_iterator(_sentences(seed), trainer=trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=IM_END, pad_token=ENDOFTEXT,
                                    padding_side="left", model_max_length=32768)

@@ -31,7 +31,7 @@ IMAGE_PAD = "<|image_pad|>"
 VIDEO_PAD = "<|video_pad|>"
 SPECIAL_TOKENS = [PAD_TOKEN, IM_START, IM_END, VISION_START, VISION_END, VISION_PAD, IMAGE_PAD, VIDEO_PAD]
 
-BPE_VOCAB_SIZE = 400  # 256 byte symbols + 8 specials + merges
+BPE_VOCAB_SIZE = 400  # 98 readable byte symbols + 8 specials + merges
 
 PATCH_SIZE = 14
 MERGE_SIZE = 2
@@ -103,8 +103,10 @@ def build_tokenizer(seed: int = 0):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
+    from annotators.tiny_hico_mllm import readable_alphabet
+
     trainer = trainers.BpeTrainer(vocab_size=BPE_VOCAB_SIZE, special_tokens=SPECIAL_TOKENS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+                                  initial_alphabet=readable_alphabet(), show_progress=False)
     tok.train_from_iterator(_corpus(seed), trainer=trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=IM_END, pad_token=PAD_TOKEN,
                                    padding_side="left", model_max_length=32768)

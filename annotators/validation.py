@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from typing import Optional
 
 from schemas.tables import QA_FORMS
@@ -21,10 +22,30 @@ def _echoes(text: str, prompt: str, min_overlap: int = 40) -> bool:
     return any(t[i:i + min_overlap] in p for i in range(0, len(t) - min_overlap + 1, min_overlap // 2))
 
 
+_ALLOWED_CONTROLS = frozenset("\t\n\r")
+REPLACEMENT_CHAR = "\ufffd"
+
+
+def check_characters(text: str) -> None:
+    """Text a person can read: no control characters (other than tab and newlines), at least one letter or digit,
+    and at most half of its non-space characters U+FFFD (what a tokenizer decodes broken bytes to)."""
+    controls = sorted({c for c in text if unicodedata.category(c) == "Cc" and c not in _ALLOWED_CONTROLS})
+    if controls:
+        shown = ", ".join(f"U+{ord(c):04X}" for c in controls[:5])
+        raise InvalidOutput(f"text contains control characters ({shown})")
+    if not any(unicodedata.category(c)[0] in "LN" for c in text):
+        raise InvalidOutput("text has no letter or digit")
+    visible = [c for c in text if not c.isspace()]
+    replaced = sum(c == REPLACEMENT_CHAR for c in visible)
+    if replaced * 2 > len(visible):
+        raise InvalidOutput(f"text is mostly replacement characters (U+FFFD: {replaced} of {len(visible)})")
+
+
 def check_text(text: str, prompt: str, min_chars: int, max_chars: int) -> str:
     text = text.strip()
     if not text:
         raise InvalidOutput("empty text")
+    check_characters(text)
     if len(text) < min_chars:
         raise InvalidOutput(f"text shorter than {min_chars} characters")
     if len(text) > max_chars:
@@ -75,6 +96,9 @@ def check_qa(raw: str, prompt: str, form: str, duration_s: float, time_bound: bo
     if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
         raise InvalidOutput("options must be a list of strings")
     options = [o.strip() for o in options]
+    for option in options:
+        if option:
+            check_characters(option)
     if form == "mc":
         if len(options) != 4:
             raise InvalidOutput(f"a multiple-choice question needs 4 options, got {len(options)}")

@@ -62,9 +62,12 @@ class VideoAnnotator:
     def _provenance(self, prompt: Optional[prompts.Prompt], num_frames: Optional[int], model: bool = True) -> dict:
         info = self.backend.info
         if not model:
-            return {"backend": "template", "model": None, "weights_sha256": None, "random_init": False,
-                    "prompt_id": qa_templates.TEMPLATE_ID, "prompt_version": qa_templates.TEMPLATE_VERSION,
-                    "generation_params": "{}", "num_frames": None, "frames_stage": self.settings.frames_stage}
+            # Built by templates from this backend's captions: the rows inherit the caption model's identity, so
+            # filtering on `model` or `random_init` catches every row a model's text reached.
+            return {"backend": "template", "model": info.model, "weights_sha256": info.weights_sha256,
+                    "random_init": info.random_init, "prompt_id": qa_templates.TEMPLATE_ID,
+                    "prompt_version": qa_templates.TEMPLATE_VERSION, "generation_params": "{}", "num_frames": None,
+                    "frames_stage": self.settings.frames_stage}
         return {"backend": info.backend, "model": info.model, "weights_sha256": info.weights_sha256,
                 "random_init": info.random_init, "prompt_id": prompt.id if prompt else None,
                 "prompt_version": prompt.version if prompt else None, "generation_params": self.params_json,

@@ -351,7 +351,7 @@ def clip_rows(n_videos: int, clips_per_video: int) -> list[dict]:
             frames = [int((4 * k + j) * 25) for j in range(FRAMES)]
             rows.append({"video_id": f"video-{v:04d}", "stage": "stage3", "clip_index": k, "frame_indices": frames,
                          "t_start_s": 4.0 * k, "t_end_s": 4.0 * k + 4.0, "padded": False, "encoder_id": enc,
-                         "weights_sha256": sha, "random_init": False})
+                         "weights_sha256": sha, "random_init": False, "merge_dtype": "float32", "resize": "pil"})
     return rows
 
 

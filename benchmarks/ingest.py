@@ -1,19 +1,21 @@
-"""Wall time of the `ingest` stages (crawl, probe, scenes, shard) beside a full ffmpeg decode of the same input.
+"""Wall time and accuracy of the `ingest` stages (crawl, probe, scenes, shard) beside a full ffmpeg decode.
 
-    .venv/bin/python benchmarks/ingest.py [--work DIR] [--hour-seconds N]
+    .venv/bin/python benchmarks/ingest.py [--work DIR] [--hour-seconds N] [--real-seconds N] [--skip-transnet]
 
-Two inputs, each measured in the same run as its baseline (`ffmpeg -i X -f null -`, a full decode):
+Inputs, made once and cached under the work dir (default ./bench-out, git-ignored); making them is not timed:
 
-1. a synthetic 320x240 @ 25 fps video of `--hour-seconds` seconds (default 3600) made by pipeline.synthetic, with
-   scenes of 60-300 s so the cuts are known;
-2. about 10 minutes of real footage: the clips of ../shared/media scaled and padded to 640x360 @ 25 fps, then
-   concatenated many times with ffmpeg's concat demuxer. The row is skipped, with a message, when that folder is
-   missing; nothing else in the project reads it.
+1. a synthetic 320x240 @ 25 fps H.264 video of `--hour-seconds` seconds (default 3600) made by pipeline.synthetic,
+   scenes of 60-300 s joined by hard cuts at known times;
+2. real footage joined by hard cuts, cross-dissolves and fades through black at known times (pipeline.joined_clips,
+   from the clips in tests/data/media): one 63 s cycle at 640x360 @ 25 fps, and that cycle repeated to about
+   `--real-seconds` (default 600).
 
-Both inputs are made once and cached under the work dir (default ./bench-out, git-ignored); making them is not
-timed. Ray is started in-process (2 CPUs) and warmed up before any timing. Every measured build writes into a
-fresh output folder, one `run_build` call per stage in order, so each stage has its own time; the synthetic input
-then gets a second `ingest` run against the same output to show what a resume of a finished build costs.
+Every row is one `run_build` per stage in a fresh output folder on an in-process Ray with 2 CPUs (started and
+warmed up before any timing), beside `ffmpeg -threads 2 -i X -f null -` on the same file, timed right after it in
+the same run (the ratio column). Rows: the default `fast` detector; the same with `scenes.segment_s` above the
+video's length (one task: what segments buy on 2 CPUs); on the 63 s cycle, TransNetV2 on the CPU and two
+PySceneDetect detectors for comparison. Recall counts a transition as found when a boundary lies within 0.5 s of
+it (a gradual one's middle); precision is the share of boundaries that match a transition, each at most once.
 
 The table is printed to stdout in Markdown; the pipeline's own progress lines go to stderr.
 """
@@ -35,16 +37,13 @@ sys.path.insert(0, ROOT)
 
 import bench_common  # noqa: E402
 
-from pipeline import ffmpeg, runner, synthetic  # noqa: E402
+from pipeline import ffmpeg, joined_clips, runner, synthetic  # noqa: E402
 from schemas import config as config_schema  # noqa: E402
+from schemas import layout  # noqa: E402
 
 STAGES = ("crawl", "probe", "scenes", "shard")
 NUM_CPUS = 2
-MEDIA_DIR = os.path.normpath(os.path.join(ROOT, "..", "shared", "media"))
-MEDIA_CLIPS = ("bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4")
 REAL_SIZE = (640, 360)
-REAL_FPS = 25
-REAL_TARGET_S = 600.0
 
 
 def log(msg: str) -> None:
@@ -95,31 +94,18 @@ def synthetic_input(work: str, seconds: float) -> tuple[str, synthetic.Synthetic
     return path, video
 
 
-def real_input(work: str, media_dir: str) -> tuple[str, int, float]:
-    """(path, repeats, one cycle's seconds) of the concatenated real footage."""
+def real_inputs(work: str, seconds: float) -> tuple[tuple[str, list, float], tuple[str, list, float]]:
+    """((path, transitions, length) of one cycle, and of the cycle repeated to about `seconds`)."""
     w, h = REAL_SIZE
-    folder = os.path.join(work, "inputs", f"real-{w}x{h}")
-    norm = []
-    for name in MEDIA_CLIPS:
-        out = os.path.join(folder, "clips", os.path.splitext(name)[0] + f"-{w}x{h}.mp4")
-        vf = (f"scale={w}:{h}:force_original_aspect_ratio=decrease,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2,"
-              f"setsar=1,fps={REAL_FPS},format=yuv420p")
-        _atomic_make(out, lambda tmp, src=os.path.join(media_dir, name): ffmpeg.run(
-            ["-i", src, "-vf", vf, "-an", "-c:v", "libx264", "-preset", "veryfast", "-crf", "23",
-             "-g", "50", "-r", str(REAL_FPS), tmp]))
-        norm.append(out)
-    cycle = sum(duration_of(p) for p in norm)
-    repeats = max(1, round(REAL_TARGET_S / cycle))
-    path = os.path.join(folder, "source", f"real-x{repeats}.mp4")
-    if not os.path.isfile(path):
-        log(f"concatenating {repeats} x {cycle:.1f} s of real clips: {path}")
-        listing = os.path.join(folder, f"concat-x{repeats}.txt")
-        with open(listing, "w", encoding="utf-8") as f:
-            for _ in range(repeats):
-                for p in norm:
-                    f.write(f"file '{os.path.abspath(p)}'\n")
-        _atomic_make(path, lambda tmp: ffmpeg.run(["-f", "concat", "-safe", "0", "-i", listing, "-c", "copy", tmp]))
-    return path, repeats, cycle
+    folder = os.path.join(work, "inputs", f"joined-{w}x{h}")
+    cycle = os.path.join(folder, "cycle", "cycle.mp4")
+    _atomic_make(cycle, lambda tmp: joined_clips.write(tmp, w, h))
+    _, cycle_truth, cycle_s = joined_clips.plan(1)
+    times = max(1, round(seconds / cycle_s))
+    long = os.path.join(folder, f"x{times}", f"joined-x{times}.mp4")
+    _atomic_make(long, lambda tmp: joined_clips.repeat(cycle, times, tmp))
+    _, long_truth, long_s = joined_clips.plan(times)
+    return (cycle, cycle_truth, cycle_s), (long, long_truth, long_s)
 
 
 def duration_of(path: str) -> float:
@@ -137,32 +123,39 @@ def duration_of(path: str) -> float:
 
 
 def ffmpeg_decode_s(path: str) -> float:
-    cmd = [ffmpeg.ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-i", path, "-f", "null", "-"]
+    cmd = [ffmpeg.ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-threads", "2", "-i", path,
+           "-f", "null", "-"]
     t0 = time.monotonic()
     subprocess.run(cmd, check=True)
     return time.monotonic() - t0
 
 
-def build_config(source: str, out: str):
-    return config_schema.build({"sources": [source], "out": out}, [f"ray.num_cpus={NUM_CPUS}"])
+def build_config(source: str, out: str, overrides: list[str]):
+    return config_schema.build({"sources": [source], "out": out}, [f"ray.num_cpus={NUM_CPUS}", *overrides])
 
 
-def measure_ingest(source: str, out: str) -> tuple[dict[str, float], dict]:
-    """Fresh output folder; one run_build per stage, in order. Returns per-stage seconds and the stage results."""
+def measure_ingest(source: str, out: str, overrides: list[str]) -> tuple[dict[str, float], list[float]]:
+    """Fresh output folder; one run_build per stage, in order. Per-stage seconds and the boundaries found."""
     shutil.rmtree(out, ignore_errors=True)
-    times, results = {}, {}
+    times = {}
     for name in STAGES:
-        cfg = build_config(source, out)
+        cfg = build_config(source, out, overrides)
         t0 = time.monotonic()
         result = runner.run_build(cfg, stage_names=[name], quiet=True)
         times[name] = time.monotonic() - t0
-        results[name] = result["stages"][name]
-        log(f"{os.path.basename(source)}: {name} {times[name]:.2f} s {results[name]}")
-    return times, results
+        log(f"{os.path.basename(source)} {overrides}: {name} {times[name]:.2f} s {result['stages'][name]}")
+    return times, boundaries_found(out)
+
+
+def boundaries_found(out: str) -> list[float]:
+    import pyarrow.parquet as pq
+
+    videos = pq.read_table(os.path.join(out, layout.MANIFEST_VIDEOS), columns=["scenes"]).to_pylist()
+    return [s["start_s"] for s in (videos[0]["scenes"] or [])[1:]]
 
 
 def measure_rerun(source: str, out: str) -> tuple[float, dict]:
-    cfg = build_config(source, out)
+    cfg = build_config(source, out, [])
     t0 = time.monotonic()
     result = runner.run_build(cfg, stage_names=["ingest"], quiet=True)
     return time.monotonic() - t0, result["stages"]
@@ -171,19 +164,28 @@ def measure_rerun(source: str, out: str) -> tuple[float, dict]:
 # ---------------------------------------------------------------------------------------------------------------
 # Report
 
-COLUMNS = ["input", "duration of video (s)", "ingest wall (s)", "ffmpeg full decode (s)", "ratio ingest/decode",
-           *[f"{s} (s)" for s in STAGES], "scenes found / expected"]
+COLUMNS = ["input", "detector", "video (s)", "ingest wall (s)", "ffmpeg -threads 2 decode (s)", "ratio ingest/decode",
+           *[f"{s} (s)" for s in STAGES], "scenes frames/s", "cuts found", "gradual found", "precision"]
 
 
-def row(label: str, duration: float, stage_s: dict[str, float] | None, decode_s: float | None,
-        scenes: str, wall: float | None = None) -> list[str]:
+def row(label: str, detector: str, duration: float, fps: float, stage_s: dict[str, float] | None,
+        decode_s: float, quality: dict | None, wall: float | None = None) -> list[str]:
     wall = sum(stage_s.values()) if wall is None and stage_s else wall
-    cells = [label, f"{duration:.1f}", f"{wall:.2f}" if wall is not None else "—",
-             f"{decode_s:.2f}" if decode_s is not None else "—",
-             f"{wall / decode_s:.2f}" if wall is not None and decode_s else "—"]
+    cells = [label, detector, f"{duration:.1f}", f"{wall:.2f}", f"{decode_s:.2f}", f"{wall / decode_s:.2f}"]
     cells += [f"{stage_s[s]:.2f}" if stage_s and s in stage_s else "—" for s in STAGES]
-    cells.append(scenes)
+    cells.append(f"{duration * fps / stage_s['scenes']:.0f}" if stage_s else "—")
+    if quality:
+        cells += [f"{quality['cuts_found']}/{quality['cuts']} ({quality['cut_recall']:.0%})",
+                  f"{quality['gradual_found']}/{quality['gradual']} ({quality['gradual_recall']:.0%})"
+                  if quality["gradual"] else "—",
+                  f"{quality['true_positives']}/{quality['found']} ({quality['precision']:.0%})"]
+    else:
+        cells += ["—", "—", "—"]
     return cells
+
+
+def synthetic_truth(video: synthetic.SyntheticVideo) -> list:
+    return [joined_clips.Transition("cut", t, t) for t in video.cut_times_s]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,22 +194,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="cache of inputs and output folders (default ./bench-out)")
     p.add_argument("--hour-seconds", type=float, default=3600.0,
                    help="length of the synthetic input in seconds (default 3600; smaller for a quick smoke run)")
-    p.add_argument("--media", default=MEDIA_DIR, help=f"folder of the real clips (default {MEDIA_DIR})")
+    p.add_argument("--real-seconds", type=float, default=600.0,
+                   help="length of the joined real footage (default 600)")
+    p.add_argument("--skip-transnet", action="store_true", help="leave out the TransNetV2 row (CPU: ~1 min)")
     args = p.parse_args(argv)
     work = os.path.abspath(args.work)
     os.makedirs(work, exist_ok=True)
 
-    # Inputs first (untimed).
     syn_path, syn_video = synthetic_input(work, args.hour_seconds)
-    real = None
-    skip_note = None
-    missing = [c for c in MEDIA_CLIPS if not os.path.isfile(os.path.join(args.media, c))]
-    if missing:
-        skip_note = (f"real-footage row skipped: {args.media} is missing or lacks {', '.join(missing)} "
-                     f"(optional sample clips; pass --media DIR to point elsewhere)")
-        log(skip_note)
-    else:
-        real = real_input(work, args.media)
+    cycle, joined = real_inputs(work, args.real_seconds)
+    load_start = bench_common.load_average()
 
     log(f"starting Ray in-process with {NUM_CPUS} CPUs (not timed)")
     t0 = time.monotonic()
@@ -215,40 +211,39 @@ def main(argv: list[str] | None = None) -> int:
     log(f"Ray up and warm in {time.monotonic() - t0:.1f} s")
 
     rows = []
+    syn_label = f"synthetic {synthetic_label(args.hour_seconds)} 320x240@25"
+    one_task = [f"scenes.segment_s={10 * max(args.hour_seconds, args.real_seconds):g}"]
+    plan = [
+        (syn_label, syn_path, synthetic_truth(syn_video), "fast", []),
+        (syn_label, syn_path, synthetic_truth(syn_video), "fast, one task", one_task),
+        (f"joined real x{round(joined[2] / cycle[2])} 640x360@25", *joined[:2], "fast", []),
+        (f"joined real x{round(joined[2] / cycle[2])} 640x360@25", *joined[:2], "fast, one task", one_task),
+        ("joined real cycle 640x360@25", *cycle[:2], "fast", []),
+        ("joined real cycle 640x360@25", *cycle[:2], "content", ["scenes.detector=content"]),
+        ("joined real cycle 640x360@25", *cycle[:2], "adaptive", ["scenes.detector=adaptive"]),
+    ]
+    if not args.skip_transnet:
+        plan.append(("joined real cycle 640x360@25", *cycle[:2], "transnetv2 (CPU)", ["scenes.detector=transnetv2"]))
     with contextlib.redirect_stdout(sys.stderr):  # pipeline progress lines → stderr; the table alone → stdout
-        # 1. synthetic: ingest, rerun against the same output, then the decode baseline.
-        out = os.path.join(work, "runs", "synthetic")
-        dur = duration_of(syn_path)
-        stage_s, results = measure_ingest(syn_path, out)
-        rerun_s, rerun_results = measure_rerun(syn_path, out)
-        log(f"rerun (no-op) {rerun_s:.2f} s {rerun_results}")
-        decode_s = ffmpeg_decode_s(syn_path)
-        log(f"ffmpeg decode {decode_s:.2f} s")
-        expected = len(syn_video.scene_durations_s)
-        label = f"synthetic {synthetic_label(args.hour_seconds)} 320x240@25"
-        rows.append(row(label, dur, stage_s, decode_s, f"{results['scenes']['scenes']} / {expected}"))
-        rows.append(row(f"{label}, rerun (no-op)", dur, None, decode_s, "—", wall=rerun_s))
-
-        # 2. real footage.
-        if real is not None:
-            path, repeats, cycle = real
-            out = os.path.join(work, "runs", "real")
-            dur = duration_of(path)
-            stage_s, results = measure_ingest(path, out)
+        for label, path, truth, detector, overrides in plan:
+            out = os.path.join(work, "runs", f"{os.path.basename(path)}-{detector.replace(' ', '').replace(',', '-')}")
+            stage_s, found = measure_ingest(path, out, overrides)
             decode_s = ffmpeg_decode_s(path)
-            log(f"ffmpeg decode {decode_s:.2f} s")
-            label = f"real clips x{repeats} {REAL_SIZE[0]}x{REAL_SIZE[1]}@{REAL_FPS}"
-            # Every join between clips is a cut; bikes.mp4 holds more of its own.
-            rows.append(row(label, dur, stage_s, decode_s, f"{results['scenes']['scenes']} / ≥ {repeats * len(MEDIA_CLIPS)}"))
+            quality = joined_clips.score(found, truth)
+            log(f"{label} {detector}: ingest {sum(stage_s.values()):.2f} s, decode {decode_s:.2f} s, {quality}")
+            rows.append(row(label, detector, duration_of(path), 25, stage_s, decode_s, quality))
+        out = os.path.join(work, "runs", f"{os.path.basename(syn_path)}-fast")
+        rerun_s, _ = measure_rerun(syn_path, out)
+        rows.append(row(f"{syn_label}, rerun (no-op)", "fast", duration_of(syn_path), 25, None,
+                        ffmpeg_decode_s(syn_path), None, wall=rerun_s))
 
     print(bench_common.markdown(COLUMNS, rows))
     print()
-    print(f"{NUM_CPUS}-CPU in-process Ray ({os.cpu_count()} cores visible), {platform.machine()}, "
-          f"Python {platform.python_version()}. Ingest wall = sum of one `run_build` per stage in a fresh output "
-          f"folder; Ray start-up excluded. Decode = `ffmpeg -i X -f null -` "
-          f"({os.path.basename(ffmpeg.ffmpeg_exe())}, default threads).")
-    if skip_note:
-        print(f"\nNote: {skip_note}")
+    print(f"{NUM_CPUS}-CPU in-process Ray ({os.cpu_count()} cores visible, load average {load_start:.2f} at start, "
+          f"{bench_common.load_average():.2f} at end), {platform.machine()}, Python {platform.python_version()}. "
+          f"Ingest wall = sum of one `run_build` per stage in a fresh output folder; Ray start-up excluded. "
+          f"Decode = `ffmpeg -threads 2 -i X -f null -` ({os.path.basename(ffmpeg.ffmpeg_exe())}), timed right "
+          f"after each row.")
     return 0
 
 

@@ -21,6 +21,10 @@ second here), uint8 [T, H, W, 3]:
   An informational row runs W = 1 with the frames replaced by an empty tensor inside the worker: the difference
   to the full W = 1 row is what handing the frames to the main process costs (the DataLoader copies every
   tensor into shared memory; the baselines hand nothing over).
+- where the time goes (informational rows, W = 2 against the pool of 2): the pool decoding each file's bytes from
+  memory (`decord.VideoReader(io.BytesIO(...))`, as the loader does), and the W = 2 loader with the frames
+  dropped in the worker; the table is followed by the differences step by step: decoding from memory, reading
+  the shard + dataset + DataLoader, handing the frames to the main process.
 - loader over shards built with `shard.payload=frames` (the same videos; each sample also carries its stage3
   frames as JPEGs, quality 90), `frames_source="jpeg"`, W = 0 and 2 (informational rows): the frames come from the
   JPEGs, the video is neither read nor decoded.
@@ -38,6 +42,7 @@ The Markdown table goes to stdout; `[bench]` notes and the build's output go to 
 from __future__ import annotations
 
 import argparse
+import io
 import multiprocessing
 import os
 import platform
@@ -146,6 +151,15 @@ def decode_one(job: tuple[str, list[int]]) -> tuple[int, int, int]:
     return frames.shape[0], os.getpid(), max_rss_bytes()
 
 
+def decode_one_in_memory(job: tuple[str, list[int]]) -> tuple[int, int, int]:
+    """As decode_one, from the file's bytes in memory (as the loader decodes a video read out of a shard)."""
+    path, idx = job
+    with open(path, "rb") as f:
+        data = f.read()
+    frames = decord.VideoReader(io.BytesIO(data), num_threads=1).get_batch(idx).asnumpy()
+    return frames.shape[0], os.getpid(), max_rss_bytes()
+
+
 def raw_serial(jobs) -> tuple[int, int, dict]:
     frames = 0
     for path, idx in jobs:
@@ -153,10 +167,10 @@ def raw_serial(jobs) -> tuple[int, int, dict]:
     return len(jobs), frames, {}
 
 
-def raw_pool(jobs, processes: int) -> tuple[int, int, dict]:
+def raw_pool(jobs, processes: int, decode=decode_one) -> tuple[int, int, dict]:
     frames, peaks = 0, {}
     with multiprocessing.get_context("fork").Pool(processes) as pool:
-        for n, pid, rss in pool.imap(decode_one, jobs, chunksize=1):
+        for n, pid, rss in pool.imap(decode, jobs, chunksize=1):
             frames += n
             peaks[pid] = max(peaks.get(pid, 0), rss)
     return len(jobs), frames, peaks
@@ -198,6 +212,12 @@ def loader_pass(ds, workers: int, drop_frames: bool = False) -> tuple[int, int, 
 # the video. Informational: another input than the baseline's, so no target applies.
 JPEG_ROWS = {w: f"loader, num_workers={w}, JPEG frames payload (info)" for w in (0, 2)}
 
+# Where the num_workers=2 loader's time goes beside the pool of 2, step by step (informational rows): decoding
+# from bytes in memory instead of a file, then the loader without handing frames over (reading the shard, the
+# dataset's bookkeeping, the DataLoader), then the full loader (the frames travel to the main process).
+GAP_ROWS = ("raw decord from bytes in memory, pool of 2 (info)",
+            "loader, num_workers=2, frames dropped in the worker (info)")
+
 COLUMNS = ["reader", "processes decoding", "videos", "frames", "wall (s, median)", "samples/s", "frames/s",
            "baseline frames/s", "ratio (wall)", "≥ 0.9×", "CPU s (median)", "ratio (CPU time)",
            "peak RSS per decoding process (MiB)", "main process RSS at start (MiB)"]
@@ -230,15 +250,19 @@ def main(argv: list[str] | None = None) -> int:
         "loader, num_workers=1": lambda: loader_pass(ds, 1),
         "loader, num_workers=2": lambda: loader_pass(ds, 2),
         "loader, num_workers=1, frames dropped in the worker (info)": lambda: loader_pass(ds, 1, drop_frames=True),
+        GAP_ROWS[0]: lambda: raw_pool(jobs, 2, decode_one_in_memory),
+        GAP_ROWS[1]: lambda: loader_pass(ds, 2, drop_frames=True),
         JPEG_ROWS[0]: lambda: loader_pass(ds_jpeg, 0),
         JPEG_ROWS[2]: lambda: loader_pass(ds_jpeg, 2),
     }
     processes = {"raw decord, serial": 1, "raw decord, pool of 2": 2, "loader, num_workers=0": 1,
                  "loader, num_workers=1": 1, "loader, num_workers=2": 2,
-                 "loader, num_workers=1, frames dropped in the worker (info)": 1, JPEG_ROWS[0]: 1, JPEG_ROWS[2]: 2}
+                 "loader, num_workers=1, frames dropped in the worker (info)": 1, GAP_ROWS[0]: 2, GAP_ROWS[1]: 2,
+                 JPEG_ROWS[0]: 1, JPEG_ROWS[2]: 2}
     baseline_of = {"loader, num_workers=0": "raw decord, serial", "loader, num_workers=1": "raw decord, serial",
                    "loader, num_workers=2": "raw decord, pool of 2",
                    "loader, num_workers=1, frames dropped in the worker (info)": "raw decord, serial",
+                   GAP_ROWS[0]: "raw decord, pool of 2", GAP_ROWS[1]: "raw decord, pool of 2",
                    JPEG_ROWS[0]: "raw decord, serial", JPEG_ROWS[2]: "raw decord, pool of 2"}
     log("warm-up pass of every configuration (page cache, imports)")
     for fn in configs.values():
@@ -291,6 +315,15 @@ def main(argv: list[str] | None = None) -> int:
           f"{', '.join(f'{d:g}' for d in durations)} s, {STAGE} plans ({sum(len(j[1]) for j in jobs)} frames), "
           f"median of {reps} interleaved passes")
     print(bench_common.markdown(COLUMNS, rows))
+    print()
+    steps = [("raw decord, pool of 2", "decoding from bytes in memory instead of the file"),
+             (GAP_ROWS[0], "reading the shard, the dataset and the DataLoader (frames dropped in the worker)"),
+             (GAP_ROWS[1], "handing the frames to the main process"), ("loader, num_workers=2", None)]
+    print()
+    print("Where the num_workers=2 loader's time goes beside the pool of 2 (median wall, CPU s):")
+    for (a, what), (b, _) in zip(steps, steps[1:]):
+        print(f"- {what}: {statistics.median(walls[b]) - statistics.median(walls[a]):+.2f} s wall, "
+              f"{statistics.median(cpus[b]) - statistics.median(cpus[a]):+.2f} CPU s")
     print()
     print(f"Load average {bench_common.load_average():.2f} at the end. Other work on the machine slows single passes by up to "
           f"2x; compare the ratios, and the CPU-time ratio when the wall-time ones disagree.")

@@ -20,7 +20,9 @@ Positional embedding (``VideoEncoderConfig.pos_embed``), defined on the training
   ``get_sinusoid_encoding_table``, interleaved sin/cos), the layout of the released UMT-L checkpoints.
 
 At another input resolution the spatial grid of the table is resized per frame (bicubic, ``align_corners=False``);
-for another number of frames the temporal axis is resized linearly. Resizing runs in float32.
+for another number of frames the temporal axis is resized linearly; a single frame gets the first frame's positions.
+Resizing runs in float32. ``"sincos_1d"`` is always defined on UMT's pretraining grid (4 frames, 224 px) and resized
+from there, as VideoChat-Flash's tower does for its 448 px model, whatever ``img_size`` the config names.
 
 State-dict keys (what a checkpoint must provide, after prefix stripping)::
 
@@ -47,7 +49,6 @@ refuses to hand out random weights unless ``allow_random_init`` is set (tests an
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -59,13 +60,30 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from compressors.weights_hash import file_sha256
+
 log = logging.getLogger(__name__)
 
 POS_EMBED_KINDS = ("sincos", "learned", "sincos_1d")
-DEFAULT_KEY_PREFIXES = ("vision_tower.", "module.", "encoder.")
+DEFAULT_KEY_PREFIXES = ()  # no prefixes given: recognise the checkpoint layout (CHECKPOINT_LAYOUTS)
+# Where the UMT-L vision encoder sits in the checkpoints people have, most specific first: (layout name, key prefix).
+CHECKPOINT_LAYOUTS = (
+    ("llava_model", "model.vision_tower.vision_tower.encoder."),  # a full VideoChat-Flash (LLaVA) model
+    ("llava_inner_model", "vision_tower.vision_tower.encoder."),  # that model's inner `model` saved alone
+    ("vision_tower", "vision_tower.encoder."),  # the UMT vision tower module's own state dict
+    ("umt_encoder", "encoder."),  # the standalone UMT-L encoder (UMT-L_f4_vision.pt)
+    ("prefixed", "vision_tower."),  # this encoder's key names under `vision_tower.`
+    ("bare", ""),  # this encoder's own key names
+)
+_ENCODER_KEY_STARTS = ("patch_embed.", "blocks.")  # keys only a vision encoder has
+_WRAPPER_PREFIX = "module."  # DistributedDataParallel's wrapper, stripped before the layout is recognised
 # Checkpoint key prefix -> our key prefix, applied after prefix stripping (UMT names its final norm this way).
 KEY_ALIASES = {"vision_layernorm.": "norm."}
 _WRAPPER_KEYS = ("model", "state_dict", "module")
+# The UMT-L checkpoints were pretrained on clips of 4 frames at 224 px: their 1-D sin-cos table (pos_embed
+# "sincos_1d") is defined on that grid and interpolated from it (bicubic per frame, linear in time).
+UMT_PRETRAIN_FRAMES = 4
+UMT_PRETRAIN_IMG_SIZE = 224
 
 
 class EncoderWeightsError(RuntimeError):
@@ -351,21 +369,33 @@ class UMTVideoEncoder(nn.Module):
                     + self.pos_embed_temporal.reshape(t0, 1, 1, cfg.width))
         if cfg.pos_embed == "sincos":
             return sincos_separable_table(cfg.width, t0, g)
-        return sincos_joint_table(cfg.width, t0, g)
+        # UMT's table is always the pretraining one (4 frames of 224 px), resized to other grids and frame counts
+        # like the VideoChat-Flash tower does, whatever img_size / num_frames the config gives
+        return sincos_joint_table(cfg.width, UMT_PRETRAIN_FRAMES // cfg.tubelet_size,
+                                  UMT_PRETRAIN_IMG_SIZE // cfg.patch_size)
 
     def pos_embed_for(self, temporal: int, grid_h: int, grid_w: int, device: torch.device | str | None = None,
                       dtype: torch.dtype | None = None) -> Tensor:
-        """``[temporal * grid_h * grid_w, width]`` positional embedding for the given token grid."""
+        """``[temporal * grid_h * grid_w, width]`` positional embedding for the given token grid.
+
+        A single frame (``temporal == 1``) gets the first frame's positions, as the reference tower's image path
+        (``use_image``) does, not a temporal interpolation."""
         device = torch.device(device) if device is not None else self.patch_embed.proj.weight.device
         dtype = dtype or self.patch_embed.proj.weight.dtype
         if self.config.pos_embed == "learned":
-            return resize_pos_table(self.base_pos_table(), temporal, grid_h, grid_w).to(device=device, dtype=dtype)
+            return self._resized_table(temporal, grid_h, grid_w).to(device=device, dtype=dtype)
         key = (temporal, grid_h, grid_w, str(device), dtype)
         table = self._pos_cache.get(key)
         if table is None:
-            table = resize_pos_table(self.base_pos_table(), temporal, grid_h, grid_w).to(device=device, dtype=dtype)
+            table = self._resized_table(temporal, grid_h, grid_w).to(device=device, dtype=dtype)
             self._pos_cache[key] = table
         return table
+
+    def _resized_table(self, temporal: int, grid_h: int, grid_w: int) -> Tensor:
+        base = self.base_pos_table()
+        if temporal == 1:
+            base = base[:1]
+        return resize_pos_table(base, temporal, grid_h, grid_w)
 
     # -- forward ------------------------------------------------------------------------------------------------
     def _check_input(self, clips: Tensor) -> tuple[int, int, int]:
@@ -421,17 +451,10 @@ class LoadReport:
     random_init: bool
     checkpoint: str | None
     unused: list[str] = field(default_factory=list)  # keys of blocks after feature_block (not built, not run)
+    layout: str | None = None  # which CHECKPOINT_LAYOUTS entry (or which given prefixes) the weights came from
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def file_sha256(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(chunk_size), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _as_prefixes(key_prefix: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -451,10 +474,39 @@ def normalize_key(key: str, prefixes: Sequence[str]) -> str:
             if key.startswith(prefix) and len(key) > len(prefix):
                 key = key[len(prefix):]
                 changed = True
+    return _alias(key)
+
+
+def detect_layout(keys: Iterable[str]) -> tuple[str, str]:
+    """(layout name, key prefix) of the first :data:`CHECKPOINT_LAYOUTS` entry whose prefix holds encoder keys."""
+    keys = list(keys)
+    for name, prefix in CHECKPOINT_LAYOUTS:
+        starts = tuple(prefix + s for s in _ENCODER_KEY_STARTS)
+        if any(k.startswith(starts) for k in keys):
+            return name, prefix
+    known = ", ".join(f"{name} ({prefix}blocks.*)" for name, prefix in CHECKPOINT_LAYOUTS)
+    raise EncoderWeightsError(f"no vision encoder keys found (first keys: {_first(keys)}); known layouts: {known}. "
+                              f"Give hico.encoder.key_prefixes for another layout")
+
+
+def _alias(key: str) -> str:
     for old, new in KEY_ALIASES.items():
         if key.startswith(old):
-            key = new + key[len(old):]
+            return new + key[len(old):]
     return key
+
+
+def _check_norm_source(raw: str, key: str) -> None:
+    """Refuse to take a language model's final norm (``model.norm.*``) for the vision encoder's ``norm.*``."""
+    if not key.startswith("norm."):
+        return
+    head = raw[:len(raw) - len(key)]
+    if "vision_layernorm" in raw or head == "" or head.endswith("encoder."):
+        return
+    raise EncoderWeightsError(f"checkpoint key {raw!r} would load as the vision encoder's final norm {key!r}, but "
+                              f"it is not an encoder key (a language model's final norm?). Leave "
+                              f"hico.encoder.key_prefixes empty to recognise the layout, or give the encoder's own "
+                              f"prefix")
 
 
 def _unwrap(obj: Any) -> Mapping[str, Any]:
@@ -572,10 +624,14 @@ def load_encoder(checkpoint: str | os.PathLike | None, config: VideoEncoderConfi
     """Build a :class:`UMTVideoEncoder` for ``config`` and load ``checkpoint`` into it.
 
     ``checkpoint``: a local ``.safetensors`` file, or a torch ``.pt/.pth`` file holding a state dict or a dict with a
-    ``model`` / ``state_dict`` / ``module`` entry (loaded with ``weights_only=True``). Every prefix in
-    ``key_prefix`` is stripped from the front of each key, repeatedly (``vision_tower.encoder.blocks.0...`` ->
-    ``blocks.0...``). Keys of blocks after ``feature_block`` go to ``report.unused``; keys the model does not know go
-    to ``report.unexpected`` (logged, not fatal). A tensor whose shape disagrees with the model is always an error.
+    ``model`` / ``state_dict`` / ``module`` entry (loaded with ``weights_only=True``). With no ``key_prefix`` (the
+    default) the layout is recognised (:data:`CHECKPOINT_LAYOUTS`: a full VideoChat-Flash model, the vision tower's
+    own state dict, the standalone UMT-L encoder, or bare keys; a ``module.`` wrapper is dropped first), only keys
+    under the tower's prefix are read, and ``report.layout`` names the layout. Given prefixes are stripped from the
+    front of each key, repeatedly (``vision_tower.encoder.blocks.0...`` -> ``blocks.0...``); a key that would
+    become the final ``norm`` without being an encoder key (e.g. an LLM's ``model.norm``) is refused. Keys of blocks
+    after ``feature_block`` go to ``report.unused``; keys the model does not know go to ``report.unexpected``
+    (logged, not fatal). A tensor whose shape disagrees with the model is always an error.
 
     Without a checkpoint, or with missing keys, this raises :class:`EncoderWeightsError` unless
     ``allow_random_init`` is true, in which case the model gets a seeded random init (``seed``) under whatever the
@@ -584,6 +640,7 @@ def load_encoder(checkpoint: str | os.PathLike | None, config: VideoEncoderConfi
     """
     dtype = _resolve_dtype(dtype)
     prefixes = _as_prefixes(key_prefix)
+    layout = None
     with torch.device("meta"):
         model = UMTVideoEncoder(config)
     model = model.to_empty(device="cpu")  # assemble on the CPU (deterministic init), then move once
@@ -603,9 +660,24 @@ def load_encoder(checkpoint: str | os.PathLike | None, config: VideoEncoderConfi
             raise EncoderWeightsError(f"encoder checkpoint not found: {path}")
         ckpt = _Checkpoint(path)
         sha = file_sha256(path)
+        if prefixes:
+            raw_keys, layout = ckpt.keys, f"prefixes {list(prefixes)}"
+
+            def to_key(raw: str) -> str:
+                key = normalize_key(raw, prefixes)
+                _check_norm_source(raw, key)
+                return key
+        else:
+            unwrapped = {k[len(_WRAPPER_PREFIX):] if k.startswith(_WRAPPER_PREFIX) else k: k for k in ckpt.keys}
+            layout, tower = detect_layout(unwrapped)
+            raw_keys = [raw for k, raw in unwrapped.items() if k.startswith(tower)]  # nothing outside the tower
+            strip = {raw: k[len(tower):] for k, raw in unwrapped.items()}
+
+            def to_key(raw: str) -> str:
+                return _alias(strip[raw])
+            log.info("encoder checkpoint %s: layout %s (keys under %r)", path, layout, tower)
         try:
-            match = match_checkpoint_keys(ckpt.keys, lambda raw: normalize_key(raw, prefixes), ckpt.shape,
-                                          ckpt.tensor, expected, config)
+            match = match_checkpoint_keys(raw_keys, to_key, ckpt.shape, ckpt.tensor, expected, config)
         except KeyCollision as e:
             raise EncoderWeightsError(
                 f"encoder checkpoint {path}: keys {e.first!r} and {e.second!r} both map to {e.key!r} after "
@@ -631,7 +703,7 @@ def load_encoder(checkpoint: str | os.PathLike | None, config: VideoEncoderConfi
                 "a local .safetensors/.pt checkpoint, or (tests and demos only) set `allow_random_init: true`")
         raise EncoderWeightsError(
             f"encoder checkpoint {checkpoint} is missing {len(missing)} of {len(expected)} weight(s) the model "
-            f"needs: {_first(missing)} (stripped prefixes: {list(prefixes)}). Check the checkpoint, key_prefix and "
+            f"needs: {_first(missing)} (checkpoint layout: {layout}). Check the checkpoint, key_prefix and "
             f"encoder config, or (tests and demos only) set `allow_random_init: true`")
     if random_init:
         init_random_weights(model, seed)
@@ -643,7 +715,7 @@ def load_encoder(checkpoint: str | os.PathLike | None, config: VideoEncoderConfi
     model = model.to(device=device, dtype=dtype).eval()
     model.requires_grad_(False)
     return model, LoadReport(missing=missing, unexpected=unexpected, weights_sha256=sha, random_init=random_init,
-                             checkpoint=ckpt_str, unused=unused)
+                             checkpoint=ckpt_str, unused=unused, layout=layout)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -651,7 +723,8 @@ def count_parameters(model: nn.Module) -> int:
 
 
 __all__ = [
-    "DEFAULT_KEY_PREFIXES", "EncoderWeightsError", "KEY_ALIASES", "LoadReport", "POS_EMBED_KINDS",
+    "CHECKPOINT_LAYOUTS", "DEFAULT_KEY_PREFIXES", "EncoderWeightsError", "KEY_ALIASES", "LoadReport", "POS_EMBED_KINDS",
+    "detect_layout",
     "UMTVideoEncoder", "VideoEncoderConfig", "count_parameters", "encoder_id", "file_sha256", "init_random_weights",
     "load_encoder", "normalize_key", "resize_pos_table", "sincos_joint_table", "sincos_separable_table",
 ]

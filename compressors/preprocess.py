@@ -1,14 +1,16 @@
 """Frame preprocessing for the HiCo video encoder and grouping of sampled frames into clips.
 
-``preprocess_frames``: uint8 RGB frames ``[T, H, W, 3]`` -> float ``[T, 3, size, size]``: scale to [0, 1], plain
-square bicubic resize (``antialias=True``, ``align_corners=False``; no crop, aspect ratio not kept), clamp to
-[0, 1], ImageNet mean/std. ``size`` is 224 or 448 depending on the curriculum stage.
+``preprocess_frames``: uint8 RGB frames ``[T, H, W, 3]`` -> ``[T, 3, size, size]`` normalised pixels, ``size`` 224 or
+448 depending on the curriculum stage. The default (``resize="pil"``) is bit-identical to VideoChat-Flash's
+``UMTImageProcessor`` (what the released model sees): each uint8 frame is resized to ``size x size`` with
+``PIL.Image.resize(BICUBIC)`` (no crop, aspect ratio not kept), rescaled as float64 ``x * (1/255)`` then cast to
+float32, and normalised in float32 as ``(x - mean) / std`` with the ImageNet mean/std (UMT's) as float32. The
+rescale and normalisation depend on the 8-bit value only, so they are applied through a per-channel 256-entry table
+computed with exactly those operations; frames are resized on a few threads (PIL releases the GIL).
 
-With ``antialias=True`` torch's bicubic uses PIL's kernel (a = -0.5, widened when downscaling), so the result is
-PIL's ``resize(BICUBIC)`` up to rounding. Trainers whose image processor resizes uint8 images with PIL (the LLaVA /
-VideoChat-Flash ``UMTImageProcessor``) see 8-bit results: ``quantize=True`` rounds ours to 8-bit levels (then at
-most 1 level from PIL's, which also rounds between its horizontal and vertical passes), and ``backend="pil"``
-resizes each frame with PIL itself, bit-identical to such a processor (slower, CPU only).
+``resize="torch"`` resizes float pixels with torch's antialiased bicubic instead (on the target device, faster for
+big batches) -- NOT identical: up to ~0.02 after normalisation, which flips ToMe matches of about a quarter of a
+clip's tokens. ``quantize=True`` rounds its result to 8-bit levels (then at most 1 level from PIL's).
 
 ``plan_clips`` / ``clip_batch``: consecutive groups of ``clip_len`` sampled frames; a final short group is padded by
 repeating its last frame and marked ``padded``.
@@ -16,7 +18,9 @@ repeating its last frame and marked ``padded``.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -24,21 +28,33 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # UMTImageProcessor's image_mean
+IMAGENET_STD = (0.229, 0.224, 0.225)  # UMTImageProcessor's image_std
+RESCALE_FACTOR = 1 / 255
+RESIZE_BACKENDS = ("pil", "torch")
+_PIL_THREADS = 4
+
+
+@lru_cache(maxsize=None)
+def _normalisation_table() -> np.ndarray:
+    """[3, 256] float32: the processor's rescale + normalise of every 8-bit value, per channel."""
+    levels = (np.arange(256, dtype=np.float64) * RESCALE_FACTOR).astype(np.float32)
+    mean = np.array(IMAGENET_MEAN, dtype=np.float32)[:, None]
+    std = np.array(IMAGENET_STD, dtype=np.float32)[:, None]
+    return (levels[None, :] - mean) / std
 
 
 def preprocess_frames(frames: np.ndarray | Tensor, size: int, device: torch.device | str | None = None,
-                      dtype: torch.dtype = torch.float32, *, quantize: bool = False,
-                      chunk_size: int = 32, backend: str = "torch") -> Tensor:
+                      dtype: torch.dtype = torch.float32, *, resize: str = "pil", quantize: bool = False,
+                      chunk_size: int = 32) -> Tensor:
     """uint8 ``[T, H, W, 3]`` RGB frames -> ``[T, 3, size, size]`` normalised pixels in ``dtype`` on ``device``.
 
-    The resize runs in float32, ``chunk_size`` frames at a time (so long full-HD videos do not need the whole
-    float copy at once). ``quantize`` rounds the resized pixels to 8-bit levels, as a PIL-based image processor does.
-    ``backend="pil"`` resizes with ``PIL.Image.resize(BICUBIC)`` frame by frame instead (implies 8-bit rounding).
+    ``resize="pil"`` (default) is bit-identical to the model's image processor (float32 result, then cast to
+    ``dtype``); ``"torch"`` is the faster, not identical path (``quantize`` rounds it to 8-bit levels). Works
+    ``chunk_size`` frames at a time, so long full-HD videos never need a whole float copy.
     """
-    if backend not in ("torch", "pil"):
-        raise ValueError(f"backend must be 'torch' or 'pil', got {backend!r}")
+    if resize not in RESIZE_BACKENDS:
+        raise ValueError(f"resize must be one of {', '.join(RESIZE_BACKENDS)}, got {resize!r}")
     if isinstance(frames, np.ndarray):
         frames = np.ascontiguousarray(frames)
         frames = torch.from_numpy(frames if frames.flags.writeable else frames.copy())
@@ -55,13 +71,20 @@ def preprocess_frames(frames: np.ndarray | Tensor, size: int, device: torch.devi
     device = torch.device(device) if device is not None else frames.device
     n = frames.shape[0]
     out = torch.empty((n, 3, size, size), dtype=dtype, device=device)
+    if resize == "pil":
+        table = _normalisation_table()
+        with ThreadPoolExecutor(_PIL_THREADS) as pool:
+            for start in range(0, n, chunk_size):
+                resized = _pil_resize(frames[start:start + chunk_size], size, pool)  # uint8 [n, size, size, 3]
+                pixels = np.empty((len(resized), 3, size, size), dtype=np.float32)
+                for c in range(3):
+                    pixels[:, c] = table[c][resized[..., c]]
+                out[start:start + len(resized)] = torch.from_numpy(pixels).to(device=device, dtype=dtype)
+        return out
     mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=device).view(1, 3, 1, 1)
     for start in range(0, n, chunk_size):
-        chunk = frames[start:start + chunk_size]
-        if backend == "pil" and chunk.shape[1:3] != (size, size):
-            chunk = _pil_resize(chunk, size)
-        chunk = chunk.to(device)
+        chunk = frames[start:start + chunk_size].to(device)
         x = chunk.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
         if x.shape[-2:] != (size, size):
             x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
@@ -72,12 +95,15 @@ def preprocess_frames(frames: np.ndarray | Tensor, size: int, device: torch.devi
     return out
 
 
-def _pil_resize(chunk: Tensor, size: int) -> Tensor:
+def _pil_resize(chunk: Tensor, size: int, pool: ThreadPoolExecutor) -> np.ndarray:
+    """uint8 [n, H, W, 3] -> uint8 numpy [n, size, size, 3], each frame through ``PIL.Image.resize(BICUBIC)``."""
+    arrays = chunk.cpu().numpy()
+    if arrays.shape[1:3] == (size, size):
+        return arrays  # PIL returns an unchanged copy for the same size
     from PIL import Image
 
-    arrays = chunk.cpu().numpy()
-    resized = [np.asarray(Image.fromarray(a).resize((size, size), Image.BICUBIC)) for a in arrays]
-    return torch.from_numpy(np.stack(resized))
+    return np.stack(list(pool.map(lambda a: np.asarray(Image.fromarray(a).resize((size, size), Image.BICUBIC)),
+                                  arrays)))
 
 
 @dataclass
@@ -125,5 +151,5 @@ def clip_batch(frames: Tensor, specs: Sequence[ClipSpec]) -> Tensor:
     return frames.index_select(0, index).view(len(specs), clip_len, *frames.shape[1:])
 
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ClipSpec", "clip_batch", "clip_index_tensor", "plan_clips",
-           "preprocess_frames"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "RESCALE_FACTOR", "RESIZE_BACKENDS", "ClipSpec", "clip_batch",
+           "clip_index_tensor", "plan_clips", "preprocess_frames"]

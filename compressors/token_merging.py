@@ -1,28 +1,39 @@
 """HiCo clip-level token merging (ToMe bipartite soft matching), see DESIGN.md "HiCo clip-level compression".
 
 A clip of 4 frames gives ``P`` encoder tokens (784 at 224 px, 3136 at 448 px); :func:`merge_clip_tokens` reduces
-them to ``target_tokens`` (64) with repeated bipartite soft matching steps:
+them to ``target_tokens`` (64) with repeated bipartite soft matching steps, computed as VideoChat-Flash's
+``ToMe16_mlp_hd64`` connector computes them, operation for operation, in the merge dtype:
 
 * schedule: while ``p - target > p // 2`` remove ``p // 2`` tokens; then remove ``p - target``;
-* metric: the tokens viewed as ``[heads, C / heads]`` and averaged over heads (float32), L2-normalised;
+* metric: the tokens viewed as ``[heads, C / heads]`` and averaged over heads, divided by its L2 norm;
 * set A = even-indexed tokens, set B = odd-indexed tokens, cosine scores ``A @ B^T``;
-* every A token's best B (argmax, lowest B index on ties); A tokens ordered by best score, descending, ties by
-  lower A index (stable sort); the first ``r`` are merged into their partner;
-* merge: size-weighted average (every token carries a size, initially 1, sizes add up across steps);
+* every A token's best B (``max`` over B); A tokens ordered by best score with ``argsort(descending=True)``; the
+  first ``r`` are merged into their partner;
+* merge: size-weighted average -- every token is multiplied by its size (initially 1), the merged A rows are
+  ``scatter_add``-ed onto their B rows, sizes likewise, then every row is divided by its size;
 * output order: ``[unmerged A tokens in that order, then all B tokens in their original order]``.
 
+``merge_dtype`` (config ``hico.merge_dtype``) is the dtype of all of this: float32 (default, the reproducible
+computation) or bfloat16 / float16, which reproduce the connector of a model run in that dtype (the released model
+runs in bfloat16, and a bfloat16 merge picks other pairs than a float32 merge of the same features).
+
+Ties: equal best scores are ordered by ``torch.argsort(descending=True)`` exactly as in the connector; that order is
+not defined by torch (it is not index order on the CPU beyond 16 entries, and CUDA differs), so bit-identical tokens
+need the same merge dtype, device type and torch version. In float32 exact ties do not occur with real features; in
+bfloat16 they are frequent. The weighted sums use ``scatter_add`` as the connector does: on the CPU torch
+accumulates each row in float32 and rounds once; on CUDA it adds atomically in the dtype in no fixed order, so a
+bfloat16 merge on a GPU is not bit-reproducible even by the connector itself. The one deliberate difference from
+the connector: an all-zero metric row is divided by 1e-12 instead of 0 (no NaN).
+
 Everything is batched over clips (no Python loop over clips or tokens; one loop over the few merge steps) and runs
-on the input's device. Tokens, the matching metric and the weighted sums are float32 whatever the input dtype (the
-result has the input dtype), as the issue asks: bfloat16 input gives the float32 result of its upcast values.
-Near-ties (e.g. a static shot, where a padded clip repeats its last frame) are decided by float32 rounding, as they
-are in the model's own connector.
+on the input's device.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["merge_schedule", "bipartite_soft_matching_step", "merge_clip_tokens"]
+__all__ = ["MERGE_DTYPES", "merge_schedule", "bipartite_soft_matching_step", "merge_clip_tokens"]
 
 # Guards the L2 normalisation of an all-zero metric row (plain division would give NaN scores and an undefined
 # matching); any non-degenerate row is divided by its exact norm.
@@ -52,7 +63,7 @@ def merge_schedule(num_tokens: int, target_tokens: int) -> list[int]:
 
 
 def _head_averaged_metric(x: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """[B, p, C] float32 tokens -> L2-normalised [B, p, C / num_heads] float32 matching metric (no gradient)."""
+    """[B, p, C] tokens -> L2-normalised [B, p, C / num_heads] matching metric in x's dtype (no gradient)."""
     batch, p, channels = x.shape
     metric = x.detach().reshape(batch, p, num_heads, channels // num_heads).mean(dim=2)
     return metric / metric.norm(dim=-1, keepdim=True).clamp_min(_NORM_EPS)
@@ -60,7 +71,7 @@ def _head_averaged_metric(x: torch.Tensor, num_heads: int) -> torch.Tensor:
 
 def bipartite_soft_matching_step(x: torch.Tensor, size: torch.Tensor, r: int,
                                  num_heads: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """One ToMe step: merge ``r`` tokens of ``x`` [B, p, C] (float32) with sizes ``size`` [B, p, 1] (float32).
+    """One ToMe step: merge ``r`` tokens of ``x`` [B, p, C] with sizes ``size`` [B, p, 1] (both in the merge dtype).
 
     Returns the merged tokens [B, p - r, C] and their sizes [B, p - r, 1], ordered
     ``[unmerged A tokens by descending best score, then all B tokens]``.
@@ -74,41 +85,37 @@ def bipartite_soft_matching_step(x: torch.Tensor, size: torch.Tensor, r: int,
     if r == 0:
         return x, size
 
-    metric = _head_averaged_metric(x, num_heads)
-    metric_a, metric_b = metric[:, 0::2], metric[:, 1::2]
-    scores = torch.matmul(metric_a, metric_b.transpose(1, 2))  # [B, nA, nB] cosine scores
-    best_score, best_b = scores.max(dim=-1)  # [B, nA]; the first (lowest) B index among equal maxima
-    # Stable descending sort: equal scores keep ascending A index.
-    order = torch.sort(best_score, dim=-1, descending=True, stable=True).indices  # [B, nA]
-    merged_a, kept_a = order[:, :r], order[:, r:]
+    with torch.no_grad():
+        metric = _head_averaged_metric(x, num_heads)
+        scores = metric[:, 0::2] @ metric[:, 1::2].transpose(-1, -2)  # [B, nA, nB] cosine scores
+        best_score, best_b = scores.max(dim=-1)  # [B, nA]
+        order = best_score.argsort(dim=-1, descending=True)  # the connector's (unstable) order, see module doc
+        merged_a, kept_a = order[:, :r], order[:, r:]
+        dst = best_b.gather(1, merged_a)  # [B, r] B partner of each merged A token
 
-    x_a, x_b = x[:, 0::2], x[:, 1::2]
-    size_a, size_b = size[:, 0::2], size[:, 1::2]
-    dst = best_b.gather(1, merged_a)  # [B, r] B partner of each merged A token
+    def merge(t: torch.Tensor) -> torch.Tensor:
+        a, b = t[:, 0::2], t[:, 1::2]
+        width = t.shape[-1]
+        kept = a.gather(1, kept_a.unsqueeze(-1).expand(-1, -1, width))
+        src = a.gather(1, merged_a.unsqueeze(-1).expand(-1, -1, width))
+        b = b.scatter_add(1, dst.unsqueeze(-1).expand(-1, -1, width), src)
+        return torch.cat([kept, b], dim=1)
 
-    def rows(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        return t.gather(1, idx.unsqueeze(-1).expand(-1, -1, t.shape[-1]))
-
-    def scatter_rows(t: torch.Tensor, idx: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
-        return t.scatter_add(1, idx.unsqueeze(-1).expand(-1, -1, t.shape[-1]), src)
-
-    # Size-weighted average: (size_b * b + sum(size_a * a)) / (size_b + sum(size_a)); sizes are exact integers.
-    src_size = rows(size_a, merged_a)  # [B, r, 1]
-    src_weighted = rows(x_a, merged_a) * src_size  # [B, r, C]
-    new_size_b = scatter_rows(size_b, dst, src_size)
-    new_x_b = scatter_rows(x_b * size_b, dst, src_weighted) / new_size_b
-
-    out_x = torch.cat([rows(x_a, kept_a), new_x_b], dim=1)
-    out_size = torch.cat([rows(size_a, kept_a), new_size_b], dim=1)
-    return out_x, out_size
+    summed = merge(x * size)
+    new_size = merge(size)
+    return summed / new_size, new_size
 
 
-def merge_clip_tokens(features: torch.Tensor, target_tokens: int, num_heads: int = 16) -> torch.Tensor:
+MERGE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def merge_clip_tokens(features: torch.Tensor, target_tokens: int, num_heads: int = 16,
+                      merge_dtype: torch.dtype | str = torch.float32) -> torch.Tensor:
     """Merge each clip's tokens ``features`` [B, P, C] down to ``target_tokens``: returns [B, target_tokens, C].
 
-    ``num_heads`` is the encoder's attention head count (UMT-L: 16); ``C`` must be divisible by it. Runs on the
-    input's device; tokens, matching metric and weighted sums are float32 and the result
-    has the input's dtype. Differentiable with respect to ``features`` (the matching itself is not).
+    ``num_heads`` is the encoder's attention head count (UMT-L: 16); ``C`` must be divisible by it. The merge runs
+    in ``merge_dtype`` (float32, bfloat16 or float16; see the module doc) on the input's device; the result has the
+    input's dtype. Differentiable with respect to ``features`` (the matching itself is not).
     """
     if not isinstance(features, torch.Tensor) or features.dim() != 3:
         shape = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
@@ -117,6 +124,12 @@ def merge_clip_tokens(features: torch.Tensor, target_tokens: int, num_heads: int
         raise ValueError(f"features must be a floating-point tensor, got {features.dtype}")
     if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads <= 0:
         raise ValueError(f"num_heads must be a positive int, got {num_heads!r}")
+    if isinstance(merge_dtype, str):
+        if merge_dtype not in MERGE_DTYPES:
+            raise ValueError(f"merge_dtype must be one of {', '.join(MERGE_DTYPES)}, got {merge_dtype!r}")
+        merge_dtype = MERGE_DTYPES[merge_dtype]
+    if merge_dtype not in MERGE_DTYPES.values():
+        raise ValueError(f"merge_dtype must be one of {', '.join(MERGE_DTYPES)}, got {merge_dtype}")
     batch, num_tokens, channels = features.shape
     if channels % num_heads != 0:
         raise ValueError(f"feature width {channels} is not divisible by num_heads={num_heads}; pass the encoder's "
@@ -125,8 +138,8 @@ def merge_clip_tokens(features: torch.Tensor, target_tokens: int, num_heads: int
     if not schedule:
         return features.clone()
 
-    x = features.to(torch.float32)
-    size = torch.ones(batch, num_tokens, 1, dtype=torch.float32, device=features.device)
+    x = features.to(merge_dtype)
+    size = torch.ones(batch, num_tokens, 1, dtype=merge_dtype, device=features.device)
     for r in schedule:
         x, size = bipartite_soft_matching_step(x, size, r, num_heads)
     return x.to(features.dtype)

@@ -54,10 +54,11 @@ def frame_dir_name(sample: Sample) -> str:
 
 
 def conversations(sample: Sample, inline_prompt: bool) -> list[dict]:
-    prompt = sampling.timestamp_prompt(sample.duration_s, len(sample.frame_indices)) if inline_prompt else ""
+    duration = sample.duration_s if inline_prompt else None
     out = []
     for i, turn in enumerate(sample.candidate.turns):
-        human = f"{mixture.IMAGE_TOKEN}\n{prompt}{turn.question}" if i == 0 else turn.question
+        human = sampling.first_user_turn(turn.question, duration, len(sample.frame_indices)) if i == 0 \
+            else turn.question
         out += [{"from": "human", "value": human}, {"from": "gpt", "value": turn.answer}]
     return out
 

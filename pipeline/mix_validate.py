@@ -195,7 +195,7 @@ class StageCheck:
             return
         text = str(convs[0].get("value", "")).removeprefix(f"{mixture.IMAGE_TOKEN}\n")
         if self.cfg.mix.timestamp_prompt == "inline":
-            want = sampling.timestamp_prompt(exp.duration_s, exp.num_frames)
+            want = sampling.video_question("", exp.duration_s, exp.num_frames)
             if not text.startswith(want):
                 self.fail(where, f"inline timestamp prompt is not {want!r} (duration and frames of the stage's rule)")
         elif PROMPT_LEAD in text:

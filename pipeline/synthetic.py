@@ -68,7 +68,10 @@ def write(video: SyntheticVideo, path: str) -> str:
     if video.codec == "libx264":
         codec_args += ["-preset", "ultrafast", "-crf", "28"]
     elif video.codec.startswith("libvpx"):
-        codec_args += ["-deadline", "realtime", "-cpu-used", "8", "-crf", "20", "-b:v", "1M"]
+        # "good" with one thread: "realtime" lets wall-clock timing steer rate control, so bytes differed run to run.
+        codec_args += ["-deadline", "good", "-cpu-used", "8", "-threads", "1", "-crf", "20", "-b:v", "1M"]
+    # bitexact: no random Matroska UIDs or encoder-version tags, so the same video encodes to the same bytes.
+    codec_args += ["-fflags", "+bitexact", "-flags:v", "+bitexact"]
     args += codec_args + ["-r", str(video.fps), *video.extra_args, path]
     ffmpeg.run(args)
     return path

@@ -77,12 +77,15 @@ class ProbeConfig:
 
 @dataclass
 class ScenesConfig:
-    detector: str = "content"  # content | adaptive | threshold | histogram | hash (PySceneDetect detectors)
-    threshold: Optional[float] = None  # None: the detector's own default
+    detector: str = "fast"  # fast | transnetv2 | content | adaptive | threshold | histogram | hash (PySceneDetect)
+    threshold: Optional[float] = None  # None: the detector's own default (fast: cut ratio; transnetv2: probability)
     min_scene_len_s: float = 0.5
     downscale: Optional[int] = None  # None: PySceneDetect's automatic downscale
     timeout_s: float = 3600.0
     part_size: int = 4  # videos per resumable work unit; small, since one long video takes minutes
+    segment_s: float = 300.0  # fast / transnetv2: a longer video is split at keyframes into tasks of about this
+    num_gpus: float = 0.0  # transnetv2: GPUs per model actor (0: the model runs on the CPU)
+    actors: int = 1  # transnetv2: model actors in the pool
 
 
 @dataclass
@@ -103,7 +106,7 @@ def _default_sampling_stages() -> dict[str, SamplingStageConfig]:
 
 
 SAMPLE_TYPES = ("dynamic_fps1", "middle")
-SCENE_DETECTORS = ("content", "adaptive", "threshold", "histogram", "hash")
+SCENE_DETECTORS = ("fast", "transnetv2", "content", "adaptive", "threshold", "histogram", "hash")
 PAYLOADS = ("video", "frames")
 
 
@@ -124,6 +127,8 @@ class ShardConfig:
 
 ENCODER_PRESETS = ("umt_large_videochat_flash", "umt_large", "tiny")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+MERGE_DTYPES = ("float32", "bfloat16", "float16")
+RESIZE_BACKENDS = ("pil", "torch")
 
 
 @dataclass
@@ -132,7 +137,9 @@ class EncoderConfig:
     # umt_large_videochat_flash: ViT-L/16 laid out like the released VideoChat-Flash UMT-L weights (joint 1-D sin-cos
     # table, q/v biases); umt_large: the same size with separable sin-cos; tiny: tests and demo
     preset: str = "umt_large_videochat_flash"
-    key_prefixes: list[str] = field(default_factory=lambda: ["vision_tower.", "module.", "encoder."])
+    # [] (default): recognise the layout (full VideoChat-Flash model, vision tower, standalone UMT-L encoder) and
+    # read only the tower's keys; else these prefixes are stripped from every key
+    key_prefixes: list[str] = field(default_factory=list)
     allow_random_init: bool = False  # tests and demo only: every output row records random_init
     seed: int = 0
 
@@ -145,7 +152,12 @@ class HicoConfig:
     batch_clips: int = 8  # clips per encoder forward
     num_gpus: Optional[float] = None  # per actor; None: 1 when the cluster has GPUs, else 0 (CPU)
     pool_size: int = 1  # encoder actors
-    dtype: str = "auto"  # auto: bfloat16 on GPU, float32 on CPU
+    dtype: str = "auto"  # encoder dtype; auto: bfloat16 on GPU, float32 on CPU
+    # dtype of the ToMe merge: float32 (reproducible) | bfloat16 | float16 (the connector of a model run in that dtype)
+    merge_dtype: str = "float32"
+    # frame resize: pil (bit-identical to the model's UMTImageProcessor) | torch (faster, not identical: up to ~0.02
+    # after normalisation, which changes merges)
+    resize: str = "pil"
     row_group_bytes: int = 256 * 1024**2
 
 
@@ -490,6 +502,14 @@ def validate(cfg: BuildConfig) -> BuildConfig:
     _positive("scenes.downscale", s.downscale)
     _positive("scenes.timeout_s", s.timeout_s)
     _positive("scenes.part_size", s.part_size)
+    _positive("scenes.segment_s", s.segment_s)
+    if s.segment_s < 30:
+        raise ConfigError("scenes.segment_s", f"{s.segment_s:g} is below 30 s", "use 30 or more, e.g. 300")
+    _positive("scenes.num_gpus", s.num_gpus, allow_zero=True)
+    _positive("scenes.actors", s.actors)
+    if s.detector == "transnetv2" and s.threshold is not None and not 0 < s.threshold < 1:
+        raise ConfigError("scenes.threshold", f"{s.threshold:g} is not a probability",
+                          "use a value between 0 and 1 for transnetv2, e.g. 0.5")
 
     sm = cfg.sampling
     _positive("sampling.clip_len", sm.clip_len)
@@ -526,6 +546,16 @@ def validate(cfg: BuildConfig) -> BuildConfig:
         _check_uri("hico.encoder.checkpoint", h.encoder.checkpoint, must_exist=True)
     if h.dtype not in DTYPES:
         raise ConfigError("hico.dtype", f"unknown dtype {h.dtype!r}", f"use one of {', '.join(DTYPES)}")
+    if h.merge_dtype not in MERGE_DTYPES:
+        raise ConfigError("hico.merge_dtype", f"unknown dtype {h.merge_dtype!r}",
+                          f"use one of {', '.join(MERGE_DTYPES)} (float32 unless you reproduce a model run in that "
+                          f"dtype)")
+    if h.resize not in RESIZE_BACKENDS:
+        raise ConfigError("hico.resize", f"unknown resize {h.resize!r}",
+                          f"use one of {', '.join(RESIZE_BACKENDS)} (pil: identical to the model's image processor)")
+    if h.encoder.checkpoint and "://" in h.encoder.checkpoint:
+        raise ConfigError("hico.encoder.checkpoint", "must be a local file (the encoder and its hash read it)",
+                          "copy the checkpoint to every node and give its local path")
     for k in ("tokens_per_frame", "batch_clips", "pool_size", "row_group_bytes"):
         _positive(f"hico.{k}", getattr(h, k))
     _positive("hico.num_gpus", h.num_gpus, allow_zero=True)

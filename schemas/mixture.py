@@ -70,7 +70,7 @@ def sampling_strategy_problem(value: str) -> str | None:
 # ---------------------------------------------------------------------------------------------------------------
 # Training records (LLaVA-NeXT / VideoChat-Flash annotation format)
 
-IMAGE_TOKEN = "<image>"
+from schemas.sampling import IMAGE_TOKEN  # noqa: E402 - defined once, with the prompt that places it
 RECORD_KEYS = ("id", "video", "video_id", "conversations", "duration", "start", "end")  # in written order
 INTERNVIDEO_KEYS = ("id", "video", "conversations", "duration", "start", "end")  # InternVideo2.5: duration required
 CLIP_END_MARGIN_S = 0.1  # the trainer ends a clip at most this far before the video's end

@@ -48,9 +48,29 @@ def frame_indices(vlen: int, fps: float, min_frames: int, max_frames: int, sampl
     return idx
 
 
+IMAGE_TOKEN = "<image>"
+
+
 def timestamp_prompt(duration_s: float, num_frames: int) -> str:
-    """The text the model sees before the question: time lives in the prompt, not in a timestamp module."""
+    """The timestamp sentence the model sees before the question: time lives in the prompt, not in a timestamp
+    module. Use :func:`video_question` / :func:`first_user_turn` to place it; never concatenate it by hand."""
     return f"The video lasts for {duration_s:.2f} seconds, and {num_frames} frames are uniformly sampled from it. "
+
+
+def video_question(question: str, duration_s: float, num_frames: int) -> str:
+    """The text after the video placeholder, as VideoChat-Flash trains with ``--time_msg short``: the timestamp
+    sentence (ending in ". "), a newline, then the question."""
+    return timestamp_prompt(duration_s, num_frames) + "\n" + question
+
+
+def first_user_turn(question: str, duration_s: float | None = None, num_frames: int | None = None) -> str:
+    """The first human turn of a video sample: ``<image>\n`` + :func:`video_question`, or ``<image>\n`` + the question
+    when ``duration_s`` is None (the trainer inserts the timestamp sentence itself)."""
+    if duration_s is None:
+        return f"{IMAGE_TOKEN}\n{question}"
+    if num_frames is None:
+        raise ValueError("num_frames is required with duration_s")
+    return f"{IMAGE_TOKEN}\n" + video_question(question, duration_s, num_frames)
 
 
 def plan(vlen: int, fps: float, stages: dict, clip_len: int = 4) -> list[dict]:

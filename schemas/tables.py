@@ -128,8 +128,10 @@ def hico_schema(width: int, tokens_per_clip: int = HICO_TOKENS_PER_CLIP) -> pa.S
             pa.field("padded", pa.bool_()),
             pa.field(HICO_TOKEN_COLUMN, pa.fixed_shape_tensor(pa.float16(), [tokens_per_clip, width])),
             pa.field("encoder_id", pa.string()),
-            pa.field("weights_sha256", pa.string()),
+            pa.field("weights_sha256", pa.string()),  # content hash of the encoder checkpoint
             pa.field("random_init", pa.bool_()),
+            pa.field("merge_dtype", pa.string()),  # dtype the ToMe merge ran in (hico.merge_dtype)
+            pa.field("resize", pa.string()),  # frame resize: "pil" (as the model's image processor) | "torch"
         ]
     )
 
@@ -146,11 +148,12 @@ HICO_INDEX = pa.schema(
 )
 
 
-# Annotations. Every table carries the provenance columns, so each row says which model and prompt made it.
+# Annotations. Every table carries the provenance columns, so each row says which model and prompt made it. A row
+# built from other rows ("template" QA from captions) carries the model, weights and random_init of its inputs.
 PROVENANCE_FIELDS = [
-    pa.field("backend", pa.string()),  # "transformers" | "hico_mllm" | "template" (no model)
-    pa.field("model", pa.string()),
-    pa.field("weights_sha256", pa.string()),
+    pa.field("backend", pa.string()),  # "transformers" | "hico_mllm" | "template" (built from that model's rows)
+    pa.field("model", pa.string()),  # checkpoint path, or a fixed name for built-in demo models
+    pa.field("weights_sha256", pa.string()),  # content hash of the checkpoint's weight files
     pa.field("random_init", pa.bool_()),
     pa.field("prompt_id", pa.string()),
     pa.field("prompt_version", pa.int32()),

@@ -3,8 +3,10 @@ through the same code path as real checkpoints: tables, provenance, validation, 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -32,14 +34,44 @@ def _tables(out: Path) -> dict:
     return result
 
 
+def _tiny_model_folders() -> set[str]:
+    return {n for n in os.listdir(tempfile.gettempdir()) if n.startswith("longvid-tiny-model-")}
+
+
 @pytest.fixture(scope="module", params=["hico_mllm", "transformers"])
 def annotated(request, corpus, ray_local, tmp_path_factory):
     out = tmp_path_factory.mktemp(f"ann-{request.param}")
     stages = ["ingest", "hico", "annotate"] if request.param == "hico_mllm" else ["ingest", "annotate"]
     cfg = make_config([corpus.root / "cuts.mp4", corpus.root / "with audio and spaces.mp4"], out,
                       COMMON + [f"annotate.backend={request.param}"], stages=stages)
+    folders_before = _tiny_model_folders()
     result = runner.run_build(cfg, quiet=True)
+    assert _tiny_model_folders() <= folders_before, "the annotate actors left their demo model behind"
     return request.param, out, result, cfg
+
+
+def _tiny_weights_sha256(backend: str, folder: Path) -> str:
+    """The content hash transcribed: sha256 over 'name NUL sha256(bytes) NL' of each weight file, sorted."""
+    if backend == "hico_mllm":
+        from annotators.tiny_hico_mllm import build_tiny_checkpoint
+    else:
+        from annotators.tiny_transformers_vlm import build_tiny_checkpoint
+    build_tiny_checkpoint(str(folder), seed=0)
+    digest = hashlib.sha256()
+    for name in sorted(n for n in os.listdir(folder) if n.endswith((".safetensors", ".bin", ".pt", ".pth"))):
+        digest.update(f"{name}\0{hashlib.sha256((folder / name).read_bytes()).hexdigest()}\n".encode())
+    return digest.hexdigest()
+
+
+def test_every_row_names_the_demo_model_and_its_weights(annotated, tmp_path):
+    backend, out, _, _ = annotated
+    t = _tables(out)
+    sha = _tiny_weights_sha256(backend, tmp_path)
+    rows = [r for name in ("captions", "qa", "grounding", "rejects") for r in t[name]]
+    assert rows and any(q["generator"] == "template" for q in t["qa"])
+    for r in rows:
+        # rows built from captions (template QA, grounding) inherit the caption model: no row hides it
+        assert (r["model"], r["weights_sha256"], r["random_init"]) == (f"longvid-tiny-{backend}-seed0", sha, True)
 
 
 def test_tables_provenance_and_validation(annotated):

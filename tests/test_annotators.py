@@ -129,6 +129,37 @@ def test_annotator_hierarchy_validation_repair_and_provenance():
     assert len(rows["grounding"]) == 4
     template = next(q for q in rows["qa"] if q["generator"] == "template")
     assert template["backend"] == "template" and template["prompt_id"] == "qa_templates"
+    # built from the scripted model's captions: it carries that model's identity
+    assert (template["model"], template["weights_sha256"], template["random_init"]) == ("/models/scripted",
+                                                                                        "ab" * 32, False)
+
+
+def test_rows_built_from_a_random_weight_models_captions_say_so():
+    backend = ScriptedBackend({})
+    backend.info = BackendInfo("scripted", "tiny-demo", "cd" * 32, random_init=True)
+    rows = VideoAnnotator(backend, AnnotateSettings()).annotate([_video()])
+    derived = rows["qa"] + rows["grounding"]
+    assert derived and all(r["random_init"] is True and r["model"] == "tiny-demo" and r["weights_sha256"] == "cd" * 32
+                           for r in derived)
+
+
+@pytest.mark.parametrize("raw, reason", [
+    ("\x7f" * 24, "text contains control characters (U+007F)"),
+    ("A man\x00 walks", "text contains control characters (U+0000)"),
+    ("... !!! ???", "text has no letter or digit"),
+    ("\ufffd\ufffd\ufffd\ufffd ab", "text is mostly replacement characters (U+FFFD: 4 of 6)"),
+])
+def test_unreadable_captions_become_rejects_with_a_reason(raw, reason):
+    backend = ScriptedBackend({}, default=raw)
+    rows = VideoAnnotator(backend, AnnotateSettings()).annotate([_video(3)])
+    assert rows["captions"] == [] and rows["qa"] == []  # never a blank multiple-choice option
+    assert [r["reason"] for r in rows["rejects"]] == [reason] * 3
+
+
+@pytest.mark.parametrize("text", ["Ein Mann läuft über die Straße.", "一个男人在跑步",
+                                  "Scene 2:\tthe cook\nfolds a map", "A sign reads \ufffd OPEN"])
+def test_readable_text_passes(text):
+    assert check_text(text, "prompt", 3, 600) == text.strip()
 
 
 def test_invalid_captions_become_rejects_and_feed_nothing():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 
 import numpy as np
 import pytest
@@ -22,14 +21,13 @@ MAX_NEW = 8
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     directory = tmp_path_factory.mktemp("tiny_hico_mllm")
-    start = time.perf_counter()
     build_tiny_checkpoint(str(directory), seed=0)
-    return str(directory), time.perf_counter() - start
+    return str(directory)
 
 
 @pytest.fixture(scope="module")
 def ckpt(checkpoint):
-    return checkpoint[0]
+    return checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -66,12 +64,9 @@ def _edit_config(directory: str, **changes) -> None:
 # -- checkpoint ----------------------------------------------------------------------------------------------------
 
 
-def test_tiny_checkpoint_layout_and_build_time(checkpoint, tmp_path):
-    directory, seconds = checkpoint
-    assert seconds < 10  # the first build includes importing transformers' Qwen2 modules
-    start = time.perf_counter()
+def test_tiny_checkpoint_layout(checkpoint, tmp_path):
+    directory = checkpoint
     again = build_tiny_checkpoint(str(tmp_path / "again"), seed=0)
-    assert time.perf_counter() - start < 10
     assert checkpoint_sha256(again) == checkpoint_sha256(directory)  # seeded: same bytes
     assert checkpoint_sha256(build_tiny_checkpoint(str(tmp_path / "other"), seed=1)) != checkpoint_sha256(directory)
     from safetensors import safe_open
@@ -111,7 +106,8 @@ def test_rendered_prompt(backend):
     q = "What does the woman lift?"
     text = backend.render(Request(q, hico_tokens=_tokens(3, 1), duration_s=75.5))
     assert text.count("<image>") == 1
-    user = "<image>\n" + timestamp_prompt(75.5, 12) + q
+    # the training text (preprocess_multimodal with --time_msg short): sentence, newline, question
+    user = "<image>\nThe video lasts for 75.50 seconds, and 12 frames are uniformly sampled from it. \n" + q
     assert text == ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n" + user
                     + "<|im_end|>\n<|im_start|>assistant\n")
     assert "and 12 frames are uniformly sampled" in text  # 3 clips x 4 frames

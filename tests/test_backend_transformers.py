@@ -136,11 +136,11 @@ def test_rendered_prompt_has_timestamp_prompt_once_before_question(backend, requ
         text = backend.render(req)
         ts = timestamp_prompt(req.duration_s, len(req.frames))
         assert text.count(ts) == 1
-        assert ts + req.prompt in text  # the timestamp prompt directly precedes the question
+        assert ts + "\n" + req.prompt in text  # sentence, newline, question: the training text
         assert text.count(video_token) == 1
         assert text.index(video_token) < text.index(ts)
-    assert "The video lasts for 20.00 seconds, and 5 frames are uniformly sampled from it. " in backend.render(
-        requests[1])
+    assert ("The video lasts for 20.00 seconds, and 5 frames are uniformly sampled from it. \n"
+            + requests[1].prompt) in backend.render(requests[1])
     assert "Answer briefly." in backend.render(requests[1])
     # text-only requests carry neither a video placeholder nor a timestamp prompt
     text_only = backend.render(requests[2])

@@ -54,7 +54,7 @@ def test_other_defaults(tmp_path):
     assert cfg.stages == ["ingest"]
     assert cfg.sources == [str(tmp_path)]
     assert cfg.out == str(tmp_path / "out")
-    assert cfg.scenes.detector == "content"
+    assert cfg.scenes.detector == "fast"
     assert cfg.probe.min_duration_s == 1.0 and cfg.probe.max_duration_s == 4 * 3600.0
     assert "mp4" in cfg.crawl.extensions and "webm" in cfg.crawl.extensions
     assert cfg.shard.target_bytes == 1024**3
@@ -325,3 +325,18 @@ def test_cli_annotate_without_checkpoint_is_a_config_error(tmp_path):
     assert proc.returncode == 2
     assert "config error: annotate.checkpoint: missing" in proc.stderr and "tiny_demo_model" in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("override, key", [
+    ("scenes.segment_s=10", "scenes.segment_s"),
+    ("scenes.num_gpus=-1", "scenes.num_gpus"),
+    ("scenes.actors=0", "scenes.actors"),
+])
+def test_bad_scene_segment_and_pool_settings(tmp_path, override, key):
+    assert config_error(tmp_path, [override]).key == key
+
+
+def test_transnetv2_threshold_is_a_probability(tmp_path):
+    err = config_error(tmp_path, ["scenes.detector=transnetv2", "scenes.threshold=3"])
+    assert err.key == "scenes.threshold"
+    assert build(tmp_path, ["scenes.detector=transnetv2", "scenes.threshold=0.3"]).scenes.threshold == 0.3

@@ -309,9 +309,9 @@ def test_preprocess_against_pil_bicubic(src):
     pil = np.asarray(Image.fromarray(frame).resize((224, 224), Image.BICUBIC)).astype(np.float32) / 255
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
     pil = (torch.from_numpy(pil).permute(2, 0, 1) - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / std
-    assert torch.allclose(preprocess_frames(frame[None], 224, backend="pil")[0], pil, atol=1e-6)
+    assert torch.allclose(preprocess_frames(frame[None], 224)[0], pil, atol=1e-6)
     for quantize in (False, True):
-        levels = ((preprocess_frames(frame[None], 224, quantize=quantize)[0] - pil) * std * 255).abs()
+        levels = ((preprocess_frames(frame[None], 224, resize="torch", quantize=quantize)[0] - pil) * std * 255).abs()
         assert levels.max() <= (1.0 + 1e-3 if quantize else 1.5) and levels.mean() < 0.35  # PIL rounds between passes
 
 

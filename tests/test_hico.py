@@ -69,6 +69,7 @@ def test_token_files_layout(hico_build):
         assert [r["padded"] for r in rows] == [False] * (n // 4) + [True] * (n % 4 != 0)
         assert rows[0]["t_start_s"] == pytest.approx(plan["timestamps_s"][0])
         assert all(r["random_init"] and r["encoder_id"].startswith("umt-vit-w64") for r in rows)
+        assert all(r["merge_dtype"] == "float32" and r["resize"] == "pil" for r in rows)
 
 
 def test_tokens_equal_the_online_computation(hico_build):

@@ -268,8 +268,10 @@ def test_options_frames_inline_prompt_lists_variant_caps_turns(annotated_build, 
                 as_trainer = dict(rec, start=mine[0]["start_s"], end=mine[0]["end_s"]) \
                     if mine[0]["start_s"] is not None else rec
                 duration, idx = expected_frames(st, cfg.sampling.clip_len, vlen, fps, as_trainer)
-                assert convs[0]["value"] == ("<image>\n" + sampling.timestamp_prompt(duration, len(idx))
-                                             + convs[0]["value"].split("sampled from it. ", 1)[1])
+                # the training text: "<image>\n" + sentence + "\n" + question (--time_msg short)
+                assert convs[0]["value"] == (f"<image>\nThe video lasts for {duration:.2f} seconds, and {len(idx)} "
+                                             f"frames are uniformly sampled from it. \n"
+                                             + convs[0]["value"].split("sampled from it. \n", 1)[1])
                 if stage != "stage2":
                     continue
                 # Frame payloads: <prefix>_<n>.jpg at the stage's sampled frames, no start/end on the record.

@@ -95,9 +95,10 @@ def test_report_is_self_contained(html):
 def test_random_weight_rows_are_marked(html):
     assert "RANDOM-WEIGHT MODELS." in html and "do not train on them" in html
     assert "the HiCo tokens of stage2" in html
-    # model-made captions carry the badge in the gallery; template QA (random_init false) do not
+    # model-made captions carry the badge in the gallery, and so does template QA built from them
     assert html.count('class="badge"') >= 4 * 2
     assert "13 of 13 captions" in html
+    assert re.search(r"\b(\d+) of \1 QA pairs", html)  # every QA pair descends from the random model's captions
 
 
 def test_report_without_model_rows_or_mixtures(annotated_build, tmp_path, capsys):

@@ -159,7 +159,8 @@ def test_stages_table_equals_mixture_files(mixed):
         words = sum(len(stats_schema.TEXT_TOKEN_PATTERN.findall(t["value"].replace("<image>", " ")))
                     for rec in records for t in rec["conversations"])
         assert r["text_tokens"] == words > 0
-        assert r["random_init"] == (r["task"] in ("caption", "summary", "grounding"))
+        # every task descends from the tiny random model's captions (template QA inherits their provenance)
+        assert r["random_init"] is True
 
 
 def test_summary_reconciles(mixed):

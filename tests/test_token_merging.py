@@ -1,7 +1,8 @@
 """HiCo clip-level token merging (compressors/token_merging.py) against a deliberately naive reference.
 
 The reference below shares no code with the library: plain Python loops over tokens, numpy float64 vectors, sizes
-as Python floats and ``sorted`` for the ranking, written straight from DESIGN.md ("HiCo clip-level compression").
+as Python floats, written straight from DESIGN.md ("HiCo clip-level compression"); only the ranking calls
+``torch.argsort(descending=True)``, whose tie order the connector inherits.
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ def naive_merge_clip(clip: np.ndarray, target: int, heads: int) -> tuple[np.ndar
             best_b.append(k_best)
             best_score.append(row[k_best])
 
-        ranked = sorted(range(len(a_ids)), key=lambda k: (-best_score[k], k))
+        # The connector ranks with torch.argsort(descending=True): by descending score; the order among exact
+        # ties is torch's own (index order up to 16 entries, not beyond), so the ranking uses that primitive.
+        ranked = torch.tensor(best_score, dtype=torch.float64).argsort(descending=True).tolist()
         merged, kept = ranked[:r], ranked[r:]
 
         b_num = [tokens[j] * sizes[j] for j in b_ids]

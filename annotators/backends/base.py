@@ -1,7 +1,8 @@
 """The backend interface: prompts + sampled frames + timestamps in, text out, batched.
 
 Every backend loads a local checkpoint directory once (per Ray actor) and answers `generate(requests)`. What the
-model sees before the question is the timestamp prompt (pipeline.sampling.timestamp_prompt) for the frames given.
+model sees before the question is the timestamp sentence and a newline (schemas.sampling.video_question) for
+the frames given.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Optional, Protocol, Sequence
 
 import numpy as np
+
+from compressors.weights_hash import directory_sha256
 
 
 @dataclass
@@ -45,7 +48,7 @@ class BackendInfo:
 
     backend: str  # "transformers" | "hico_mllm"
     model: str  # checkpoint path or id
-    weights_sha256: str  # sha256 over the checkpoint's weight files (sorted by name)
+    weights_sha256: str  # content hash of the checkpoint's weight files (checkpoint_sha256)
     random_init: bool = False  # tiny random-weight test/demo checkpoints say so
 
 
@@ -58,21 +61,7 @@ class Backend(Protocol):
         ...
 
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-
-
 def checkpoint_sha256(directory: str) -> str:
-    """sha256 over the weight files of a checkpoint directory (names and bytes, sorted by name)."""
-    import hashlib
-    import os
-
-    h = hashlib.sha256()
-    names = sorted(n for n in os.listdir(directory) if n.endswith(WEIGHT_SUFFIXES))
-    if not names:
-        raise FileNotFoundError(f"no weight files ({', '.join(WEIGHT_SUFFIXES)}) in {directory}")
-    for name in names:
-        h.update(name.encode() + b"\0")
-        with open(os.path.join(directory, name), "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
-    return h.hexdigest()
+    """Content hash of a checkpoint directory's weight files (compressors.weights_hash.directory_sha256, cached per
+    machine by path, size and mtime)."""
+    return directory_sha256(directory)

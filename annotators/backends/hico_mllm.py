@@ -9,7 +9,8 @@ annotating costs no second vision pass: the vision tower is only run for request
 Per request (:class:`annotators.backends.base.Request`): the visual tokens are ``hico_tokens`` (float16
 ``[n_clips, 64, C]``, e.g. read by the caller from the hico Parquet with ``compressors.token_store.HicoReader``)
 when given, else ``ClipEncoder.encode(frames, frame_size)``; flattened in clip order to ``[n_clips * 64, C]`` and
-projected to ``[N, H]``. The user turn is ``<image>\n`` + ``timestamp_prompt(duration_s, T)`` + the question, with
+projected to ``[N, H]``. The user turn is ``<image>\n`` + ``video_question(question, duration_s, T)``
+(schemas.sampling: the timestamp sentence, a newline, the question -- the text VideoChat-Flash trains on), with
 T = ``extra['num_frames']`` if set, else ``len(frames)`` if frames are given, else ``n_clips * 4``. Requests with
 neither frames nor tokens are text-only (no ``<image>``, no timestamp prompt). Batches are left-padded
 (``attention_mask``) and decoded with ``model.generate(inputs_embeds=...)``; the answer is the new tokens up to the
@@ -87,7 +88,7 @@ import torch
 from torch import nn
 
 from annotators.backends.base import BackendInfo, GenerationParams, Request, checkpoint_sha256
-from pipeline.sampling import timestamp_prompt
+from schemas.sampling import video_question
 
 log = logging.getLogger(__name__)
 
@@ -537,8 +538,7 @@ class HicoMllmBackend:
                              f"{self.image_token!r} (the backend places the video itself)")
         if not self._has_video(request):
             return request.prompt
-        return (f"{self.image_token}\n" + timestamp_prompt(request.duration_s, self.frames_count(request))
-                + request.prompt)
+        return f"{self.image_token}\n" + video_question(request.prompt, request.duration_s, self.frames_count(request))
 
     def render(self, request: Request) -> str:
         """The full prompt text the LM sees (visual tokens stand where `<image>` is)."""

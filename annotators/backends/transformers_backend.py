@@ -4,7 +4,8 @@ Loads `AutoProcessor` + `AutoModelForImageTextToText` from a local directory (`l
 downloaded) and answers batches of `Request`s:
 
 * each request becomes one chat: an optional system turn, then one user turn holding the video (when the request has
-  frames) followed by the text `timestamp_prompt(duration, T) + prompt` -- the timestamp prompt precedes the question
+  frames) followed by the text `video_question(prompt, duration, T)` (schemas.sampling) -- the timestamp sentence,
+  a newline, then the question, as VideoChat-Flash trains
   (DESIGN.md, "Timestamp prompt"). Requests without frames (video-level summaries, LLM-driven QA from captions) are
   plain text turns with no timestamp prompt;
 * the prompt text comes from the processor's own chat template; the frames go to the processor's video processor as
@@ -30,7 +31,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from annotators.backends.base import BackendInfo, GenerationParams, Request, checkpoint_sha256
-from pipeline.sampling import timestamp_prompt
+from schemas.sampling import video_question
 
 RANDOM_INIT_MARKER = "longvid_tiny.json"  # written by annotators.tiny_transformers_vlm next to random weights
 DTYPES = ("float32", "float16", "bfloat16", "auto")
@@ -120,7 +121,7 @@ class TransformersBackend:
         """The user text: the timestamp prompt for the frames given (if any), then the question."""
         if request.frames is None:
             return request.prompt
-        return timestamp_prompt(self._duration(request), len(request.frames)) + request.prompt
+        return video_question(request.prompt, self._duration(request), len(request.frames))
 
     def conversation(self, request: Request) -> list[dict]:
         """The chat for one request: optional system turn, then one user turn (video block first, then text)."""

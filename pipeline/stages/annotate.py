@@ -7,12 +7,12 @@ Decoding upstream of the actors keeps the model from waiting on it."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import pickle
 import shutil
-import tempfile
 
 from pipeline import frames as frame_io
 from pipeline import manifest, orphans, sharding, storage, tempdirs
@@ -27,16 +27,23 @@ TABLE_SCHEMAS = {"captions": tables.CAPTIONS, "qa": tables.QA, "grounding": tabl
                  "rejects": tables.ANNOTATION_REJECTS}
 
 
+TINY_SEED = 0
+
+
+def tiny_model_name(backend: str) -> str:
+    """The fixed identity of the built-in demo model (its `model` column; the weights hash goes alongside)."""
+    return f"longvid-tiny-{backend}-seed{TINY_SEED}"
+
+
 def model_digest(cfg: BuildConfig) -> str:
+    """What resume keys annotations on: the checkpoint's weights content hash (cached per machine), so fine-tuned
+    weights with the same file names and shapes are annotated again."""
+    from compressors.weights_hash import directory_sha256
+
     a = cfg.annotate
     if a.tiny_demo_model:
-        return f"tiny-{a.backend}-seed0"
-    h = hashlib.sha256()
-    for name in sorted(os.listdir(a.checkpoint)):
-        path = os.path.join(a.checkpoint, name)
-        if os.path.isfile(path):
-            h.update(name.encode() + str(os.path.getsize(path)).encode())
-    return h.hexdigest()
+        return tiny_model_name(a.backend)
+    return directory_sha256(a.checkpoint)
 
 
 def decode_unit(batch: dict, cfg: BuildConfig) -> dict:
@@ -101,18 +108,24 @@ class Annotator:
         configure_worker(cfg)
         a = cfg.annotate
         self.cfg = cfg
-        self._tmp = None
-        checkpoint = a.checkpoint
-        if a.tiny_demo_model:
-            self._tmp = tempfile.mkdtemp(prefix="longvid-tiny-model-")
-            checkpoint = _build_tiny(a.backend, self._tmp)
         dtype = a.dtype if a.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
         params = GenerationParams(max_new_tokens=a.max_new_tokens, do_sample=a.do_sample)
         if a.backend == "hico_mllm":
             from annotators.backends.hico_mllm import HicoMllmBackend as backend_cls
         else:
             from annotators.backends.transformers_backend import TransformersBackend as backend_cls
-        backend = backend_cls(checkpoint, device=device, dtype=dtype, batch_size=a.batch_size, params=params)
+        if a.tiny_demo_model:
+            # Built in a temporary folder that is gone once the model is in memory; rows name it by a fixed name
+            # plus its weights hash, so two builds write the same bytes.
+            tmp = tempdirs.mkdtemp(prefix="longvid-tiny-model-")
+            try:
+                backend = backend_cls(_build_tiny(a.backend, tmp), device=device, dtype=dtype,
+                                      batch_size=a.batch_size, params=params)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            backend.info = dataclasses.replace(backend.info, model=tiny_model_name(a.backend))
+        else:
+            backend = backend_cls(a.checkpoint, device=device, dtype=dtype, batch_size=a.batch_size, params=params)
         settings = AnnotateSettings(caption_min_chars=a.caption_min_chars, caption_max_chars=a.caption_max_chars,
                                     qa_generators=dict(a.qa_generators), qa_forms=tuple(a.qa_forms),
                                     repair_attempts=a.repair_attempts, frames_stage=a.frames_stage)
@@ -123,11 +136,15 @@ class Annotator:
         for payload in batch["payload"]:
             unit, inputs = pickle.loads(payload)
             rows = self.annotator.annotate(inputs)
+            if unit.get("hico_random_init"):  # the model saw tokens of a random-weight encoder: say so on every row
+                for table_rows in rows.values():
+                    for row in table_rows:
+                        row["random_init"] = True
             for table, schema in TABLE_SCHEMAS.items():
                 storage.write_parquet(unit["out_uris"][table], tables.to_table(rows[table], schema))
             record = {"shard": unit["shard"], "digest": unit["digest"],
                       "counts": {t: len(rows[t]) for t in TABLE_SCHEMAS},
-                      "random_init": self.annotator.backend.info.random_init}
+                      "random_init": self.annotator.backend.info.random_init or bool(unit.get("hico_random_init"))}
             storage.write_bytes(unit["record_uri"], json.dumps(record, indent=1).encode())
             records.append(json.dumps(record))
         return {"record": records}
@@ -138,7 +155,7 @@ def _build_tiny(backend: str, directory: str) -> str:
         from annotators.tiny_hico_mllm import build_tiny_checkpoint
     else:
         from annotators.tiny_transformers_vlm import build_tiny_checkpoint
-    return build_tiny_checkpoint(directory, seed=0) or directory
+    return build_tiny_checkpoint(directory, seed=TINY_SEED) or directory
 
 
 def _units(ctx: StageContext, m: manifest.Manifest) -> tuple[list[dict], list[dict]]:
@@ -156,10 +173,12 @@ def _units(ctx: StageContext, m: manifest.Manifest) -> tuple[list[dict], list[di
                    "scenes": v["scenes"], "vlen": v["reader_num_frames"], "fps": v["reader_fps"]}
                   for v in planned.plan.videos]
         name = planned.plan.name
-        hico_digest = None
+        hico_digest, hico_random = None, False
         if has_hico:
             rec = ctx.uri(layout.hico_record_path(cfg.hico.stage, name))
-            hico_digest = json.loads(storage.read_bytes(rec)).get("digest") if storage.exists(rec) else None
+            if storage.exists(rec):
+                hico_record = json.loads(storage.read_bytes(rec))
+                hico_digest, hico_random = hico_record.get("digest"), bool(hico_record.get("random_init"))
         digest = hashlib.sha256(json.dumps({"shard": planned.record["sha256"], "settings": settings, "model": model,
                                             "hico": hico_digest, "videos": videos}, sort_keys=True,
                                            default=str).encode()).hexdigest()
@@ -172,7 +191,8 @@ def _units(ctx: StageContext, m: manifest.Manifest) -> tuple[list[dict], list[di
                 continue
         todo.append({"shard": name, "shard_uri": ctx.uri(layout.shard_path(planned.plan.index)), "videos": videos,
                      "digest": digest, "out_uris": out_uris, "record_uri": record_uri,
-                     "hico_uri": hico_stage_uri if hico_digest else None})
+                     "hico_uri": hico_stage_uri if hico_digest else None,
+                     "hico_random_init": hico_random and a.backend == "hico_mllm"})
     return committed, todo
 
 

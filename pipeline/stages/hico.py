@@ -34,14 +34,13 @@ def resolve_gpus(gpus: float | None) -> tuple[float, str]:
 
 
 def weights_digest(cfg: BuildConfig) -> str:
+    """The encoder weights' content hash (cached per machine), the key of resume and each row's weights_sha256."""
+    from compressors.weights_hash import file_sha256
+
     enc = cfg.hico.encoder
     if not enc.checkpoint:
         return f"random-init-seed-{enc.seed}"
-    h = hashlib.sha256()
-    with storage.open_read(enc.checkpoint) as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(enc.checkpoint)
 
 
 class HicoShardEncoder:
@@ -62,7 +61,11 @@ class HicoShardEncoder:
         model, report = load_encoder(h.encoder.checkpoint, enc_cfg, key_prefix=h.encoder.key_prefixes,
                                      allow_random_init=h.encoder.allow_random_init, device=device, dtype=dtype,
                                      seed=h.encoder.seed)
-        self.encoder = ClipEncoder(model, enc_cfg, report, h.tokens_per_frame, h.batch_clips, device, dtype)
+        self.encoder = ClipEncoder(model, enc_cfg, report, h.tokens_per_frame, h.batch_clips, device, dtype,
+                                   merge_dtype=h.merge_dtype, resize=h.resize)
+        if report.checkpoint:
+            print(f"[hico] encoder weights {report.checkpoint}: layout {report.layout}, sha256 "
+                  f"{report.weights_sha256[:12]}", flush=True)
 
     def __call__(self, batch: dict) -> dict:
         return {"record": [json.dumps(self.encode_shard(json.loads(u))) for u in batch["unit"]]}
@@ -99,8 +102,10 @@ class HicoShardEncoder:
                 segments = token_store.write_tokens(local, table, self.cfg.hico.row_group_bytes)
             for s in segments:
                 s["file"] = file_name
+            report = self.encoder.report
             record = {"shard": unit["shard"], "file": file_name, "digest": unit["digest"], "clips": len(rows),
-                      "random_init": self.encoder.report.random_init, "segments": segments}
+                      "random_init": report.random_init, "weights_sha256": report.weights_sha256,
+                      "checkpoint_layout": report.layout, "segments": segments}
             storage.write_bytes(unit["record_uri"], json.dumps(record, indent=1).encode())
             return record
         finally:
@@ -120,7 +125,8 @@ def _units(ctx: StageContext, m: manifest.Manifest, weights: str) -> tuple[list[
                            "frame_indices": plan["frame_indices"], "timestamps_s": plan["timestamps_s"],
                            "resolution": plan["resolution"]})
         settings = {"shard_sha256": planned.record["sha256"], "weights": weights, "preset": h.encoder.preset,
-                    "tokens_per_frame": h.tokens_per_frame, "videos": videos}
+                    "tokens_per_frame": h.tokens_per_frame, "merge_dtype": h.merge_dtype, "resize": h.resize,
+                    "videos": videos}
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
         name = planned.plan.name
         record_uri = ctx.uri(layout.hico_record_path(h.stage, name))

@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
-from pipeline import manifest, ray_runtime, storage
+from pipeline import manifest, ray_runtime, scenes, shot_parallel, storage
 from pipeline.context import StageContext, configure_worker
 from pipeline.isolated import IsolatedFailure, IsolatedWorker
 from pipeline.errors import Rejection
+from pipeline.shot_frames import ShotDecodeError
 from pipeline.video_record import local_copy_checked
 from schemas import layout, reasons, tables
 
 NAME = "scenes"
-DESCRIPTION = "PySceneDetect shot boundaries and per-stage sampling plans"
+DESCRIPTION = "shot boundaries (fast, TransNetV2 or PySceneDetect) and per-stage sampling plans"
 
 
-def scenes_part(unit: tuple[str, list[dict]], ctx: StageContext) -> dict:
+def detect(path: str, duration_s: float, s, worker: IsolatedWorker, pool: list | None) -> list[dict]:
+    """Scenes of one local video with the configured detector; raises IsolatedFailure or ShotDecodeError."""
+    if s.detector == scenes.FAST:
+        times = shot_parallel.fast_times(path, duration_s, s.threshold, s.min_scene_len_s, s.segment_s, s.timeout_s)
+        return scenes.contiguous(times, duration_s)
+    if s.detector == scenes.TRANSNET:
+        times = shot_parallel.transnet_times(path, duration_s, s.threshold, s.min_scene_len_s, s.segment_s, pool,
+                                             s.timeout_s)
+        return scenes.contiguous(times, duration_s)
+    return worker.call("scenes", s.timeout_s, path=path, duration_s=duration_s, detector=s.detector,
+                       threshold=s.threshold, min_scene_len_s=s.min_scene_len_s, downscale=s.downscale)
+
+
+def scenes_part(unit: tuple[str, list[dict]], ctx: StageContext, pool: list | None = None) -> dict:
     uri, videos = unit
     configure_worker(ctx.cfg)
     s = ctx.cfg.scenes
@@ -23,10 +37,8 @@ def scenes_part(unit: tuple[str, list[dict]], ctx: StageContext) -> dict:
             row = {"video_id": v["video_id"], "ok": True, "reason": None, "message": None, "scenes": None}
             try:
                 with local_copy_checked(v["source_uri"], v["sha256"], ctx.cfg) as path:
-                    row["scenes"] = worker.call("scenes", s.timeout_s, path=path, duration_s=v["duration_s"],
-                                                detector=s.detector, threshold=s.threshold,
-                                                min_scene_len_s=s.min_scene_len_s, downscale=s.downscale)
-            except IsolatedFailure as e:
+                    row["scenes"] = detect(path, v["duration_s"], s, worker, pool)
+            except (IsolatedFailure, ShotDecodeError) as e:
                 reason = e.reason if e.reason in reasons.ALL else reasons.UNREADABLE
                 row.update(ok=False, reason=reason, message=f"scene detection failed: {e.message}")
             except Rejection as e:  # this input only (gone or changed since probe); storage outages still raise
@@ -46,8 +58,14 @@ def run(ctx: StageContext) -> dict:
     for part in manifest.scenes_parts(ctx, list(by_id)):
         if part.name not in committed:
             units.append((manifest.part_uri(ctx, layout.SCENES_PARTS_DIR, part), [by_id[k] for k in part.keys]))
-    ray_runtime.map_units(NAME, scenes_part, units, (ctx,), "videos",
-                          total_items=sum(len(u[1]) for u in units), items_of=lambda u: len(u[1]))
+    pool = None
+    if units and ctx.cfg.scenes.detector == scenes.TRANSNET:
+        pool = shot_parallel.transnet_pool(ctx.cfg.scenes.actors, ctx.cfg.scenes.num_gpus)
+    try:
+        ray_runtime.map_units(NAME, scenes_part, units, (ctx, pool), "videos",
+                              total_items=sum(len(u[1]) for u in units), items_of=lambda u: len(u[1]))
+    finally:
+        shot_parallel.release_pool(pool)
     m = manifest.assemble(ctx)
     manifest.write(ctx, m)
     return {"videos": len(m.videos), "scenes": sum(len(v["scenes"] or []) for v in m.videos)}
