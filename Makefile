@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup browser demo test bench clean-demo
+.PHONY: setup browser demo test bench crash clean-demo
 
 $(VENV)/.setup-done: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ bench: setup
 	$(PY) benchmarks/hico.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/annotate.py
 	$(PY) benchmarks/loader.py
+
+# Kill the build at N random moments across all stages, rerun, compare with uninterrupted builds (docs/robustness.md).
+N ?= 10
+crash: setup
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/crash.py --kills $(N)
 
 clean-demo:
 	rm -rf longvid-demo

@@ -17,7 +17,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pipeline import demo, runner  # noqa: E402
 from pipeline.context import StageInputMissing  # noqa: E402
-from pipeline.crawl import SourceError  # noqa: E402
+from pipeline.crawl import NothingFound, SourceError  # noqa: E402
+from pipeline.fetch import LOCAL_DISK_ERRNOS  # noqa: E402
+from pipeline.storage import StorageUnavailable  # noqa: E402
 from pipeline.mix_validate import MixValidationError  # noqa: E402
 from pipeline.stats import StatsMismatch  # noqa: E402
 from pipeline import stages as registry  # noqa: E402
@@ -78,6 +80,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         runner.run_build(cfg)
+    except config_schema.ConfigError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    except NothingFound as e:
+        print(f"{e} (check the sources and crawl.extensions, or set crawl.allow_empty: true to build an empty "
+              f"corpus)", file=sys.stderr)
+        return 2
     except SourceError as e:
         print(f"config error: sources: {e} (check the source URI, its credentials and the manifest's columns)",
               file=sys.stderr)
@@ -87,8 +96,31 @@ def main(argv: list[str] | None = None) -> int:
         # stage's own message, which names what to fix.
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except Exception as e:
+        line = systemic_failure(e)
+        if line is None:
+            raise
+        print(f"error: {line}; committed work is kept: rerun the same command to resume", file=sys.stderr)
+        return 1
     return 0
 
+
+def systemic_failure(e: BaseException) -> str | None:
+    """One line for a failure of the system rather than of an input (S3 endpoint not answering, local disk full or
+    read-only), also when a Ray task raised it (Ray wraps it and keeps it as `cause`); None for anything else."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        cause = getattr(e, "cause", None)
+        for err in (cause, e):
+            if isinstance(err, StorageUnavailable):
+                return (f"storage: S3 endpoint {err.endpoint} failed {err.operation} of {err.uri} "
+                        f"({err.detail})")
+            if isinstance(err, OSError) and not isinstance(err, ConnectionError) and err.errno in LOCAL_DISK_ERRNOS:
+                where = f": {err.filename}" if err.filename else ""
+                return f"disk: {err.strerror}{where} (free space, or point storage.tmp_dir at a larger disk)"
+        e = cause or e.__cause__ or e.__context__
+    return None
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -21,6 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pipeline import audit, report, storage  # noqa: E402
+from pipeline.storage import StorageUnavailable  # noqa: E402
 from pipeline.context import StageInputMissing  # noqa: E402
 from pipeline.niah import score as niah_score_module  # noqa: E402
 from schemas import config as config_schema  # noqa: E402
@@ -98,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except audit.QueryError as e:
         print(f"error: SQL: {e}", file=sys.stderr)
+        return 1
+    except StorageUnavailable as e:
+        print(f"error: storage: {e}", file=sys.stderr)
         return 1
     except (OSError, BotoCoreError, ClientError) as e:
         print(f"error: cannot read {args.out}: {e}", file=sys.stderr)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline import storage
+from pipeline import storage, tempdirs
 from schemas.config import BuildConfig
 
 
@@ -31,5 +31,9 @@ class StageContext:
 
 
 def configure_worker(cfg: BuildConfig) -> None:
-    """Per-task setup inside a Ray worker."""
-    storage.configure(cfg.storage.s3_endpoint_url, cfg.storage.s3_region)
+    """Per-task setup inside a Ray worker (and in the driver): S3 endpoint, timeouts and retries; temporary folder."""
+    st = cfg.storage
+    storage.configure(st.s3_endpoint_url, st.s3_region, connect_timeout_s=st.s3_connect_timeout_s,
+                      read_timeout_s=st.s3_read_timeout_s, max_attempts=st.s3_max_attempts,
+                      retry_mode=st.s3_retry_mode)
+    tempdirs.configure(cfg.out, st.tmp_dir)

@@ -10,11 +10,10 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 
 from pipeline import frames as frame_io
-from pipeline import sharding, storage
+from pipeline import sharding, storage, tempdirs
 from pipeline.context import StageContext, configure_worker
 from pipeline.mix_records import FrameDir
 from pipeline.mix_select import VideoInfo
@@ -88,7 +87,7 @@ def _all_exist(ctx: StageContext, files: list[str], existing: set[str] | None) -
 def write_unit(unit: PayloadUnit, ctx: StageContext) -> dict:
     """One Ray task: extract the shard's wanted videos, copy them out and encode the frame directories."""
     configure_worker(ctx.cfg)
-    tmp = tempfile.mkdtemp(prefix="longvid-mix-")
+    tmp = tempdirs.mkdtemp(prefix="longvid-mix-")
     try:
         paths = sharding.extract_videos(unit.shard_uri, unit.videos, tmp)
         ext = {v["video_id"]: v["extension"] for v in unit.videos}

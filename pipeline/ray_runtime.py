@@ -8,6 +8,9 @@ from typing import Any, Callable, Iterable, Sequence
 from pipeline.progress import Progress
 
 
+LOCAL_HOST = "127.0.0.1"
+
+
 def init(address: str | None = None, num_cpus: int | None = None) -> None:
     import ray
 
@@ -18,8 +21,20 @@ def init(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(address=address, log_to_driver=True)
     else:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
+        _loopback_only()
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, _node_ip_address=LOCAL_HOST,
                  runtime_env={"env_vars": {"PYTHONPATH": _pythonpath_with(root)}})
+
+
+def _loopback_only() -> None:
+    """A local cluster serves this process only: every Ray process listens on 127.0.0.1, never on the machine's
+    routable address. Ray replaces a 127.0.0.1 node address by the routable one unless its "no cluster" switch is
+    off; the switch is read when Ray is imported, so it is set both in the environment (for Ray's own processes)
+    and in the already-imported constant."""
+    from ray._private import ray_constants
+
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def _pythonpath_with(root: str) -> str:

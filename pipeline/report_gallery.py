@@ -8,11 +8,10 @@ import os
 import random
 import shutil
 import tarfile
-import tempfile
 from dataclasses import dataclass, field
 
 from pipeline import frames as frame_io
-from pipeline import sharding
+from pipeline import sharding, tempdirs
 from pipeline.stats_sources import BuildOutput
 from schemas import layout
 from schemas.sampling import frame_indices
@@ -52,7 +51,7 @@ def load(out: BuildOutput, chosen: list[dict], frames_per_video: int) -> list[Ga
     by_shard: dict[str, list[GalleryVideo]] = {}
     for e in entries:
         by_shard.setdefault(e.video["shard"], []).append(e)
-    tmp = tempfile.mkdtemp(prefix="longvid-report-")
+    tmp = tempdirs.mkdtemp(prefix="longvid-report-")
     try:
         for shard, group in sorted(by_shard.items()):
             try:

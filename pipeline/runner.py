@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 
-from pipeline import manifest, ray_runtime, storage, summary
+from pipeline import manifest, preflight, ray_runtime, storage, summary, tempdirs
 from pipeline import stages as registry
-from pipeline.context import StageContext
+from pipeline.context import StageContext, configure_worker
 from schemas import layout
-from schemas.config import BuildConfig
+from schemas.config import BuildConfig, ConfigError
 
 
 # Stages that read the manifest and never change it: after them the build summary comes from the persisted tables.
@@ -18,9 +18,21 @@ MANIFEST_READERS = {"hico", "annotate", "mix", "stats", "report"}
 def run_build(cfg: BuildConfig, stage_names: list[str] | None = None, quiet: bool = False) -> dict:
     start = time.monotonic()
     names = registry.resolve(stage_names or cfg.stages)
-    storage.configure(cfg.storage.s3_endpoint_url, cfg.storage.s3_region)
     if not storage.is_s3(cfg.out):
         cfg.out = storage.normalize_local(cfg.out)
+    configure_worker(cfg)
+    preflight.check_out(cfg.out)
+    try:
+        temp_folder = tempdirs.start_job(cfg.out, cfg.storage.tmp_dir)
+    except tempdirs.JobFolderBusy as e:
+        raise ConfigError("out", str(e), "wait for that build to finish, or stop it")
+    try:
+        return _run_stages(cfg, names, start, quiet)
+    finally:
+        tempdirs.end_job(temp_folder)
+
+
+def _run_stages(cfg: BuildConfig, names: list[str], start: float, quiet: bool) -> dict:
     ctx = StageContext(cfg)
     ray_runtime.init(cfg.ray.address, cfg.ray.num_cpus)
     results = {}

@@ -10,11 +10,12 @@ import io
 import os
 import posixpath
 import shutil
-import tempfile
 import threading
 import uuid
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator, Optional
+
+from pipeline import tempdirs
 
 _local = threading.local()
 
@@ -23,18 +24,74 @@ _local = threading.local()
 class S3Settings:
     endpoint_url: Optional[str] = None
     region: Optional[str] = None
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 60.0
+    max_attempts: int = 4
+    retry_mode: str = "standard"
 
 
 _settings = S3Settings()
 
 
-def configure(endpoint_url: Optional[str] = None, region: Optional[str] = None) -> None:
-    """Set the S3 endpoint for this process (each Ray task calls this with the job's config)."""
+def configure(endpoint_url: Optional[str] = None, region: Optional[str] = None, **timeouts) -> None:
+    """Set the S3 endpoint (and optionally S3Settings' timeouts and retries) for this process; each Ray task calls
+    this with the job's config."""
     global _settings
-    new = S3Settings(endpoint_url, region)
+    new = S3Settings(endpoint_url, region, **timeouts)
     if new != _settings:
         _settings = new
         _local.__dict__.pop("client", None)
+
+
+class StorageUnavailable(RuntimeError):
+    """The S3 endpoint did not answer (down, hanging, throttling past the retries): a systemic failure that stops
+    the job, never a reject. Names the endpoint, the operation and the object."""
+
+    def __init__(self, endpoint: str, operation: str, uri: str, detail: str):
+        self.endpoint, self.operation, self.uri, self.detail = endpoint, operation, uri, detail
+        super().__init__(f"S3 endpoint {endpoint} failed {operation} of {uri}: {detail}")
+
+    def __reduce__(self):  # crosses Ray task boundaries intact
+        return type(self), (self.endpoint, self.operation, self.uri, self.detail)
+
+
+_SYSTEMIC_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
+                   "InternalError", "ServiceUnavailable", "500", "502", "503", "504"}
+
+
+def _endpoint_name() -> str:
+    return _settings.endpoint_url or "(AWS default endpoint)"
+
+
+def _network_error(e: BaseException) -> bool:
+    from botocore.exceptions import ConnectionError as BotoConnectionError, HTTPClientError
+    from urllib3.exceptions import HTTPError as Urllib3Error
+
+    return isinstance(e, (BotoConnectionError, HTTPClientError, Urllib3Error, ConnectionError, TimeoutError))
+
+
+@contextlib.contextmanager
+def s3_operation(operation: str, uri: str) -> Iterator[None]:
+    """Turn an S3 endpoint that is down, hanging or throttling (after botocore's own retries) into
+    StorageUnavailable; a per-object answer (404, 403) passes through unchanged."""
+    from botocore.exceptions import ClientError
+
+    try:
+        yield
+    except ClientError as e:
+        err = e.response.get("Error", {})
+        code = str(err.get("Code", ""))
+        status = str(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+        if code in _SYSTEMIC_CODES or status.startswith("5"):
+            raise StorageUnavailable(_endpoint_name(), operation, uri, f"{code or status}: {err.get('Message', '')}")
+        raise
+    except StorageUnavailable:
+        raise
+    except Exception as e:
+        if _network_error(e):
+            detail = f"{type(e).__name__}: {e}".splitlines()[0]
+            raise StorageUnavailable(_endpoint_name(), operation, uri, detail) from None
+        raise
 
 
 def settings() -> S3Settings:
@@ -47,7 +104,9 @@ def s3_client():
         import boto3
         from botocore.config import Config
 
-        kwargs = {"config": Config(retries={"max_attempts": 5, "mode": "standard"})}
+        st = _settings
+        kwargs = {"config": Config(connect_timeout=st.connect_timeout_s, read_timeout=st.read_timeout_s,
+                                   retries={"max_attempts": st.max_attempts, "mode": st.retry_mode})}
         if _settings.endpoint_url:
             kwargs["endpoint_url"] = _settings.endpoint_url
         if _settings.region:
@@ -111,33 +170,61 @@ def normalize_local(path: str) -> str:
     return os.path.abspath(os.path.expanduser(path))
 
 
+FILE_SCHEME = "file://"
+
+
+def local_uri(path: str) -> str:
+    """How a local file is named in the tables: its path, or, when the name holds bytes that are not UTF-8 (a str
+    with surrogate escapes from os.listdir), a `file://` URI with every such byte percent-escaped, which
+    `local_path` turns back into the exact name."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        from urllib.parse import quote_from_bytes
+
+        return FILE_SCHEME + quote_from_bytes(os.fsencode(path), safe="/")
+
+
+def local_path(uri: str) -> str:
+    """The filesystem path of a local URI (a plain path, or a `file://` URI from `local_uri`)."""
+    if uri.startswith(FILE_SCHEME):
+        from urllib.parse import unquote_to_bytes
+
+        return os.fsdecode(unquote_to_bytes(uri[len(FILE_SCHEME):]))
+    return uri
+
+
 def exists(uri: str) -> bool:
     if is_s3(uri):
         from botocore.exceptions import ClientError
 
         bucket, key = split_s3(uri)
         try:
-            s3_client().head_object(Bucket=bucket, Key=key)
+            with s3_operation("HeadObject", uri):
+                s3_client().head_object(Bucket=bucket, Key=key)
             return True
         except ClientError as e:
             if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return False
             raise
-    return os.path.exists(uri)
+    return os.path.exists(local_path(uri))
 
 
 def size(uri: str) -> int:
     if is_s3(uri):
         bucket, key = split_s3(uri)
-        return int(s3_client().head_object(Bucket=bucket, Key=key)["ContentLength"])
-    return os.path.getsize(uri)
+        with s3_operation("HeadObject", uri):
+            return int(s3_client().head_object(Bucket=bucket, Key=key)["ContentLength"])
+    return os.path.getsize(local_path(uri))
 
 
 def read_bytes(uri: str) -> bytes:
     if is_s3(uri):
         bucket, key = split_s3(uri)
-        return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
-    with open(uri, "rb") as f:
+        with s3_operation("GetObject", uri):
+            return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
+    with open(local_path(uri), "rb") as f:
         return f.read()
 
 
@@ -147,9 +234,10 @@ def read_range(uri: str, offset: int, size: int) -> bytes:
         return b""
     if is_s3(uri):
         bucket, key = split_s3(uri)
-        body = s3_client().get_object(Bucket=bucket, Key=key, Range=f"bytes={offset}-{offset + size - 1}")
-        with body["Body"] as stream:
-            data = stream.read()
+        with s3_operation("GetObject", uri):
+            body = s3_client().get_object(Bucket=bucket, Key=key, Range=f"bytes={offset}-{offset + size - 1}")
+            with body["Body"] as stream:
+                data = stream.read()
     else:
         fd = os.open(uri, os.O_RDONLY)
         try:
@@ -166,13 +254,14 @@ def open_read(uri: str) -> Iterator[BinaryIO]:
     """A binary stream of a local file or an S3 object (streamed, not loaded whole)."""
     if is_s3(uri):
         bucket, key = split_s3(uri)
-        body = s3_client().get_object(Bucket=bucket, Key=key)["Body"]
-        try:
-            yield body
-        finally:
-            body.close()
+        with s3_operation("GetObject", uri):
+            body = s3_client().get_object(Bucket=bucket, Key=key)["Body"]
+            try:
+                yield body
+            finally:
+                body.close()
     else:
-        with open(uri, "rb") as f:
+        with open(local_path(uri), "rb") as f:
             yield f
 
 
@@ -183,10 +272,11 @@ def list_files(uri: str) -> Iterator[tuple[str, int]]:
         if prefix and not prefix.endswith("/"):
             prefix += "/"
         pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-        for page in pages:
-            for obj in page.get("Contents", []):
-                if not obj["Key"].endswith("/"):
-                    yield f"s3://{bucket}/{obj['Key']}", int(obj["Size"])
+        with s3_operation("ListObjectsV2", f"s3://{bucket}/{prefix}"):
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    if not obj["Key"].endswith("/"):
+                        yield f"s3://{bucket}/{obj['Key']}", int(obj["Size"])
         return
     found = []
     for root, dirs, files in os.walk(uri):
@@ -224,7 +314,8 @@ def write_bytes(uri: str, data: bytes) -> None:
     """Atomic write: a reader sees the old content or the new one, never a partial file."""
     if is_s3(uri):
         bucket, key = split_s3(uri)
-        s3_client().put_object(Bucket=bucket, Key=key, Body=data)
+        with s3_operation("PutObject", uri):
+            s3_client().put_object(Bucket=bucket, Key=key, Body=data)
         return
     os.makedirs(os.path.dirname(uri) or ".", exist_ok=True)
     tmp = _temporary_path(uri)
@@ -249,12 +340,13 @@ def write_bytes_if_changed(uri: str, data: bytes) -> bool:
 def staged_output(uri: str) -> Iterator[str]:
     """A local path to write a large output to; on clean exit it is committed to `uri` (rename or upload)."""
     if is_s3(uri):
-        fd, tmp = tempfile.mkstemp(prefix="longvid-", suffix=".part")
+        fd, tmp = tempdirs.mkstemp(prefix="longvid-", suffix=".part")
         os.close(fd)
         try:
             yield tmp
             bucket, key = split_s3(uri)
-            s3_client().upload_file(tmp, bucket, key)  # multipart upload: the object appears only when complete
+            with s3_operation("PutObject (upload)", uri):
+                s3_client().upload_file(tmp, bucket, key)  # multipart upload: the object appears only when complete
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
@@ -300,7 +392,7 @@ def commit_file_if_changed(local_path: str, uri: str) -> bool:
 def local_output_if_changed(uri: str) -> Iterator[str]:
     """A local path to stream a large output into; on clean exit it is committed to `uri` only when its content
     differs from what is there (the streaming counterpart of write_bytes_if_changed)."""
-    fd, tmp = tempfile.mkstemp(prefix="longvid-", suffix=".out")
+    fd, tmp = tempdirs.mkstemp(prefix="longvid-", suffix=".out")
     os.close(fd)
     try:
         yield tmp
@@ -332,7 +424,8 @@ def remove_files(uris: list[str], prune_below: str | None = None) -> None:
     for bucket, keys in by_bucket.items():
         for i in range(0, len(keys), 1000):  # the DeleteObjects limit
             batch = [{"Key": k} for k in keys[i:i + 1000]]
-            s3_client().delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+            with s3_operation("DeleteObjects", f"s3://{bucket}/{batch[0]['Key']}"):
+                s3_client().delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
     for path in (u for u in uris if not is_s3(u)):
         os.unlink(path)
         if prune_below is None:

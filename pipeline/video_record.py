@@ -6,8 +6,10 @@ import contextlib
 from typing import Iterator
 
 from pipeline import fetch, storage
+from pipeline.errors import Rejection
 from pipeline.isolated import IsolatedFailure, IsolatedWorker
 from pipeline.probe import ProbeLimits
+from schemas import reasons
 from schemas import sample as sample_schema
 from schemas.config import BuildConfig
 
@@ -35,7 +37,8 @@ def limits_of(cfg: BuildConfig) -> ProbeLimits:
 
 def http_policy_of(cfg: BuildConfig) -> fetch.HttpPolicy:
     c = cfg.crawl
-    return fetch.HttpPolicy(c.http_timeout_s, c.http_retries, c.http_backoff_s)
+    return fetch.HttpPolicy(c.http_timeout_s, c.http_retries, c.http_backoff_s, c.http_backoff_max_s, c.http_jitter,
+                            c.download_deadline_s, c.download_min_bytes_per_s, c.download_throughput_window_s)
 
 
 def probe_input(item: dict, cfg: BuildConfig, worker: IsolatedWorker) -> dict:
@@ -61,8 +64,9 @@ def probe_input(item: dict, cfg: BuildConfig, worker: IsolatedWorker) -> dict:
     return row
 
 
-class SourceChanged(RuntimeError):
-    pass
+class SourceChanged(Rejection):
+    def __init__(self, message: str):
+        super().__init__(reasons.SOURCE_CHANGED, message)
 
 
 @contextlib.contextmanager

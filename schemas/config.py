@@ -40,14 +40,28 @@ class RayConfig:
 class StorageConfig:
     s3_endpoint_url: Optional[str] = None  # None: boto3's own resolution ($AWS_ENDPOINT_URL, profile, AWS)
     s3_region: Optional[str] = None
+    s3_connect_timeout_s: float = 10.0
+    s3_read_timeout_s: float = 60.0  # per socket read; a hanging endpoint fails after this times s3_max_attempts
+    s3_max_attempts: int = 4  # botocore attempts per request (first try included)
+    s3_retry_mode: str = "standard"  # standard | adaptive (botocore retry modes: throttling and 5xx, with backoff)
+    tmp_dir: Optional[str] = None  # base of the per-job temporary folder; None: $TMPDIR (or the system default)
 
 
 @dataclass
 class CrawlConfig:
     extensions: list[str] = field(default_factory=lambda: list(VIDEO_EXTENSIONS))
-    http_timeout_s: float = 60.0
-    http_retries: int = 3
-    http_backoff_s: float = 1.0
+    http_timeout_s: float = 60.0  # connect and per-read timeout of one HTTP request
+    http_retries: int = 3  # extra attempts after 5xx, 408/429, timeouts and connection resets; nothing else
+    http_backoff_s: float = 1.0  # first retry waits about this long, doubling per retry ...
+    http_backoff_max_s: float = 30.0  # ... up to this
+    http_jitter: float = 0.5  # each wait is randomly shortened by up to this fraction
+    download_deadline_s: float = 3600.0  # total time for one download (all attempts) before download_failed
+    download_min_bytes_per_s: int = 16 * 1024  # average throughput below this (after the window) is download_failed
+    download_throughput_window_s: float = 30.0
+    download_concurrency: int = 4  # downloads in flight per probe task, so one slow source does not hold back others
+    allow_empty: bool = False  # a build whose sources hold no input exits 2 unless this is true
+    allowed_roots: list[str] = field(default_factory=list)  # manifest paths may also point below these folders
+    allow_paths_outside_manifest: bool = False  # true: manifest paths may point anywhere the job can read
 
 
 @dataclass
@@ -415,6 +429,7 @@ def load_yaml(path: str) -> dict:
 
 
 SOURCE_SCHEMES = ("http://", "https://", "s3://")
+S3_RETRY_MODES = ("standard", "adaptive", "legacy")
 
 
 def _check_uri(key: str, uri: str, must_exist: bool) -> None:
@@ -459,6 +474,23 @@ def validate(cfg: BuildConfig) -> BuildConfig:
     _positive("crawl.http_timeout_s", c.http_timeout_s)
     _positive("crawl.http_retries", c.http_retries, allow_zero=True)
     _positive("crawl.http_backoff_s", c.http_backoff_s, allow_zero=True)
+    _positive("crawl.http_backoff_max_s", c.http_backoff_max_s, allow_zero=True)
+    if not 0 <= c.http_jitter <= 1:
+        raise ConfigError("crawl.http_jitter", f"{c.http_jitter} is outside 0..1", "give a fraction such as 0.5")
+    _positive("crawl.download_deadline_s", c.download_deadline_s)
+    _positive("crawl.download_min_bytes_per_s", c.download_min_bytes_per_s, allow_zero=True)
+    _positive("crawl.download_throughput_window_s", c.download_throughput_window_s)
+    _positive("crawl.download_concurrency", c.download_concurrency)
+    c.allowed_roots = [os.path.abspath(os.path.expanduser(r)) for r in c.allowed_roots]
+    st = cfg.storage
+    _positive("storage.s3_connect_timeout_s", st.s3_connect_timeout_s)
+    _positive("storage.s3_read_timeout_s", st.s3_read_timeout_s)
+    _positive("storage.s3_max_attempts", st.s3_max_attempts)
+    if st.s3_retry_mode not in S3_RETRY_MODES:
+        raise ConfigError("storage.s3_retry_mode", f"unknown mode {st.s3_retry_mode!r}",
+                          f"use one of {', '.join(S3_RETRY_MODES)}")
+    if st.tmp_dir and os.path.exists(st.tmp_dir) and not os.path.isdir(st.tmp_dir):
+        raise ConfigError("storage.tmp_dir", f"{st.tmp_dir} is not a folder", "give a folder for temporary files")
     if not c.extensions:
         raise ConfigError("crawl.extensions", "empty", "list the video extensions to pick up, e.g. [mp4, mkv]")
     c.extensions = [e.lower().lstrip(".") for e in c.extensions]

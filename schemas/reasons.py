@@ -8,5 +8,7 @@ TOO_LARGE = "too_large"
 DOWNLOAD_FAILED = "download_failed"
 TIMEOUT = "timeout"
 DUPLICATE = "duplicate"
+SOURCE_CHANGED = "source_changed"  # the bytes read by a later stage no longer hash to what probe saw
 
-ALL = (UNREADABLE, NO_VIDEO_STREAM, TOO_SHORT, TOO_LONG, TOO_LARGE, DOWNLOAD_FAILED, TIMEOUT, DUPLICATE)
+ALL = (UNREADABLE, NO_VIDEO_STREAM, TOO_SHORT, TOO_LONG, TOO_LARGE, DOWNLOAD_FAILED, TIMEOUT, DUPLICATE,
+       SOURCE_CHANGED)

@@ -92,14 +92,26 @@ def _moto_command(port: int) -> list[str]:
 @contextlib.contextmanager
 def moto_server(log_path: Optional[Path] = None) -> Iterator[str]:
     """A real moto S3 server on 127.0.0.1; yields its endpoint URL and stops it (by pid) on exit."""
+    with moto_server_process(log_path) as (endpoint, _):
+        yield endpoint
+
+
+@contextlib.contextmanager
+def moto_server_process(log_path: Optional[Path] = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Like moto_server, also yielding the process (tests pause it with SIGSTOP or kill it); on exit it is resumed
+    if paused and stopped by pid."""
+    import signal
+
     port = free_port()
     endpoint = f"http://{HOST}:{port}"
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL
     proc = subprocess.Popen(_moto_command(port), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
         wait_until(lambda: _answers(endpoint + "/"), 30, f"moto_server on {endpoint}", proc)
-        yield endpoint
+        yield endpoint, proc
     finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)
         stop_process(proc)
         if log_path:
             log.close()
@@ -115,9 +127,16 @@ class FileHandler(http.server.SimpleHTTPRequestHandler):
     - `/flaky/<n>/<path>`: HTTP 500 for the first n requests of that exact URL, then the file;
     - `/nolength/<path>`: the file without a Content-Length header (body ends when the connection closes);
     - `/truncate/<path>`: declares the full Content-Length but sends only the first half, then closes;
-    - `/slow/<seconds>/<path>`: waits that long before answering (client timeouts).
+    - `/slow/<seconds>/<path>`: waits that long before answering (client timeouts);
+    - `/trickle/<seconds>/<path>`: declares the full length, then sends one byte every that many seconds;
+    - `/stall/<path>`: declares the full length, sends the first 1000 bytes, then sends nothing more;
+    - `/endless`: no Content-Length and a body of zeros that never ends;
+    - `/huge`: declares a Content-Length of 1 TiB (sends zeros as long as the client reads);
+    - `/redirect-file`: 302 to file:///etc/passwd;
+    - `/reset/<n>/<path>`: resets the connection (RST) for the first n requests of that exact URL, then the file.
 
-    Every request is counted per request path (query included) in `server.hits`, so tests can see the retries.
+    Every request is counted per request path (query included) in `server.hits` and its start time (monotonic) is
+    appended to `server.started[path]`, so tests can see retries and which downloads ran side by side.
     """
 
     def log_message(self, format, *args):  # keep pytest output clean
@@ -126,10 +145,85 @@ class FileHandler(http.server.SimpleHTTPRequestHandler):
     def _count(self) -> int:
         with self.server.lock:
             self.server.hits[self.path] = self.server.hits.get(self.path, 0) + 1
+            self.server.started.setdefault(self.path, []).append(time.monotonic())
             return self.server.hits[self.path]
+
+    def _file_bytes(self, rest: str) -> Optional[bytes]:
+        path = self.translate_path("/" + rest)
+        if not os.path.isfile(path):
+            self.send_error(404)
+            return None
+        with open(path, "rb") as f:
+            return f.read()
+
+    def _send_head(self, length: Optional[int], status: int = 200) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/octet-stream")
+        if length is not None:
+            self.send_header("Content-Length", str(length))
+        self.end_headers()
+
+    def _drip(self, data: bytes, every_s: float, until_s: float = 300.0) -> None:
+        """Send `data` one byte every `every_s` seconds (bounded, and ends when the client goes away)."""
+        end = time.monotonic() + until_s
+        for i in range(len(data)):
+            if time.monotonic() > end or self.server.stopping.is_set():
+                return
+            try:
+                self.wfile.write(data[i:i + 1])
+                self.wfile.flush()
+            except OSError:
+                return
+            self.server.stopping.wait(every_s)
+
+    def _hostile(self, n: int) -> bool:
+        """Serve one of the hostile paths; False when the path is not one of them."""
+        if self.path.startswith("/trickle/"):
+            _, _, every, rest = self.path.split("/", 3)
+            data = self._file_bytes(rest)
+            if data is not None:
+                self._send_head(len(data))
+                self._drip(data, float(every))
+            return True
+        if self.path.startswith("/stall/"):
+            data = self._file_bytes(self.path.split("/", 2)[2])
+            if data is not None:
+                self._send_head(len(data))
+                with contextlib.suppress(OSError):
+                    self.wfile.write(data[:1000])
+                    self.wfile.flush()
+                self.server.stopping.wait(300)
+            return True
+        if self.path in ("/endless", "/huge"):
+            self._send_head(1 << 40 if self.path == "/huge" else None)
+            zeros = bytes(1 << 16)
+            end = time.monotonic() + 120
+            with contextlib.suppress(OSError):
+                while time.monotonic() < end and not self.server.stopping.is_set():
+                    self.wfile.write(zeros)
+            return True
+        if self.path == "/redirect-file":
+            self.send_response(302)
+            self.send_header("Location", "file:///etc/passwd")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return True
+        if self.path.startswith("/reset/"):
+            _, _, fails, rest = self.path.split("/", 3)
+            if n <= int(fails):
+                import struct
+
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.close_connection = True
+                self.connection.close()
+                return True
+            self.path = "/" + rest
+        return False
 
     def do_GET(self):
         n = self._count()
+        if self._hostile(n):
+            return
         if self.path.startswith("/flaky/"):
             _, _, fails, rest = self.path.split("/", 3)
             if n <= int(fails):
@@ -181,12 +275,15 @@ def http_file_server(directory: Path) -> Iterator[tuple[str, http.server.Threadi
     server = http.server.ThreadingHTTPServer((HOST, 0), handler)
     server.daemon_threads = True
     server.hits = {}
+    server.started = {}
+    server.stopping = threading.Event()
     server.lock = threading.Lock()
     thread = threading.Thread(target=server.serve_forever, name="test-http-server", daemon=True)
     thread.start()
     try:
         yield f"http://{HOST}:{server.server_address[1]}", server
     finally:
+        server.stopping.set()
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)

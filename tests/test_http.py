@@ -78,8 +78,8 @@ def test_fetch_retries_a_flaky_server_with_backoff(http, corpus):
         assert got.sha256 == sha256(data)
     elapsed = time.monotonic() - t0
     assert server.hits["/flaky/2/cuts.mp4"] == 3
-    # Backoff before retry k is backoff_s * 2**(k-1): 0.05 + 0.1.
-    assert elapsed >= 0.15 * 0.9, elapsed
+    # Backoff before retry k is backoff_s * 2**(k-1): 0.05 + 0.1, each shortened by up to the jitter fraction.
+    assert elapsed >= 0.15 * (1 - POLICY.jitter) * 0.9, elapsed
 
 
 def test_fetch_gives_up_after_the_configured_retries(http):

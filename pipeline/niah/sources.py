@@ -7,11 +7,10 @@ import contextlib
 import os
 import random
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from pipeline import crawl, sharding, storage
+from pipeline import crawl, sharding, storage, tempdirs
 from schemas import layout
 from schemas.sample import VIDEO_EXTENSIONS
 
@@ -102,7 +101,7 @@ def local_copy(ref: VideoRef) -> Iterator[str]:
     if not ref.extension and not storage.is_s3(ref.uri):
         yield ref.uri
         return
-    tmp = tempfile.mkdtemp(prefix="longvid-niah-")
+    tmp = tempdirs.mkdtemp(prefix="longvid-niah-")
     try:
         if ref.extension:
             path = sharding.extract_videos(ref.uri, [{"video_id": ref.key, "extension": ref.extension}], tmp)[ref.key]

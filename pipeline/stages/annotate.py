@@ -13,10 +13,9 @@ import json
 import os
 import pickle
 import shutil
-import tempfile
 
 from pipeline import frames as frame_io
-from pipeline import manifest, orphans, sharding, storage
+from pipeline import manifest, orphans, sharding, storage, tempdirs
 from pipeline.context import StageContext, StageInputMissing, configure_worker
 from schemas import layout, tables
 from schemas.config import BuildConfig
@@ -59,7 +58,7 @@ def decode_unit(batch: dict, cfg: BuildConfig) -> dict:
     for raw in batch["unit"]:
         unit = json.loads(raw)
         reader = _hico_reader(cfg, unit)
-        tmp = tempfile.mkdtemp(prefix="longvid-annotate-")
+        tmp = tempdirs.mkdtemp(prefix="longvid-annotate-")
         try:
             paths = sharding.extract_videos(unit["shard_uri"], unit["videos"], tmp)
             inputs = []
@@ -118,7 +117,7 @@ class Annotator:
         if a.tiny_demo_model:
             # Built in a temporary folder that is gone once the model is in memory; rows name it by a fixed name
             # plus its weights hash, so two builds write the same bytes.
-            tmp = tempfile.mkdtemp(prefix="longvid-tiny-model-")
+            tmp = tempdirs.mkdtemp(prefix="longvid-tiny-model-")
             try:
                 backend = backend_cls(_build_tiny(a.backend, tmp), device=device, dtype=dtype,
                                       batch_size=a.batch_size, params=params)

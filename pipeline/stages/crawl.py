@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from pipeline import crawl, storage
 from pipeline.context import StageContext
 from schemas import layout, tables
@@ -11,7 +13,13 @@ DESCRIPTION = "list inputs of local dirs, manifests, s3:// prefixes and http(s) 
 
 
 def run(ctx: StageContext) -> dict:
-    rows = crawl.crawl(ctx.cfg.sources, ctx.cfg.crawl.extensions)
+    c = ctx.cfg.crawl
+    skipped: Counter = Counter()
+    rules = crawl.PathRules(tuple(c.allowed_roots), c.allow_paths_outside_manifest)
+    rows = crawl.crawl(ctx.cfg.sources, c.extensions, skipped, rules)
+    line = "; ".join(filter(None, [f"crawl: {len(rows)} inputs", crawl.describe_skipped(skipped)]))
+    if not rows and not c.allow_empty:
+        raise crawl.NothingFound(line)
     storage.write_parquet(ctx.uri(layout.MANIFEST_CRAWL), tables.to_table(rows, tables.CRAWL))
-    print(f"[crawl] {len(rows)} inputs from {len(ctx.cfg.sources)} sources", flush=True)
-    return {"inputs": len(rows)}
+    print(f"[crawl] {line} from {len(ctx.cfg.sources)} sources", flush=True)
+    return {"inputs": len(rows), "skipped": sum(skipped.values())}

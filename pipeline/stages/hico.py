@@ -8,11 +8,10 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 from pipeline import frames as frame_io
-from pipeline import manifest, orphans, sharding, storage
+from pipeline import manifest, orphans, sharding, storage, tempdirs
 from pipeline.context import StageContext, StageInputMissing, configure_worker
 from schemas import layout
 from schemas.config import BuildConfig
@@ -78,7 +77,7 @@ class HicoShardEncoder:
         from compressors.hico import clip_rows
 
         stage = self.cfg.hico.stage
-        tmp = tempfile.mkdtemp(prefix="longvid-hico-")
+        tmp = tempdirs.mkdtemp(prefix="longvid-hico-")
         try:
             videos = unit["videos"]
             paths = sharding.extract_videos(unit["shard_uri"], videos, tmp)

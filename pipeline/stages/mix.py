@@ -14,7 +14,7 @@ from __future__ import annotations
 import tempfile
 from typing import Callable, Iterable
 
-from pipeline import mix_assemble, mix_files, mix_partition, mix_validate, storage
+from pipeline import mix_assemble, mix_files, mix_partition, mix_validate, storage, tempdirs
 from pipeline.context import StageContext
 from schemas import layout
 
@@ -76,7 +76,7 @@ def _build(ctx: StageContext) -> dict:
     tasks_of = {r["partition"]: r["tasks"] for r in built}
     counts: dict[str, dict[str, int]] = {}
     last_order: dict[tuple[str, str], str | None] = {}
-    with tempfile.TemporaryDirectory(prefix="longvid-mix-") as spool:
+    with tempfile.TemporaryDirectory(prefix="longvid-mix-", dir=tempdirs.root()) as spool:
         assembled = []
         for stage in cfg.mix.stages:
             by_task: dict[str, list[int]] = {}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 from pipeline import manifest, ray_runtime, storage
 from pipeline.context import StageContext, configure_worker
 from pipeline.isolated import IsolatedWorker
@@ -16,10 +19,23 @@ def probe_part(unit: tuple[str, list[dict]], ctx: StageContext) -> dict:
     """One Ray task: probe the inputs of one part and commit its Parquet file."""
     uri, items = unit
     configure_worker(ctx.cfg)
-    with IsolatedWorker() as worker:
-        rows = [probe_input(item, ctx.cfg, worker) for item in items]
+    with IsolatedWorker() as worker, ThreadPoolExecutor(ctx.cfg.crawl.download_concurrency) as pool:
+        # downloads run side by side (one slow source holds back no other); the media checks take turns
+        shared = _Serialized(worker)
+        rows = list(pool.map(lambda item: probe_input(item, ctx.cfg, shared), items))
     storage.write_parquet(uri, tables.to_table(rows, tables.PROBE_PART))
     return {"ok": sum(r["ok"] for r in rows), "rejected": sum(not r["ok"] for r in rows)}
+
+
+class _Serialized:
+    """One IsolatedWorker shared by the download threads: one call at a time."""
+
+    def __init__(self, worker: IsolatedWorker):
+        self._worker, self._lock = worker, threading.Lock()
+
+    def call(self, *args, **kwargs):
+        with self._lock:
+            return self._worker.call(*args, **kwargs)
 
 
 def run(ctx: StageContext) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pipeline import manifest, ray_runtime, scenes, shot_frames, shot_parallel, shot_segments, storage
 from pipeline.context import StageContext, configure_worker
 from pipeline.isolated import IsolatedFailure, IsolatedWorker
+from pipeline.errors import Rejection
 from pipeline.shot_frames import ShotDecodeError
 from pipeline.video_record import local_copy_checked
 from schemas import layout, reasons, tables
@@ -78,6 +79,8 @@ def scenes_part(unit: tuple[str, list[dict]], ctx: StageContext, pool: list | No
             except (IsolatedFailure, ShotDecodeError) as e:
                 reason = e.reason if e.reason in reasons.ALL else reasons.UNREADABLE
                 row.update(ok=False, reason=reason, message=f"scene detection failed: {e.message}")
+            except Rejection as e:  # this input only (gone or changed since probe); storage outages still raise
+                row.update(ok=False, reason=e.reason, message=f"cannot read the source for scene detection: {e.message}")
             rows.append(row)
     storage.write_parquet(uri, tables.to_table(rows, tables.SCENES_PART))
     return {"ok": sum(r["ok"] for r in rows)}
