@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from pipeline import joined_clips, scenes, shot_frames, shot_segments
+from pipeline.errors import Rejection
 from pipeline.shot_frames import ShotDecodeError
 from schemas import reasons
 
@@ -167,9 +168,36 @@ def test_a_failed_segment_rejects_its_video_with_the_segment_reason():
 
     s = SimpleNamespace(min_scene_len_s=0.5)
     ok = {"times": [12.0]}
-    failed = {"reason": reasons.TIMEOUT, "message": "decoding for shot detection took over 5 s"}
+    failed = {"reason": reasons.TIMEOUT, "message": "decoding for shot detection took over 5 s", "decode": True}
     with pytest.raises(ShotDecodeError) as e:
         scenes_stage.stitched([ok, failed, ok], 900.0, s)
     assert (e.value.reason, e.value.message) == (failed["reason"], failed["message"])
+    changed = {"reason": reasons.SOURCE_CHANGED, "message": "the source changed since probe", "decode": False}
+    with pytest.raises(Rejection) as e:
+        scenes_stage.stitched([ok, changed], 900.0, s)
+    assert not isinstance(e.value, ShotDecodeError) and e.value.reason == reasons.SOURCE_CHANGED
     assert scenes_stage.stitched([ok, {"times": [12.2, 400.0]}], 900.0, s) == [
         {"start_s": 0.0, "end_s": 12.0}, {"start_s": 12.0, "end_s": 400.0}, {"start_s": 400.0, "end_s": 900.0}]
+
+
+def test_a_split_video_gone_since_probe_is_a_reject_row(joined, ray_local, tmp_path):
+    import os
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from pipeline import runner
+    from schemas import layout
+
+    _, _, _, twice = joined
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copyfile(twice, src / "twice.mp4")
+    out = tmp_path / "out"
+    runner.run_build(make_config([src], out, ["scenes.segment_s=30"], stages=["crawl", "probe"]), quiet=True)
+    os.unlink(src / "twice.mp4")
+    runner.run_build(make_config([src], out, ["scenes.segment_s=30"], stages=["scenes"]), quiet=True)
+    assert pq.read_table(out / layout.MANIFEST_VIDEOS).num_rows == 0
+    rejects = pq.read_table(out / layout.MANIFEST_REJECTS).to_pylist()
+    assert [r["reason"] for r in rejects] == [reasons.DOWNLOAD_FAILED]
+    assert "cannot read the source for scene detection" in rejects[0]["message"]

@@ -25,14 +25,15 @@ def segments_of(duration_s: float, s) -> list[shot_segments.Segment]:
 
 
 def scenes_segment(video: dict, start_s: float, end_s: float, ctx: StageContext) -> dict:
-    """One segment's fast boundary times {"times"}, or the reject {"reason", "message"} of its decode."""
+    """One segment's fast boundary times {"times"}, or its reject {"reason", "message", "decode"} (decode: False when
+    the source itself could not be read)."""
     configure_worker(ctx.cfg)
     s = ctx.cfg.scenes
     try:
         with local_copy_checked(video["source_uri"], video["sha256"], ctx.cfg) as path:
             found = scenes.fast_cut_times(path, start_s, end_s, s.threshold, s.min_scene_len_s, s.timeout_s)
-    except ShotDecodeError as e:
-        return {"reason": e.reason, "message": e.message}
+    except Rejection as e:  # this input only; storage outages still raise
+        return {"reason": e.reason, "message": e.message, "decode": isinstance(e, ShotDecodeError)}
     return {"times": [b["time_s"] for b in found]}
 
 
@@ -40,7 +41,7 @@ def stitched(parts: list[dict], duration_s: float, s) -> list[dict]:
     """Scenes from a video's segment results in order; the first failed segment's reject is raised."""
     for part in parts:
         if "reason" in part:
-            raise ShotDecodeError(part["reason"], part["message"])
+            raise (ShotDecodeError if part["decode"] else Rejection)(part["reason"], part["message"])
     return scenes.contiguous(shot_segments.stitch([p["times"] for p in parts], s.min_scene_len_s), duration_s)
 
 
