@@ -44,15 +44,17 @@ def _first_frame_rotation(container, stream) -> int:
 
 def _count_packets(container, stream) -> tuple[int, float | None]:
     """Demux (no decode) every packet of `stream`: its frame count and end time in seconds."""
-    n, end = 0, None
+    # an hour of video is ~100k packets: integer time-base units in the loop, one conversion at the end
+    n, last = 0, None
     for packet in container.demux(stream):
-        if packet.size == 0:
-            continue
-        n += 1
-        if packet.pts is not None:
-            t = float((packet.pts + (packet.duration or 0)) * stream.time_base)
-            end = t if end is None else max(end, t)
-    return n, end
+        if packet.size:
+            n += 1
+            pts = packet.pts
+            if pts is not None:
+                pts += packet.duration or 0
+                if last is None or pts > last:
+                    last = pts
+    return n, None if last is None else float(last * stream.time_base)
 
 
 def reader_view(path: str, fallback_frames: int | None, fallback_fps: float | None) -> tuple[str, int, float]:

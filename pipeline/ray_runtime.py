@@ -44,10 +44,12 @@ def _pythonpath_with(root: str) -> str:
 
 def map_units(stage: str, fn: Callable[..., dict], units: Sequence[Any], shared_args: tuple, unit: str,
               total_items: int | None = None, items_of: Callable[[Any], int] = lambda u: 1,
-              num_cpus: float = 1) -> list[dict]:
-    """Run `fn(unit, *shared_args)` for every unit as a Ray task; results in unit order.
+              num_cpus: float = 1, inputs_of: Callable[[Any], Sequence] | None = None) -> list[dict]:
+    """Run `fn(unit, *shared_args, *inputs_of(unit))` for every unit as a Ray task; results in unit order.
 
-    Progress counts `items_of(unit)` items per finished unit. A failing task raises here with its error.
+    `inputs_of` gives a unit's ObjectRefs of earlier tasks: Ray starts the unit's task once they are done and passes
+    their values (no task sits holding a CPU while it waits). Progress counts `items_of(unit)` items per finished
+    unit. A failing task raises here with its error.
     """
     import ray
 
@@ -55,7 +57,7 @@ def map_units(stage: str, fn: Callable[..., dict], units: Sequence[Any], shared_
         return []
     remote = ray.remote(num_cpus=num_cpus, max_retries=2)(fn)
     shared_refs = tuple(ray.put(a) for a in shared_args)
-    refs = [remote.remote(u, *shared_refs) for u in units]
+    refs = [remote.remote(u, *shared_refs, *(inputs_of(u) if inputs_of else ())) for u in units]
     index = {ref: i for i, ref in enumerate(refs)}
     results: list[dict | None] = [None] * len(refs)
     progress = Progress(stage, total_items if total_items is not None else len(units), unit)

@@ -1,48 +1,13 @@
-"""Shot boundaries of one video spread over Ray: segments as parallel tasks (fast), or a model actor pool (TransNetV2).
+"""TransNetV2 shot boundaries of one video through a model actor pool (the fast detector's segments are tasks the
+scenes stage plans itself: pipeline.stages.scenes).
 
-Called from inside a `scenes` task. A video longer than `scenes.segment_s` is split (pipeline.shot_segments); its
-segments run as tasks pinned to this node (they read the local copy of the file), the calling task scoring the
-last one itself and then waiting for the others (Ray lends a waiting task's CPU to them). TransNetV2: this task decodes segment after segment and hands the frames
-to the model actors (`scenes.actors`, each with `scenes.num_gpus` GPUs), decoding the next segment while a model
-scores the last.
+Called from inside a `scenes` task, which decodes segment after segment and hands the frames to the model actors
+(`scenes.actors`, each with `scenes.num_gpus` GPUs), decoding the next segment while a model scores the last.
 """
 
 from __future__ import annotations
 
-from pipeline import scenes, shot_frames, shot_segments, shot_transnet
-
-
-def _pinned(fn, num_cpus: float = 1):
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    node = ray.get_runtime_context().get_node_id()
-    return ray.remote(num_cpus=num_cpus, max_retries=1,
-                      scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))(fn)
-
-
-def fast_times(path: str, duration_s: float, threshold: float | None, min_scene_len_s: float,
-               segment_s: float, timeout_s: float | None = None) -> list[float]:
-    """Boundary times; `timeout_s` bounds each segment's decode (a ShotDecodeError with reason timeout)."""
-    rate = shot_frames.FrameSpec().rate
-    segments = shot_segments.plan(duration_s, segment_s, rate)
-    if len(segments) == 1:
-        return [b["time_s"] for b in scenes.fast_cut_times(path, threshold=threshold, min_scene_len_s=min_scene_len_s,
-                                                           timeout_s=timeout_s)]
-    import ray
-
-    # all segments but the last as tasks; this task scores the last itself meanwhile (one worker fewer to start)
-    remote = _pinned(scenes.fast_cut_times)
-    refs = [remote.remote(path, g.start_s, g.end_s, threshold, min_scene_len_s, timeout_s) for g in segments[:-1]]
-    last = segments[-1]
-    own = scenes.fast_cut_times(path, last.start_s, last.end_s, threshold, min_scene_len_s, timeout_s)
-    try:
-        parts = [*ray.get(refs), own]
-    except ray.exceptions.RayTaskError as e:
-        if isinstance(e.cause, shot_frames.ShotDecodeError):
-            raise e.cause from None
-        raise
-    return shot_segments.stitch([[b["time_s"] for b in part] for part in parts], min_scene_len_s)
+from pipeline import shot_segments, shot_transnet
 
 
 class TransNetActor:

@@ -13,7 +13,8 @@ import math
 import numpy as np
 import pytest
 
-from pipeline import joined_clips, scenes, shot_frames, shot_parallel, shot_segments
+from pipeline import joined_clips, scenes, shot_frames, shot_segments
+from pipeline.errors import Rejection
 from pipeline.shot_frames import ShotDecodeError
 from schemas import reasons
 
@@ -104,12 +105,6 @@ def test_segments_stitched_equal_one_pass(joined):
     assert len(one_pass) >= 2 * 10
 
 
-def test_segment_tasks_on_ray_equal_one_pass(joined, ray_local):
-    _, transitions, length, twice = joined
-    one_pass = [b["time_s"] for b in scenes.fast_cut_times(twice)]
-    assert shot_parallel.fast_times(twice, 2 * length, None, 0.5, 30.0) == one_pass
-
-
 def test_scenes_stage_splits_a_long_video_and_gets_the_one_pass_scenes(joined, ray_local, tmp_path):
     import pyarrow.parquet as pq
 
@@ -164,3 +159,45 @@ def test_a_decode_past_the_timeout_is_a_timeout_reject(joined):
     with pytest.raises(ShotDecodeError) as e:
         scenes.fast_cut_times(path, timeout_s=0.001)
     assert e.value.reason == reasons.TIMEOUT
+
+
+def test_a_failed_segment_rejects_its_video_with_the_segment_reason():
+    from types import SimpleNamespace
+
+    from pipeline.stages import scenes as scenes_stage
+
+    s = SimpleNamespace(min_scene_len_s=0.5)
+    ok = {"times": [12.0]}
+    failed = {"reason": reasons.TIMEOUT, "message": "decoding for shot detection took over 5 s", "decode": True}
+    with pytest.raises(ShotDecodeError) as e:
+        scenes_stage.stitched([ok, failed, ok], 900.0, s)
+    assert (e.value.reason, e.value.message) == (failed["reason"], failed["message"])
+    changed = {"reason": reasons.SOURCE_CHANGED, "message": "the source changed since probe", "decode": False}
+    with pytest.raises(Rejection) as e:
+        scenes_stage.stitched([ok, changed], 900.0, s)
+    assert not isinstance(e.value, ShotDecodeError) and e.value.reason == reasons.SOURCE_CHANGED
+    assert scenes_stage.stitched([ok, {"times": [12.2, 400.0]}], 900.0, s) == [
+        {"start_s": 0.0, "end_s": 12.0}, {"start_s": 12.0, "end_s": 400.0}, {"start_s": 400.0, "end_s": 900.0}]
+
+
+def test_a_split_video_gone_since_probe_is_a_reject_row(joined, ray_local, tmp_path):
+    import os
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from pipeline import runner
+    from schemas import layout
+
+    _, _, _, twice = joined
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copyfile(twice, src / "twice.mp4")
+    out = tmp_path / "out"
+    runner.run_build(make_config([src], out, ["scenes.segment_s=30"], stages=["crawl", "probe"]), quiet=True)
+    os.unlink(src / "twice.mp4")
+    runner.run_build(make_config([src], out, ["scenes.segment_s=30"], stages=["scenes"]), quiet=True)
+    assert pq.read_table(out / layout.MANIFEST_VIDEOS).num_rows == 0
+    rejects = pq.read_table(out / layout.MANIFEST_REJECTS).to_pylist()
+    assert [r["reason"] for r in rejects] == [reasons.DOWNLOAD_FAILED]
+    assert "cannot read the source for scene detection" in rejects[0]["message"]

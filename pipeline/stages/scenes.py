@@ -1,8 +1,13 @@
-"""scenes: shot boundaries for every accepted video, in resumable parts; the manifest gains scenes and sampling plans."""
+"""scenes: shot boundaries for every accepted video, in resumable parts; the manifest gains scenes and sampling plans.
+
+With the `fast` detector the driver splits every video longer than `scenes.segment_s` into segments (from the
+probed duration) and runs each as a task of its own, beside the part tasks; a part's task starts once its videos'
+segments are done and stitches them in order (pipeline.shot_segments), so one long video spreads over all CPUs.
+"""
 
 from __future__ import annotations
 
-from pipeline import manifest, ray_runtime, scenes, shot_parallel, storage
+from pipeline import manifest, ray_runtime, scenes, shot_frames, shot_parallel, shot_segments, storage
 from pipeline.context import StageContext, configure_worker
 from pipeline.isolated import IsolatedFailure, IsolatedWorker
 from pipeline.errors import Rejection
@@ -14,11 +19,38 @@ NAME = "scenes"
 DESCRIPTION = "shot boundaries (fast, TransNetV2 or PySceneDetect) and per-stage sampling plans"
 
 
+def segments_of(duration_s: float, s) -> list[shot_segments.Segment]:
+    """The fast detector's segments of one video (one segment: scored inside its part's task)."""
+    return shot_segments.plan(duration_s, s.segment_s, shot_frames.FrameSpec().rate)
+
+
+def scenes_segment(video: dict, start_s: float, end_s: float, ctx: StageContext) -> dict:
+    """One segment's fast boundary times {"times"}, or its reject {"reason", "message", "decode"} (decode: False when
+    the source itself could not be read)."""
+    configure_worker(ctx.cfg)
+    s = ctx.cfg.scenes
+    try:
+        with local_copy_checked(video["source_uri"], video["sha256"], ctx.cfg) as path:
+            found = scenes.fast_cut_times(path, start_s, end_s, s.threshold, s.min_scene_len_s, s.timeout_s)
+    except Rejection as e:  # this input only; storage outages still raise
+        return {"reason": e.reason, "message": e.message, "decode": isinstance(e, ShotDecodeError)}
+    return {"times": [b["time_s"] for b in found]}
+
+
+def stitched(parts: list[dict], duration_s: float, s) -> list[dict]:
+    """Scenes from a video's segment results in order; the first failed segment's reject is raised."""
+    for part in parts:
+        if "reason" in part:
+            raise (ShotDecodeError if part["decode"] else Rejection)(part["reason"], part["message"])
+    return scenes.contiguous(shot_segments.stitch([p["times"] for p in parts], s.min_scene_len_s), duration_s)
+
+
 def detect(path: str, duration_s: float, s, worker: IsolatedWorker, pool: list | None) -> list[dict]:
     """Scenes of one local video with the configured detector; raises IsolatedFailure or ShotDecodeError."""
     if s.detector == scenes.FAST:
-        times = shot_parallel.fast_times(path, duration_s, s.threshold, s.min_scene_len_s, s.segment_s, s.timeout_s)
-        return scenes.contiguous(times, duration_s)
+        found = scenes.fast_cut_times(path, threshold=s.threshold, min_scene_len_s=s.min_scene_len_s,
+                                      timeout_s=s.timeout_s)
+        return scenes.contiguous([b["time_s"] for b in found], duration_s)
     if s.detector == scenes.TRANSNET:
         times = shot_parallel.transnet_times(path, duration_s, s.threshold, s.min_scene_len_s, s.segment_s, pool,
                                              s.timeout_s)
@@ -27,15 +59,22 @@ def detect(path: str, duration_s: float, s, worker: IsolatedWorker, pool: list |
                        threshold=s.threshold, min_scene_len_s=s.min_scene_len_s, downscale=s.downscale)
 
 
-def scenes_part(unit: tuple[str, list[dict]], ctx: StageContext, pool: list | None = None) -> dict:
+def scenes_part(unit: tuple[str, list[dict]], ctx: StageContext, pool: list | None = None, *segment_results) -> dict:
+    """One part's rows; `segment_results` are the segment tasks' results of its split videos, in video order."""
     uri, videos = unit
     configure_worker(ctx.cfg)
     s = ctx.cfg.scenes
     rows = []
+    results = iter(segment_results)
     with IsolatedWorker() as worker:
         for v in videos:
             row = {"video_id": v["video_id"], "ok": True, "reason": None, "message": None, "scenes": None}
             try:
+                count = len(segments_of(v["duration_s"], s)) if s.detector == scenes.FAST else 1
+                if count > 1:
+                    row["scenes"] = stitched([next(results) for _ in range(count)], v["duration_s"], s)
+                    rows.append(row)
+                    continue
                 with local_copy_checked(v["source_uri"], v["sha256"], ctx.cfg) as path:
                     row["scenes"] = detect(path, v["duration_s"], s, worker, pool)
             except (IsolatedFailure, ShotDecodeError) as e:
@@ -61,11 +100,30 @@ def run(ctx: StageContext) -> dict:
     pool = None
     if units and ctx.cfg.scenes.detector == scenes.TRANSNET:
         pool = shot_parallel.transnet_pool(ctx.cfg.scenes.actors, ctx.cfg.scenes.num_gpus)
+    segment_refs = segment_tasks(units, ctx) if ctx.cfg.scenes.detector == scenes.FAST else {}
     try:
         ray_runtime.map_units(NAME, scenes_part, units, (ctx, pool), "videos",
-                              total_items=sum(len(u[1]) for u in units), items_of=lambda u: len(u[1]))
+                              total_items=sum(len(u[1]) for u in units), items_of=lambda u: len(u[1]),
+                              inputs_of=lambda u: segment_refs.get(u[0], ()))
     finally:
         shot_parallel.release_pool(pool)
     m = manifest.assemble(ctx)
     manifest.write(ctx, m)
     return {"videos": len(m.videos), "scenes": sum(len(v["scenes"] or []) for v in m.videos)}
+
+
+def segment_tasks(units: list[tuple[str, list[dict]]], ctx: StageContext) -> dict[str, list]:
+    """Start a task per segment of every split video; {part uri: its segment ObjectRefs in video order}."""
+    import ray
+
+    remote = ray.remote(num_cpus=1, max_retries=2)(scenes_segment)
+    ctx_ref = None
+    refs: dict[str, list] = {}
+    for uri, videos in units:
+        for v in videos:
+            segments = segments_of(v["duration_s"], ctx.cfg.scenes)
+            if len(segments) < 2:
+                continue
+            ctx_ref = ctx_ref or ray.put(ctx)
+            refs.setdefault(uri, []).extend(remote.remote(v, g.start_s, g.end_s, ctx_ref) for g in segments)
+    return refs
