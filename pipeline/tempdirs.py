@@ -80,7 +80,8 @@ def _owner(folder: str) -> Optional[tuple[str, int]]:
         return None
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` is running here (a zombie, exited but not yet reaped, counts as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -101,7 +102,7 @@ def _stale(folder: str) -> bool:
             return time.time() - os.path.getmtime(folder) > UNOWNED_STALE_S
         return False
     host, pid = owner
-    return host == socket.gethostname() and pid != os.getpid() and not _alive(pid)
+    return host == socket.gethostname() and pid != os.getpid() and not pid_alive(pid)
 
 
 def sweep(configured_base: Optional[str]) -> list[str]:
@@ -122,7 +123,7 @@ def start_job(out: str, configured_base: Optional[str]) -> str:
     sweep(configured_base)
     folder = job_dir(out, configured_base)
     owner = _owner(folder)
-    if owner and owner[0] == socket.gethostname() and owner[1] != os.getpid() and _alive(owner[1]):
+    if owner and owner[0] == socket.gethostname() and owner[1] != os.getpid() and pid_alive(owner[1]):
         raise JobFolderBusy(f"another build (pid {owner[1]}) is writing to this output right now")
     shutil.rmtree(folder, ignore_errors=True)
     os.makedirs(folder)

@@ -20,6 +20,8 @@ import urllib.request
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
+from pipeline.tempdirs import pid_alive
+
 HOST = "127.0.0.1"
 
 
@@ -40,21 +42,6 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=timeout)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (exited, not yet reaped by its parent) counts as gone.
-    with contextlib.suppress(OSError):
-        with open(f"/proc/{pid}/stat") as f:
-            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                return False
-    return True
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, proc: Optional[subprocess.Popen] = None) -> None:
