@@ -62,14 +62,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import bench_common  # noqa: E402
-
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from annotators import prompts  # noqa: E402
 from annotators.backends.base import GenerationParams, Request  # noqa: E402
-from pipeline import manifest, runner, synthetic  # noqa: E402
-from pipeline.context import StageContext  # noqa: E402
+from pipeline import synthetic  # noqa: E402
+from pipeline.core import runner  # noqa: E402
+from pipeline.core.context import StageContext  # noqa: E402
+from pipeline.ingest import manifest  # noqa: E402
 from pipeline.stages import annotate as annotate_stage  # noqa: E402
 from schemas import config as config_schema  # noqa: E402
 

@@ -10,7 +10,7 @@ def warm_up_ray(num_cpus: int, preload: str) -> None:
     """Start an in-process Ray and its worker processes, each importing `preload`, before anything is timed."""
     import ray
 
-    from pipeline import ray_runtime
+    from pipeline.core import ray_runtime
 
     ray_runtime.init(num_cpus=num_cpus)
 

@@ -41,7 +41,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_common import markdown  # noqa: E402
-from pipeline import storage, synthetic  # noqa: E402
+
+from pipeline import synthetic  # noqa: E402
+from pipeline.io import storage  # noqa: E402
 from pipeline.stages import STAGES  # noqa: E402
 from tests import servers  # noqa: E402
 

@@ -6,7 +6,7 @@ Inputs, made once and cached under the work dir (default ./bench-out, git-ignore
 
 1. a synthetic 320x240 @ 25 fps H.264 video of `--hour-seconds` seconds (default 3600) made by pipeline.synthetic,
    scenes of 60-300 s joined by hard cuts at known times;
-2. real footage joined by hard cuts, cross-dissolves and fades through black at known times (pipeline.joined_clips,
+2. real footage joined by hard cuts, cross-dissolves and fades through black at known times (pipeline.ingest.shots.joined_clips,
    from the clips in tests/data/media): one 63 s cycle at 640x360 @ 25 fps, and that cycle repeated to about
    `--real-seconds` (default 600).
 
@@ -37,7 +37,10 @@ sys.path.insert(0, ROOT)
 
 import bench_common  # noqa: E402
 
-from pipeline import ffmpeg, joined_clips, runner, synthetic  # noqa: E402
+from pipeline import synthetic  # noqa: E402
+from pipeline.core import runner  # noqa: E402
+from pipeline.ingest.shots import joined_clips  # noqa: E402
+from pipeline.io import ffmpeg  # noqa: E402
 from schemas import config as config_schema  # noqa: E402
 from schemas import layout  # noqa: E402
 

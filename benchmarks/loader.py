@@ -1,4 +1,4 @@
-"""Throughput of the streaming loader (pipeline.loader.LongVidDataset) beside raw decord decoding of the same
+"""Throughput of the streaming loader (pipeline.loader.dataset.LongVidDataset) beside raw decord decoding of the same
 frames from the same files, measured in the same run.
 
     .venv/bin/python benchmarks/loader.py [--quick] [--work DIR] [--reps N]
@@ -55,12 +55,12 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import bench_common  # noqa: E402
 import decord  # noqa: E402
 import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 
-import bench_common  # noqa: E402
 from pipeline import synthetic  # noqa: E402
 from pipeline.loader import LongVidDataset  # noqa: E402
 from schemas import layout  # noqa: E402

@@ -9,7 +9,7 @@ scene parts, shards of placeholder media, annotation tables) under --out, then r
 (shard, annotate, mix, stats, report) one at a time, each in a fresh driver process calling `runner.run_build` as
 the job does, on an in-process Ray with --workers CPUs. Per stage it prints wall time, the driver's peak RSS
 (VmHWM), the largest Ray worker peak RSS (VmHWM of every worker process, polled), videos per second and the
-driver's storage requests (calls into pipeline.storage that reach storage, not nested ones; on S3 the HTTP
+driver's storage requests (calls into pipeline.io.storage that reach storage, not nested ones; on S3 the HTTP
 requests botocore sends are counted too). Committed units of the fabricated stages are all present, so shard and
 annotate do only their driver-side assembly; mix does its per-row work (payload copies) in Ray tasks.
 """
@@ -114,7 +114,7 @@ class WorkerPeaks(threading.Thread):
 
 
 class StorageCounter:
-    """Counts the driver's storage operations: outermost calls into pipeline.storage, and on S3 the HTTP requests."""
+    """Counts the driver's storage operations: outermost calls into pipeline.io.storage, and on S3 the HTTP requests."""
 
     def __init__(self):
         self.calls = 0
@@ -122,7 +122,7 @@ class StorageCounter:
         self._depth = 0
 
     def install(self) -> None:
-        from pipeline import storage
+        from pipeline.io import storage
 
         for name in STORAGE_CALLS:
             setattr(storage, name, self._wrap(name, getattr(storage, name)))
@@ -182,13 +182,13 @@ class StorageCounter:
 
 
 def run_child(stage: str, cfg_json: str, result_path: str) -> None:
-    from pipeline import runner
+    from pipeline.core import runner
     from schemas import config as config_schema
 
     cfg = config_schema.build(json.loads(cfg_json))
     counter = StorageCounter()
     counter.install()
-    from pipeline import ray_runtime
+    from pipeline.core import ray_runtime
 
     ray_runtime.init(cfg.ray.address, cfg.ray.num_cpus)
     peaks = WorkerPeaks()
@@ -214,7 +214,7 @@ def run_child(stage: str, cfg_json: str, result_path: str) -> None:
 
 
 def reset_outputs(out: str) -> None:
-    from pipeline import storage
+    from pipeline.io import storage
 
     for rel in STAGE_OUTPUTS:
         uri = storage.join(out, rel)
@@ -289,9 +289,10 @@ def _moto(out: str):
 
 def _measure(args) -> int:
     from bench_common import load_average, markdown
-    from pipeline import storage
-    from pipeline.context import StageContext
     from scale_fabricate import LONGVID_QA, fabricate
+
+    from pipeline.core.context import StageContext
+    from pipeline.io import storage
 
     out = args.out or os.path.join(args.work, f"scale-{args.fraction:g}")
     storage.configure(args.s3_endpoint_url)

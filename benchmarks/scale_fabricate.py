@@ -20,10 +20,11 @@ import numpy as np
 import pyarrow as pa
 
 from annotators.windows import caption_windows
-from pipeline import manifest, sharding, storage
-from pipeline.context import StageContext
+from pipeline.core.context import StageContext
+from pipeline.ingest import manifest, sharding
+from pipeline.ingest.video_record import video_id_of
+from pipeline.io import storage
 from pipeline.stages import annotate as annotate_stage
-from pipeline.video_record import video_id_of
 from schemas import layout, reasons, sampling, tables
 
 LONGVID_VIDEOS = 114_228

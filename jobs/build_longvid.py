@@ -13,17 +13,16 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from pipeline import demo, runner  # noqa: E402
-from pipeline.context import StageInputMissing  # noqa: E402
-from pipeline.crawl import NothingFound, SourceError  # noqa: E402
-from pipeline.fetch import LOCAL_DISK_ERRNOS  # noqa: E402
-from pipeline.storage import StorageUnavailable  # noqa: E402
-from pipeline.mix_validate import MixValidationError  # noqa: E402
-from pipeline.stats import StatsMismatch  # noqa: E402
-from pipeline import stages as registry  # noqa: E402
-from schemas import config as config_schema  # noqa: E402
+from pipeline import demo
+from pipeline import stages as registry
+from pipeline.core import runner
+from pipeline.core.context import StageInputMissing
+from pipeline.ingest.crawl import NothingFound, SourceError
+from pipeline.io.fetch import LOCAL_DISK_ERRNOS
+from pipeline.io.storage import StorageUnavailable
+from pipeline.mix.validate import MixValidationError
+from pipeline.stats.tables import StatsMismatch
+from schemas import config as config_schema
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

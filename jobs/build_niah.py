@@ -15,14 +15,12 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from pipeline import storage  # noqa: E402
-from pipeline.crawl import SourceError  # noqa: E402
-from pipeline.niah import generate  # noqa: E402
-from pipeline.niah.errors import NiahInputError  # noqa: E402
-from schemas import config as config_schema  # noqa: E402
-from schemas import niah as niah_schema  # noqa: E402
+from pipeline.ingest.crawl import SourceError
+from pipeline.io import storage
+from pipeline.niah import generate
+from pipeline.niah.errors import NiahInputError
+from schemas import config as config_schema
+from schemas import niah as niah_schema
 
 # flag -> niah config key; errors about a key set by a flag name the flag
 FLAGS = {"--items": "items", "--hops": "hops", "--haystack-frames": "haystack_frames", "--needles": "needles",

@@ -18,13 +18,13 @@ import sys
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from pipeline import audit, report, storage  # noqa: E402
-from pipeline.storage import StorageUnavailable  # noqa: E402
-from pipeline.context import StageInputMissing  # noqa: E402
-from pipeline.niah import score as niah_score_module  # noqa: E402
-from schemas import config as config_schema  # noqa: E402
+from pipeline import audit
+from pipeline.core.context import StageInputMissing
+from pipeline.io import storage
+from pipeline.io.storage import StorageUnavailable
+from pipeline.niah import score as niah_score_module
+from pipeline.report import build as report
+from schemas import config as config_schema
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

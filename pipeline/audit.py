@@ -19,8 +19,10 @@ from typing import Callable
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from pipeline import stats, stats_summary, summary as build_summary
-from pipeline.stats_sources import BuildOutput
+from pipeline.core import summary as build_summary
+from pipeline.stats import summary as stats_summary
+from pipeline.stats import tables as stats
+from pipeline.stats.sources import BuildOutput
 from schemas import layout, tables
 from schemas import stats as stats_schema
 from schemas.mixture import MIX_MEMBERS

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from pipeline import ffmpeg
+from pipeline.io import ffmpeg
 
 # Consecutive entries differ strongly in hue and luma, so a cut between any two is unmistakable.
 SCENE_SOURCES = (

@@ -1,4 +1,4 @@
-"""Options of the streaming loader (pipeline.loader.LongVidDataset), validated with key-precise errors."""
+"""Options of the streaming loader (pipeline.loader.dataset.LongVidDataset), validated with key-precise errors."""
 
 from __future__ import annotations
 

@@ -81,7 +81,7 @@ def moto_endpoint(tmp_path_factory):
 @pytest.fixture(scope="module", autouse=True)
 def _restore_storage_settings():
     """Builds pointed at moto change this process's S3 settings; every module leaves them as it found them."""
-    from pipeline import storage
+    from pipeline.io import storage
 
     before = storage.settings()
     yield
@@ -101,7 +101,7 @@ def ray_local():
     """One in-process Ray for the whole session (starting Ray costs seconds on 2 cores)."""
     import ray
 
-    from pipeline import ray_runtime
+    from pipeline.core import ray_runtime
 
     ray_runtime.init(num_cpus=2)
     yield ray
@@ -138,7 +138,7 @@ class AnnotatedBuild:
 def annotated_build(corpus, ray_local, tmp_path_factory) -> AnnotatedBuild:
     """ingest + hico + annotate over the whole test corpus (good and broken files), built once per session, with two
     videos per shard so there are two shards."""
-    from pipeline import runner
+    from pipeline.core import runner
 
     out = tmp_path_factory.mktemp("annotated-build")
     sources = [corpus.root]

@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
-from pipeline.tempdirs import pid_alive
+from pipeline.core.tempdirs import pid_alive
 
 HOST = "127.0.0.1"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import runner
+from pipeline.core import runner
 from schemas import layout, tables
 from tests.conftest import make_config
 

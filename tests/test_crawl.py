@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import crawl
+from pipeline.ingest import crawl
 from schemas.sample import VIDEO_EXTENSIONS
 
 EXTS = list(VIDEO_EXTENSIONS)

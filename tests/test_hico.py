@@ -16,8 +16,8 @@ import torch
 from compressors import HicoReader, merge_clip_tokens
 from compressors.encoder import VideoEncoderConfig, load_encoder
 from compressors.preprocess import clip_batch, plan_clips, preprocess_frames
-from pipeline import frames as frame_io
-from pipeline import runner
+from pipeline.core import runner
+from pipeline.io import frames as frame_io
 from schemas import layout, tables
 from tests.conftest import ROOT, make_config, s3_client
 

@@ -10,13 +10,14 @@ import time
 from urllib.parse import quote
 
 import pytest
-
 import servers
 from conftest import make_config
-from pipeline import fetch as fetch_module
-from pipeline import storage, tempdirs
-from pipeline.context import StageContext, configure_worker
-from pipeline.fetch import FetchError, HttpPolicy, fetch
+
+from pipeline.core import tempdirs
+from pipeline.core.context import StageContext, configure_worker
+from pipeline.io import fetch as fetch_module
+from pipeline.io import storage
+from pipeline.io.fetch import FetchError, HttpPolicy, fetch
 from pipeline.stages import probe as probe_stage
 from schemas import layout, reasons
 

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import ROOT, make_config
+
 from jobs import build_longvid
-from pipeline import crawl, runner, storage, tempdirs
+from pipeline.core import runner, tempdirs
+from pipeline.ingest import crawl
+from pipeline.io import storage
 from schemas import layout, reasons
 from schemas.sample import VIDEO_EXTENSIONS
 

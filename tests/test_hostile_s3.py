@@ -13,10 +13,11 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
-
 import servers
 from conftest import ROOT, make_config, s3_client
-from pipeline import fetch, runner, storage, tempdirs
+
+from pipeline.core import runner, tempdirs
+from pipeline.io import fetch, storage
 from schemas import layout
 
 SRC = "hostile-src"

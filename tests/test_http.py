@@ -12,11 +12,11 @@ from urllib.parse import quote
 
 import pyarrow.parquet as pq
 import pytest
-
 import servers
 from conftest import make_config
-from pipeline import runner
-from pipeline.fetch import FetchError, HttpPolicy, fetch
+
+from pipeline.core import runner
+from pipeline.io.fetch import FetchError, HttpPolicy, fetch
 from schemas import layout, reasons
 
 POLICY = HttpPolicy(timeout_s=5, retries=2, backoff_s=0.05)
@@ -176,7 +176,7 @@ def test_http_manifest_resolves_relative_urls(tmp_path, corpus):
     """A manifest served over http lists videos relative to its own URL; extra columns are carried."""
     import json as _json
 
-    from pipeline import crawl
+    from pipeline.ingest import crawl
 
     (tmp_path / "lists").mkdir()
     (tmp_path / "videos").mkdir()

@@ -15,14 +15,17 @@ import decord
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import torch
-
 import servers
+import torch
 from conftest import copy_build, make_config, s3_client
-from pipeline import loader_decode, loader_shards, runner, storage
+
+from pipeline.core import runner
+from pipeline.io import storage
 from pipeline.loader import LongVidDataset
-from pipeline.loader_hf import hf_features
-from pipeline.loader_stream import NoShardsForRank
+from pipeline.loader import decode as loader_decode
+from pipeline.loader import shards as loader_shards
+from pipeline.loader.hf import hf_features
+from pipeline.loader.stream import NoShardsForRank
 from schemas import layout
 from schemas import loader as loader_schema
 from schemas.config import ConfigError

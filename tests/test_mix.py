@@ -17,12 +17,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from conftest import copy_build, make_config, s3_client
 from PIL import Image
 
-from conftest import copy_build, make_config, s3_client
-from pipeline import mix_consume, mix_select, runner, storage
-from pipeline.context import StageInputMissing
-from pipeline.mix_validate import MixValidationError
+from pipeline.core import runner
+from pipeline.core.context import StageInputMissing
+from pipeline.io import storage
+from pipeline.mix import consume as mix_consume
+from pipeline.mix import select as mix_select
+from pipeline.mix.validate import MixValidationError
 from schemas import config as config_schema
 from schemas import layout, mixture, sampling
 from schemas.config import ConfigError

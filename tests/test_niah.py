@@ -15,12 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import copy_build, make_config, s3_client
 from PIL import Image
 
-from conftest import copy_build, make_config, s3_client
 from jobs import build_niah, cli
-from pipeline import runner, synthetic
 from pipeline import stages as registry
+from pipeline import synthetic
+from pipeline.core import runner
 from schemas import config as config_schema
 
 W, H = 256, 144

@@ -12,7 +12,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import runner, sampling
+from pipeline import sampling
+from pipeline.core import runner
 from schemas import layout, tables
 from tests.conftest import make_config
 
@@ -156,8 +157,9 @@ def test_rerun_is_a_no_op(build, corpus):
 
 
 def test_manifest_reads_each_committed_part_once_per_process(build, corpus, monkeypatch):
-    from pipeline import manifest, storage
-    from pipeline.context import StageContext
+    from pipeline.core.context import StageContext
+    from pipeline.ingest import manifest
+    from pipeline.io import storage
 
     out, _ = build
     ctx = StageContext(make_config([corpus.root], out, ["shard.max_samples=2", "probe.part_size=3",
@@ -214,7 +216,7 @@ def test_frames_payload(corpus, ray_local, tmp_path):
 
 
 def test_stage_needs_its_input(corpus, ray_local, tmp_path):
-    from pipeline.context import StageInputMissing
+    from pipeline.core.context import StageInputMissing
 
     with pytest.raises(StageInputMissing, match="run the `crawl` stage first"):
         runner.run_build(make_config([corpus.root], tmp_path), ["probe"], quiet=True)

@@ -8,7 +8,7 @@ import os
 
 import pyarrow.parquet as pq
 
-from pipeline import runner
+from pipeline.core import runner
 from schemas import layout
 from tests.conftest import copy_build, make_config
 

@@ -1,4 +1,4 @@
-"""Probing real ffmpeg-made files (pipeline.probe.analyze), the isolated child process, and local fetch hashing."""
+"""Probing real ffmpeg-made files (pipeline.ingest.probe.analyze), the isolated child process, and local fetch hashing."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import os
 
 import pytest
 
-from pipeline import fetch, ffmpeg, probe, synthetic
-from pipeline.isolated import IsolatedFailure, IsolatedWorker
+from pipeline import synthetic
+from pipeline.ingest import probe
+from pipeline.ingest.isolated import IsolatedFailure, IsolatedWorker
+from pipeline.io import fetch, ffmpeg
 from schemas import reasons
 
 LIMITS = dict(min_duration_s=1.0, max_duration_s=14400.0, max_pixels=3840 * 2160, check_integrity=True)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.mix_records import conversations
-from pipeline.mix_select import Candidate, Sample, Turn
+from pipeline.mix.records import conversations
+from pipeline.mix.select import Candidate, Sample, Turn
 from schemas.sampling import first_user_turn, video_question
 
 

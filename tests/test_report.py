@@ -24,15 +24,15 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 import numpy as np
-from PIL import Image
-
+import pytest
 from conftest import copy_build
-from jobs import cli
-from pipeline import report_plots
-from schemas import layout
+from PIL import Image
 from test_stats import mixed_build
+
+from jobs import cli
+from pipeline.report import plots as report_plots
+from schemas import layout
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 WINDOW = (1280, 2400)

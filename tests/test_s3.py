@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import make_config, s3_client
-from pipeline import crawl, runner, storage
+
+from pipeline.core import runner
+from pipeline.ingest import crawl
+from pipeline.io import storage
 from schemas import layout, reasons
 
 SRC = "src"

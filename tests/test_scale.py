@@ -13,8 +13,10 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from conftest import make_config  # noqa: E402
-from pipeline import audit, runner  # noqa: E402
-from pipeline.context import StageContext  # noqa: E402
+
+from pipeline import audit
+from pipeline.core import runner
+from pipeline.core.context import StageContext  # noqa: E402
 from schemas import layout  # noqa: E402
 
 FRACTION = 0.002

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import probe, scenes
+from pipeline.ingest import probe, scenes
 
 TOLERANCE_S = 0.5
 

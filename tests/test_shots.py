@@ -1,6 +1,6 @@
 """Shot detection on real footage joined by cuts, dissolves and fades at known times; segments stitched = one pass.
 
-The footage is tests/data/media (see its README) cut into single shots and joined by pipeline.joined_clips. The
+The footage is tests/data/media (see its README) cut into single shots and joined by pipeline.ingest.shots.joined_clips. The
 expected transition times below are transcribed by hand from the shot lengths (each shot is played forward then
 backward, at 25 fps): e.g. the first shot is 3.9 s = 98 frames, 196 frames played both ways, and the 1 s dissolve into
 the second overlaps its last 25 frames, frames 171-196, whose middle is 7.34 s.
@@ -12,13 +12,15 @@ import math
 
 import numpy as np
 import pytest
-
-from pipeline import joined_clips, scenes, shot_frames, shot_segments
-from pipeline.errors import Rejection
-from pipeline.shot_frames import ShotDecodeError
-from schemas import reasons
-
 from conftest import make_config
+
+from pipeline.core.errors import Rejection
+from pipeline.ingest import scenes
+from pipeline.ingest.shots import frames as shot_frames
+from pipeline.ingest.shots import joined_clips
+from pipeline.ingest.shots import segments as shot_segments
+from pipeline.ingest.shots.frames import ShotDecodeError
+from schemas import reasons
 
 TOLERANCE_S = 0.5
 CYCLE_S = 62.84
@@ -108,7 +110,7 @@ def test_segments_stitched_equal_one_pass(joined):
 def test_scenes_stage_splits_a_long_video_and_gets_the_one_pass_scenes(joined, ray_local, tmp_path):
     import pyarrow.parquet as pq
 
-    from pipeline import runner
+    from pipeline.core import runner
     from schemas import layout
 
     _, _, length, twice = joined
@@ -129,7 +131,7 @@ def test_undecodable_video_is_a_reject_reason(tmp_path):
 
 def test_short_fragments_give_no_boundary():
     # fewer than two frames: nothing to compare
-    from pipeline import shot_score
+    from pipeline.ingest.shots import score as shot_score
 
     assert shot_score.boundaries(np.zeros((1, 32 * 18 * 3), np.uint8), 32, 18, 10.0) == []
 
@@ -139,7 +141,7 @@ def test_transnetv2_stage_with_the_trained_weights_on_real_footage(ray_local, tm
     # through the scenes stage and its model actor pool
     import pyarrow.parquet as pq
 
-    from pipeline import runner
+    from pipeline.core import runner
     from schemas import layout
 
     path = str(tmp_path / "short.mp4")
@@ -186,7 +188,7 @@ def test_a_split_video_gone_since_probe_is_a_reject_row(joined, ray_local, tmp_p
 
     import pyarrow.parquet as pq
 
-    from pipeline import runner
+    from pipeline.core import runner
     from schemas import layout
 
     _, _, _, twice = joined

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import copy_build, make_config
-from pipeline import runner
-from pipeline.stats import StatsMismatch
+
+from pipeline.core import runner
+from pipeline.stats.tables import StatsMismatch
 from schemas import layout
 from schemas import stats as stats_schema
 
@@ -257,8 +257,9 @@ def test_without_mixtures_then_mixing_makes_stats_stale(annotated_build, tmp_pat
 def test_summary_from_the_persisted_manifest_equals_the_assembled_one(annotated_build, mixed):
     """After the stages that only read the manifest, the runner and the stats stage summarise the persisted tables
     instead of assembling the manifest from every part: the same numbers, so summary.json keeps its bytes."""
-    from pipeline import manifest, summary
-    from pipeline.context import StageContext
+    from pipeline.core import summary
+    from pipeline.core.context import StageContext
+    from pipeline.ingest import manifest
 
     out, _ = mixed
     assembled = summary.summarize(manifest.assemble(StageContext(config(annotated_build, out))))
@@ -270,7 +271,7 @@ def test_input_reconciliation_names_lost_duplicated_and_unknown_inputs():
     """Counted with Arrow: each kind of disagreement with its count and the first URIs in sorted order."""
     import pyarrow as pa
 
-    from pipeline import stats
+    from pipeline.stats import tables as stats
 
     mismatches = []
     stats._reconcile_inputs(pa.chunked_array([["d", "c", "b", "a"]]), pa.chunked_array([["b", "a", "b"]]),

@@ -3,7 +3,8 @@ are enough of them), then write items.jsonl and the key, answers.jsonl, in plan 
 
 from __future__ import annotations
 
-from pipeline import ray_runtime, storage
+from pipeline.core import ray_runtime
+from pipeline.io import storage
 from pipeline.niah import needles as needle_sources
 from pipeline.niah import render, sources
 from pipeline.niah.errors import NiahInputError

@@ -8,7 +8,7 @@ from typing import Iterator
 
 import numpy as np
 
-from pipeline import ffmpeg
+from pipeline.io import ffmpeg
 from schemas import niah as niah_schema
 
 # bit-exact scaling so the same input gives the same pixels on every run

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline import storage
+from pipeline.io import storage
 from pipeline.niah import imaging, sources
 from pipeline.niah.errors import NiahInputError
 from schemas import niah as niah_schema

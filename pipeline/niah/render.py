@@ -11,8 +11,8 @@ from typing import Iterator
 
 import numpy as np
 
-from pipeline import storage
-from pipeline.frames import encode_jpeg
+from pipeline.io import storage
+from pipeline.io.frames import encode_jpeg
 from pipeline.niah import imaging, needles, overlay, questions, sources
 from pipeline.niah.errors import NiahInputError
 from pipeline.niah.plan import ItemPlan

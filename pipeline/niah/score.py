@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 
-from pipeline import storage
+from pipeline.io import storage
 from schemas import niah as niah_schema
 
 

@@ -10,7 +10,9 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from pipeline import crawl, sharding, storage, tempdirs
+from pipeline.core import tempdirs
+from pipeline.ingest import crawl, sharding
+from pipeline.io import storage
 from schemas import layout
 from schemas.sample import VIDEO_EXTENSIONS
 

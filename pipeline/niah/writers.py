@@ -13,8 +13,8 @@ import uuid
 
 import numpy as np
 
-from pipeline import ffmpeg, storage
-from pipeline.frames import encode_jpeg
+from pipeline.io import ffmpeg, storage
+from pipeline.io.frames import encode_jpeg
 from schemas import niah as niah_schema
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from pipeline import crawl, storage
-from pipeline.context import StageContext
+from pipeline.core.context import StageContext
+from pipeline.ingest import crawl
+from pipeline.io import storage
 from schemas import layout, tables
 
 NAME = "crawl"

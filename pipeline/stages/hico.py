@@ -10,9 +10,11 @@ import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 
-from pipeline import frames as frame_io
-from pipeline import manifest, orphans, sharding, storage, tempdirs
-from pipeline.context import StageContext, StageInputMissing, configure_worker
+from pipeline.core import orphans, tempdirs
+from pipeline.core.context import StageContext, StageInputMissing, configure_worker
+from pipeline.ingest import manifest, sharding
+from pipeline.io import frames as frame_io
+from pipeline.io import storage
 from schemas import layout
 from schemas.config import BuildConfig
 

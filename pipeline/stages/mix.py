@@ -3,8 +3,8 @@
 the membership table recording which annotation went where. Media the files point at are materialised once.
 
 Order: partitions of consecutive shards read from manifest/videos.parquet in batches → a Ray task per partition
-forms, places, serialises and validates its records into sorted parts (pipeline/mix_partition.py) → the driver
-merges the parts of each stage by streaming into a local spool, applying the caps (pipeline/mix_assemble.py) → a Ray
+forms, places, serialises and validates its records into sorted parts (pipeline/mix/partition.py) → the driver
+merges the parts of each stage by streaming into a local spool, applying the caps (pipeline/mix/assemble.py) → a Ray
 task per partition writes the payloads its chosen records point at (skipped when committed) → commit, only when
 every check passed and only changed files → remove what is no longer referenced and the parts. The driver never
 holds more than a batch of the manifest and a row group per part; the files do not depend on the partitioning."""
@@ -14,8 +14,13 @@ from __future__ import annotations
 import tempfile
 from typing import Callable, Iterable
 
-from pipeline import mix_assemble, mix_files, mix_partition, mix_validate, storage, tempdirs
-from pipeline.context import StageContext
+from pipeline.core import tempdirs
+from pipeline.core.context import StageContext
+from pipeline.io import storage
+from pipeline.mix import assemble as mix_assemble
+from pipeline.mix import files as mix_files
+from pipeline.mix import partition as mix_partition
+from pipeline.mix import validate as mix_validate
 from schemas import layout
 
 NAME = "mix"
@@ -27,7 +32,7 @@ def _map_partitions(fn: Callable, partitions: Iterable, args: Callable, ctx: Sta
     they are submitted); results in partition order."""
     import ray
 
-    from pipeline.progress import Progress
+    from pipeline.core.progress import Progress
 
     remote = ray.remote(num_cpus=1, max_retries=2)(fn)
     ctx_ref = ray.put(ctx)

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import os
 
-from pipeline import storage
-from pipeline.context import StageContext
+from pipeline.core.context import StageContext
+from pipeline.io import storage
 from pipeline.niah import generate
 from schemas import layout
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from pipeline import manifest, ray_runtime, storage
-from pipeline.context import StageContext, configure_worker
-from pipeline.isolated import IsolatedWorker
-from pipeline.video_record import probe_input
+from pipeline.core import ray_runtime
+from pipeline.core.context import StageContext, configure_worker
+from pipeline.ingest import manifest
+from pipeline.ingest.isolated import IsolatedWorker
+from pipeline.ingest.video_record import probe_input
+from pipeline.io import storage
 from schemas import layout, tables
 
 NAME = "probe"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pipeline import report
-from pipeline.context import StageContext
+from pipeline.core.context import StageContext
+from pipeline.report import build as report
 
 NAME = "report"
 DESCRIPTION = "self-contained report.html: corpus and annotation plots, curriculum mixtures, sample gallery"

@@ -2,17 +2,22 @@
 
 With the `fast` detector the driver splits every video longer than `scenes.segment_s` into segments (from the
 probed duration) and runs each as a task of its own, beside the part tasks; a part's task starts once its videos'
-segments are done and stitches them in order (pipeline.shot_segments), so one long video spreads over all CPUs.
+segments are done and stitches them in order (pipeline.ingest.shots.segments), so one long video spreads over all CPUs.
 """
 
 from __future__ import annotations
 
-from pipeline import manifest, ray_runtime, scenes, shot_frames, shot_parallel, shot_segments, storage
-from pipeline.context import StageContext, configure_worker
-from pipeline.isolated import IsolatedFailure, IsolatedWorker
-from pipeline.errors import Rejection
-from pipeline.shot_frames import ShotDecodeError
-from pipeline.video_record import local_copy_checked
+from pipeline.core import ray_runtime
+from pipeline.core.context import StageContext, configure_worker
+from pipeline.core.errors import Rejection
+from pipeline.ingest import manifest, scenes
+from pipeline.ingest.isolated import IsolatedFailure, IsolatedWorker
+from pipeline.ingest.shots import frames as shot_frames
+from pipeline.ingest.shots import parallel as shot_parallel
+from pipeline.ingest.shots import segments as shot_segments
+from pipeline.ingest.shots.frames import ShotDecodeError
+from pipeline.ingest.video_record import local_copy_checked
+from pipeline.io import storage
 from schemas import layout, reasons, tables
 
 NAME = "scenes"

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 
-from pipeline import frames as frame_io
-from pipeline import manifest, orphans, ray_runtime, sharding, storage
-from pipeline.context import StageContext, configure_worker
-from pipeline.video_record import local_copy_checked
+from pipeline.core import orphans, ray_runtime
+from pipeline.core.context import StageContext, configure_worker
+from pipeline.ingest import manifest, sharding
+from pipeline.ingest.video_record import local_copy_checked
+from pipeline.io import frames as frame_io
+from pipeline.io import storage
 from schemas import layout
 from schemas import sample as sample_schema
 

@@ -3,9 +3,11 @@ stats/summary.json, written only when every count reconciles; a mismatch fails t
 
 from __future__ import annotations
 
-from pipeline import manifest, stats, summary
-from pipeline.context import StageContext
-from pipeline.stats_sources import BuildOutput
+from pipeline.core import summary
+from pipeline.core.context import StageContext
+from pipeline.ingest import manifest
+from pipeline.stats import tables as stats
+from pipeline.stats.sources import BuildOutput
 
 NAME = "stats"
 DESCRIPTION = "auditor tables in stats/ (videos, shards, rejects, curriculum stages) and summary.json, reconciled"

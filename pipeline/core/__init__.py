@@ -1,0 +1,1 @@
+"""Run a build: context, runner, stage plumbing, committed units, Ray runtime, progress, temp folders."""

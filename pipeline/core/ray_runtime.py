@@ -1,0 +1,78 @@
+"""Ray plumbing: connect or start Ray, fan work units out as tasks, and collect results with progress."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Iterable, Sequence
+
+from pipeline.core.progress import Progress
+
+LOCAL_HOST = "127.0.0.1"
+
+
+def init(address: str | None = None, num_cpus: int | None = None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        _loopback_only()
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, _node_ip_address=LOCAL_HOST,
+                 runtime_env={"env_vars": {"PYTHONPATH": _pythonpath_with(root)}})
+
+
+def _loopback_only() -> None:
+    """A local cluster serves this process only: every Ray process listens on 127.0.0.1, never on the machine's
+    routable address. Ray replaces a 127.0.0.1 node address by the routable one unless its "no cluster" switch is
+    off; the switch is read when Ray is imported, so it is set both in the environment (for Ray's own processes)
+    and in the already-imported constant."""
+    from ray._private import ray_constants
+
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def _pythonpath_with(root: str) -> str:
+    current = os.environ.get("PYTHONPATH", "")
+    return root if not current else f"{root}{os.pathsep}{current}"
+
+
+def map_units(stage: str, fn: Callable[..., dict], units: Sequence[Any], shared_args: tuple, unit: str,
+              total_items: int | None = None, items_of: Callable[[Any], int] = lambda u: 1,
+              num_cpus: float = 1, inputs_of: Callable[[Any], Sequence] | None = None) -> list[dict]:
+    """Run `fn(unit, *shared_args, *inputs_of(unit))` for every unit as a Ray task; results in unit order.
+
+    `inputs_of` gives a unit's ObjectRefs of earlier tasks: Ray starts the unit's task once they are done and passes
+    their values (no task sits holding a CPU while it waits). Progress counts `items_of(unit)` items per finished
+    unit. A failing task raises here with its error.
+    """
+    import ray
+
+    if not units:
+        return []
+    remote = ray.remote(num_cpus=num_cpus, max_retries=2)(fn)
+    shared_refs = tuple(ray.put(a) for a in shared_args)
+    refs = [remote.remote(u, *shared_refs, *(inputs_of(u) if inputs_of else ())) for u in units]
+    index = {ref: i for i, ref in enumerate(refs)}
+    results: list[dict | None] = [None] * len(refs)
+    progress = Progress(stage, total_items if total_items is not None else len(units), unit)
+    pending = list(refs)
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1, timeout=5.0)
+        for ref in done:
+            i = index[ref]
+            results[i] = ray.get(ref)
+            progress.advance(items_of(units[i]))
+    progress.finish()
+    return results  # type: ignore[return-value]
+
+
+def flatten(results: Iterable[dict], key: str) -> list:
+    out = []
+    for r in results:
+        out.extend(r.get(key, []))
+    return out

@@ -1,0 +1,1 @@
+"""From source folders to shards: crawl, probe (isolated), scenes, manifest, sharding."""

@@ -1,0 +1,91 @@
+"""Run per-file media work (probe, decode, scene detection) in a long-lived child process.
+
+A malformed file can hang a demuxer or crash a native decoder (decord, OpenCV) with a signal; in the child
+that costs one reject row (`timeout` or `unreadable`) instead of the Ray worker. The child is restarted after a
+crash or a time-out and reused otherwise, so the per-file overhead is one JSON round trip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from pipeline.core.errors import Rejection
+from schemas import reasons
+
+
+class IsolatedFailure(Rejection):
+    pass
+
+
+class IsolatedWorker:
+    def __init__(self):
+        self._proc: subprocess.Popen | None = None
+
+    def _start(self) -> subprocess.Popen:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        return subprocess.Popen(
+            [sys.executable, "-m", "pipeline.ingest.isolated_worker"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=root,
+        )
+
+    def call(self, op: str, timeout_s: float, **kwargs: Any) -> Any:
+        """Run `op` in the child; return its result or raise IsolatedFailure / the op's own reject."""
+        if self._proc is None or self._proc.poll() is not None:
+            self._proc = self._start()
+        proc = self._proc
+        proc.stdin.write((json.dumps({"op": op, "kwargs": kwargs}) + "\n").encode())
+        proc.stdin.flush()
+        line = self._read_line(proc, timeout_s)
+        if line is None:
+            self.close()
+            raise IsolatedFailure(reasons.TIMEOUT, f"{op} did not finish within {timeout_s:g} s")
+        if not line:
+            code = proc.wait()
+            self._proc = None
+            what = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+            raise IsolatedFailure(reasons.UNREADABLE, f"{op} crashed the media reader ({what})")
+        reply = json.loads(line)
+        if reply["ok"]:
+            return reply["result"]
+        raise IsolatedFailure(reply["reason"], reply["message"])
+
+    @staticmethod
+    def _read_line(proc: subprocess.Popen, timeout_s: float) -> bytes | None:
+        fd = proc.stdout.fileno()
+        deadline = time.monotonic() + timeout_s
+        buf = b""
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            ready, _, _ = select.select([fd], [], [], left)
+            if not ready:
+                return None
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return b""
+            buf += chunk
+            if buf.endswith(b"\n"):
+                return buf
+
+    def close(self) -> None:
+        if self._proc is not None:
+            if self._proc.poll() is None:
+                self._proc.kill()
+            self._proc.wait()
+            self._proc = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,240 @@
+"""Assemble the manifest from committed work units: crawl list → probe parts → dedup → scene parts → sampling plans
+→ shard records. Every stage rewrites `manifest/videos.parquet` and `manifest/rejects.parquet` from what is
+committed, so the tables always describe the output folder as it is, and an unchanged rerun rewrites no byte.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+
+from pipeline import sampling
+from pipeline.core import parts
+from pipeline.core.context import StageContext, StageInputMissing
+from pipeline.ingest import sharding
+from pipeline.io import storage
+from schemas import layout, reasons, tables
+
+
+def probe_settings(ctx: StageContext) -> dict:
+    p = ctx.cfg.probe
+    return {"min_duration_s": p.min_duration_s, "max_duration_s": p.max_duration_s, "max_pixels": p.max_pixels,
+            "max_bytes": p.max_bytes, "check_integrity": p.check_integrity}
+
+
+def scenes_settings(ctx: StageContext) -> dict:
+    s = ctx.cfg.scenes
+    return {"detector": s.detector, "threshold": s.threshold, "min_scene_len_s": s.min_scene_len_s,
+            "downscale": s.downscale}
+
+
+def probe_parts(ctx: StageContext, crawl_rows: list[dict]) -> list[parts.Part]:
+    return parts.plan_parts([r["source_uri"] for r in crawl_rows], ctx.cfg.probe.part_size, probe_settings(ctx))
+
+
+def scenes_parts(ctx: StageContext, video_ids: list[str]) -> list[parts.Part]:
+    return parts.plan_parts(video_ids, ctx.cfg.scenes.part_size, scenes_settings(ctx))
+
+
+def part_uri(ctx: StageContext, directory: str, part: parts.Part) -> str:
+    return ctx.uri(f"{directory}/{part.name}")
+
+
+# A committed part never changes (its name is a digest of its inputs and settings, and it is written once,
+# atomically), so the rows read from it are kept for the life of the driver process: assembling the manifest again
+# (every stage does, at its start and end) lists each part folder once and reads only parts not seen before.
+_PART_ROWS: dict[tuple[str, int], list[dict]] = {}
+_PART_ROWS_LIMIT = 200_000  # parts; beyond it the cache starts over rather than grow without bound
+
+
+def committed_parts(ctx: StageContext, directory: str) -> dict[str, tuple[str, int]]:
+    """part file name -> (URI, size) of the parts committed in `directory` (one listing; temporaries skipped)."""
+    return {rel: (uri, size) for rel, uri, size in storage.list_committed(ctx.uri(directory)) if "/" not in rel}
+
+
+def read_part(uri: str, size: int) -> list[dict]:
+    key = (uri, size)
+    rows = _PART_ROWS.get(key)
+    if rows is None:
+        if len(_PART_ROWS) >= _PART_ROWS_LIMIT:
+            _PART_ROWS.clear()
+        rows = _PART_ROWS[key] = storage.read_parquet(uri).to_pylist()
+    return [dict(r) for r in rows]  # callers own their rows
+
+
+def read_crawl(ctx: StageContext) -> list[dict]:
+    return storage.read_parquet(ctx.require(layout.MANIFEST_CRAWL, "crawl")).to_pylist()
+
+
+@dataclass
+class PlannedShard:
+    plan: sharding.ShardPlan
+    digest: str  # of the sample documents and payload settings it must hold
+    record: dict | None  # the committed shard's record, when it holds exactly that
+
+
+@dataclass
+class Manifest:
+    crawl: list[dict]
+    candidates: list[dict] = field(default_factory=list)  # probe rows that passed probe and dedup
+    videos: list[dict] = field(default_factory=list)
+    rejects: list[dict] = field(default_factory=list)
+    probe_pending: int = 0  # inputs whose probe part is not committed yet
+    scenes_pending: int = 0  # accepted videos whose scene part is not committed yet
+    shards: list["PlannedShard"] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return self.probe_pending == 0
+
+    def reject_counts(self) -> dict[str, int]:
+        return dict(sorted(Counter(r["reason"] for r in self.rejects).items()))
+
+
+def _reject(row: dict, reason: str, message: str, stage: str, duplicate_of: str | None = None) -> dict:
+    return {"source_uri": row["source_uri"], "source": row.get("source"), "source_metadata": row.get("source_metadata"),
+            "reason": reason, "message": message, "duplicate_of": duplicate_of, "sha256": row.get("sha256"),
+            "bytes": row.get("bytes"), "stage": stage}
+
+
+def _dedup(probed_ok: list[dict]) -> tuple[list[dict], list[dict]]:
+    kept: dict[str, dict] = {}
+    rejects = []
+    for row in sorted(probed_ok, key=lambda r: r["source_uri"]):
+        first = kept.get(row["sha256"])
+        if first is None:
+            kept[row["sha256"]] = row
+        else:
+            rejects.append(_reject(row, reasons.DUPLICATE, f"same bytes as {first['source_uri']} "
+                                   f"(kept as video_id {first['video_id']})", "dedup", first["video_id"]))
+    return sorted(kept.values(), key=lambda r: r["video_id"]), rejects
+
+
+def assemble(ctx: StageContext) -> Manifest:
+    crawl_rows = read_crawl(ctx)
+    m = Manifest(crawl=crawl_rows)
+    probed = []
+    committed = committed_parts(ctx, layout.PROBE_PARTS_DIR)
+    for part in probe_parts(ctx, crawl_rows):
+        if part.name in committed:
+            probed.extend(read_part(*committed[part.name]))
+        else:
+            m.probe_pending += len(part.keys)
+    m.rejects = [_reject(r, r["reason"], r["message"], "probe") for r in probed if not r["ok"]]
+    accepted, duplicates = _dedup([r for r in probed if r["ok"]])
+    m.rejects += duplicates
+    m.candidates = accepted
+
+    scenes_by_id: dict[str, dict] = {}
+    committed = committed_parts(ctx, layout.SCENES_PARTS_DIR)
+    for part in scenes_parts(ctx, [r["video_id"] for r in accepted]):
+        if part.name in committed:
+            scenes_by_id.update({r["video_id"]: r for r in read_part(*committed[part.name])})
+        else:
+            m.scenes_pending += len(part.keys)
+
+    stages = ctx.cfg.sampling.stages
+    for row in accepted:
+        scene_row = scenes_by_id.get(row["video_id"])
+        if scene_row is not None and not scene_row["ok"]:
+            m.rejects.append(_reject(row, scene_row["reason"], scene_row["message"], "scenes"))
+            continue
+        video = {name: row.get(name) for name in tables.VIDEOS.names}
+        video["scenes"] = scene_row["scenes"] if scene_row else None
+        video["sampling"] = sampling.plan(row["reader_num_frames"], row["reader_fps"], stages,
+                                          ctx.cfg.sampling.clip_len)
+        video["shard"] = None
+        m.videos.append(video)
+    m.rejects.sort(key=lambda r: r["source_uri"])
+    _plan_shards(ctx, m)
+    return m
+
+
+def payload_settings(ctx: StageContext) -> dict:
+    sh = ctx.cfg.shard
+    settings = {"payload": sh.payload}
+    if sh.payload == "frames":
+        settings.update(frames_stage=sh.frames_stage, jpeg_quality=sh.jpeg_quality)
+    return settings
+
+
+def _committed_record(ctx: StageContext, index: int, digest: str) -> dict | None:
+    rec_uri = ctx.uri(layout.shard_record_path(index))
+    if not storage.exists(rec_uri) or not storage.exists(ctx.uri(layout.shard_path(index))):
+        return None
+    record = json.loads(storage.read_bytes(rec_uri))
+    return record if record.get("content_digest") == digest else None
+
+
+def _plan_shards(ctx: StageContext, m: Manifest) -> None:
+    """Shard assignment of the accepted videos; videos in a committed, matching shard get its name."""
+    sh = ctx.cfg.shard
+    settings = payload_settings(ctx)
+    for plan in sharding.assign(m.videos, sh.target_bytes, sh.max_samples, sh.payload, sh.frames_stage):
+        digest = sharding.content_digest([sample_metadata(v) for v in plan.videos], settings)
+        record = _committed_record(ctx, plan.index, digest)
+        m.shards.append(PlannedShard(plan, digest, record))
+        if record is not None:
+            for v in plan.videos:
+                v["shard"] = record["shard"]
+
+
+def plan_frame_counts(sampling) -> list[list[tuple[str, int]]]:
+    """(stage, sampled frames) of every video's sampling plans (an Arrow column of tables.SAMPLING_PLAN lists),
+    counted with Arrow: the frame lists never become Python objects."""
+    import pyarrow.compute as pc
+
+    out = []
+    for chunk in sampling.chunks:
+        flat = pc.list_flatten(chunk)
+        stages = flat.field("stage").to_pylist()
+        counts = pc.list_value_length(flat.field("frame_indices")).to_pylist()
+        offsets = pc.list_value_length(chunk).to_pylist()
+        k = 0
+        for n in offsets:
+            n = n or 0
+            out.append(list(zip(stages[k:k + n], counts[k:k + n])))
+            k += n
+    return out
+
+
+class ReconcileError(RuntimeError):
+    pass
+
+
+def reconcile(m: Manifest) -> None:
+    """Every input is in exactly one of the two tables."""
+    inputs = {r["source_uri"] for r in m.crawl}
+    accepted = [v["source_uri"] for v in m.videos]
+    rejected = [r["source_uri"] for r in m.rejects]
+    both = set(accepted) & set(rejected)
+    seen = Counter(accepted + rejected)
+    twice = [u for u, n in seen.items() if n > 1]
+    lost = inputs - set(seen)
+    extra = set(seen) - inputs
+    if both or twice or lost or extra:
+        raise ReconcileError(f"manifest does not reconcile: {len(lost)} inputs in neither table, {len(twice)} listed "
+                             f"twice, {len(extra)} not in the crawl list (e.g. {sorted(lost | set(twice) | extra)[:3]})")
+
+
+def require_probed(m: Manifest) -> None:
+    if not m.complete:
+        raise StageInputMissing(f"{m.probe_pending} inputs have not been probed yet: run the `probe` stage")
+
+
+def write(ctx: StageContext, m: Manifest) -> None:
+    require_probed(m)
+    reconcile(m)
+    storage.write_parquet(ctx.uri(layout.MANIFEST_VIDEOS), tables.to_table(m.videos, tables.VIDEOS))
+    storage.write_parquet(ctx.uri(layout.MANIFEST_REJECTS), tables.to_table(m.rejects, tables.REJECTS))
+
+
+def sample_metadata(video: dict) -> dict:
+    """The per-sample JSON document: the manifest row with the carried columns and plans made readable."""
+    doc = {k: v for k, v in video.items() if k not in ("source_metadata", "sampling", "shard")}
+    doc["source_metadata"] = json.loads(video["source_metadata"] or "{}")
+    doc["sampling"] = {p["stage"]: {k: v for k, v in p.items() if k != "stage"} for p in video["sampling"]}
+    doc["key"] = video["video_id"]
+    doc["video_field"] = video["extension"]
+    return doc

@@ -1,0 +1,1 @@
+"""Shot-boundary detection: frame scoring, parallel segments, TransNetV2, joined clips."""

@@ -1,0 +1,1 @@
+"""Bytes in and out: storage (local and S3), fetching inputs, ffmpeg, frame decoding."""

@@ -1,0 +1,1 @@
+"""Curriculum mixtures: select, render, validate and assemble training records."""

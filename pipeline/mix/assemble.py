@@ -1,0 +1,201 @@
+"""Driver side of the `mix` stage: the partitions to hand to Ray tasks (read from manifest/videos.parquet in
+batches), and each curriculum stage's files assembled by streaming k-way merges of the partitions' parts into a
+local spool folder: `<task>.jsonl` (plus the optional `.json` list and InternVideo2.5 variant) in the seeded order
+with the caps applied, `members.parquet` in (task, record_id, turn) order, and the small files. The result is
+byte-identical whatever the partitioning: every part is sorted, and the merge order is the files' order."""
+
+from __future__ import annotations
+
+import heapq
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.core.context import StageContext, StageInputMissing
+from pipeline.ingest import manifest
+from pipeline.io import storage
+from pipeline.mix import records as mix_records
+from pipeline.mix import validate as mix_validate
+from pipeline.mix.partition import ANNOTATION_SOURCES, Partition
+from pipeline.mix.select import VideoInfo
+from pipeline.stats.sources import BuildOutput
+from schemas import layout, mixture
+
+MANIFEST_BATCH_ROWS = 1024
+MEMBERS_ROWS_PER_GROUP = 65536  # row groups of the assembled members.parquet (fixed, so bytes are deterministic)
+PART_BATCH_ROWS = 256  # rows read at a time from each part while merging
+MANIFEST_COLUMNS = ["video_id", "extension", "shard", "reader_num_frames", "reader_fps", "sampling"]
+
+
+def _open_parquet(ctx: StageContext, relative: str) -> pq.ParquetFile:
+    """A ParquetFile read lazily (ranged reads on S3), so only the row groups being consumed are in memory."""
+    filesystem, path_of = BuildOutput(ctx.out).arrow_filesystem()
+    return pq.ParquetFile(filesystem.open_input_file(path_of(relative)))
+
+
+def _committed_annotations(ctx: StageContext) -> dict[str, set[str]]:
+    """table -> stems of its committed annotation files (one listing per table)."""
+    return {table: {rel.removesuffix(".parquet") for rel, _, _ in
+                    storage.list_committed(ctx.uri(layout.annotation_dir(table))) if "/" not in rel}
+            for table in ANNOTATION_SOURCES}
+
+
+def iter_partitions(ctx: StageContext) -> Iterator[Partition]:
+    """Partitions of `mix.partition_shards` consecutive shards with their videos, read from the manifest in
+    batches. Raises StageInputMissing when a video is in no committed shard or a shard has no annotations."""
+    ctx.require(layout.MANIFEST_VIDEOS, "shard")
+    index_uri = ctx.require(layout.SHARD_INDEX, "shard")
+    sha = {e["url"]: e["sha256"] for e in json.loads(storage.read_bytes(index_uri))["shardlist"]}
+    annotated = _committed_annotations(ctx)
+    size = ctx.cfg.mix.partition_shards
+    current = Partition(0)
+    shard = None
+
+    def close_shard(name: str) -> None:
+        stem = layout.shard_stem(name)
+        for table in ANNOTATION_SOURCES:
+            if stem not in annotated[table]:
+                raise StageInputMissing(f"{layout.annotation_path(table, name)} is missing under {ctx.out}: run the "
+                                        "`annotate` stage first")
+        current.shards.append((name, ctx.uri(f"{layout.SHARDS_DIR}/{name}"), sha[name]))
+
+    for batch in _open_parquet(ctx, layout.MANIFEST_VIDEOS).iter_batches(MANIFEST_BATCH_ROWS,
+                                                                        columns=MANIFEST_COLUMNS):
+        frames = manifest.plan_frame_counts(pa.chunked_array([batch.column("sampling")]))
+        for v, planned in zip(batch.drop_columns(["sampling"]).to_pylist(), frames):
+            name = v["shard"]
+            if name is None or name not in sha:
+                raise StageInputMissing(f"video {v['video_id']} is in no committed shard: run the `shard` stage "
+                                        "first")
+            if name != shard:
+                if shard is not None:
+                    close_shard(shard)
+                    if len(current.shards) >= size:
+                        yield current
+                        current = Partition(current.index + 1)
+                shard = name
+            current.videos.append(VideoInfo(v["video_id"], v["extension"], name, v["reader_num_frames"],
+                                            v["reader_fps"]))
+            for stage, n in planned:
+                current.plan_frames[(v["video_id"], stage)] = n
+    if shard is not None:
+        close_shard(shard)
+        yield current
+
+
+def _part_rows(ctx: StageContext, relative: str, columns: list[str]) -> Iterator[tuple]:
+    for batch in _open_parquet(ctx, relative).iter_batches(PART_BATCH_ROWS, columns=columns):
+        yield from zip(*(batch.column(c).to_pylist() for c in columns))
+
+
+@dataclass
+class StageAssembly:
+    stage: str
+    counts: dict[str, int] = field(default_factory=dict)  # task -> records, in the config's task order
+    last_order: dict[str, str | None] = field(default_factory=dict)  # task -> order key of its last record if capped
+    files: list[str] = field(default_factory=list)  # relative to the output root, spooled under the same path
+    problems: list[str] = field(default_factory=list)
+
+
+def assemble_stage(ctx: StageContext, stage: str, partitions: dict[str, list[int]], member_parts: list[int],
+                   spool: str) -> StageAssembly:
+    """partitions: task -> indices of the partitions with records of it; member_parts: partitions with members."""
+    cfg = ctx.cfg
+    out = StageAssembly(stage)
+    shards: set[str] = set()
+
+    def spool_path(rel: str) -> str:
+        path = os.path.join(spool, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        out.files.append(rel)
+        return path
+
+    for task in cfg.mix.stages[stage].tasks:
+        if task not in partitions:
+            continue
+        cap = cfg.mix.stages[stage].tasks[task].max_records
+        columns = [mixture.ORDER_COLUMN, "line", "internvideo_line", "shard"]
+        streams = [_part_rows(ctx, layout.mix_records_part_path(stage, task, p), columns) for p in partitions[task]]
+        jsonl = open(spool_path(layout.mixture_task_path(stage, task)), "w", encoding="utf-8")
+        json_list = open(spool_path(layout.mixture_task_path(stage, task, "json")), "w",
+                         encoding="utf-8") if cfg.mix.json_list else None
+        iv = open(spool_path(mix_records.internvideo_task_path(stage, task)), "w",
+                  encoding="utf-8") if cfg.mix.internvideo2_5 else None
+        n, last = 0, None
+        with jsonl:
+            if json_list:
+                json_list.write("[\n")
+            for order, line, iv_line, shard in heapq.merge(*streams, key=lambda r: r[0]):
+                if cap is not None and n >= cap:
+                    break
+                jsonl.write(line + "\n")
+                if json_list:
+                    json_list.write((",\n" if n else "") + line)
+                if iv:
+                    iv.write(iv_line + "\n")
+                shards.add(shard)
+                n, last = n + 1, order
+            if json_list:
+                json_list.write("\n]\n")
+                json_list.close()
+            if iv:
+                iv.close()
+        out.counts[task] = n
+        out.last_order[task] = last if cap is not None else None
+
+    member_ids = _assemble_members(ctx, stage, member_parts, out, spool_path(layout.mixture_members_path(stage)))
+    small = {layout.mixture_file_path(stage, layout.MIX_WEIGHTS_JSON): mix_records.weights_json(stage, cfg, out.counts),
+             layout.mixture_file_path(stage, layout.MIX_SHARDS_TXT): mix_records.shards_txt(stage, shards),
+             layout.mixture_file_path(stage, layout.MIX_DATA_YAML): mix_records.data_yaml(stage, cfg, out.counts)}
+    if cfg.mix.internvideo2_5:
+        small[f"{mix_records.internvideo_dir(stage)}/{layout.MIX_INTERNVIDEO_META}"] = \
+            mix_records.internvideo_meta(stage, cfg, out.counts)
+    for rel, data in small.items():
+        with open(spool_path(rel), "wb") as f:
+            f.write(data)
+
+    for task in set(member_ids) | set(out.counts):
+        if member_ids.get(task, 0) != out.counts.get(task, 0):
+            out.problems.append(f"{layout.mixture_task_path(stage, task)}: {out.counts.get(task, 0)} records but "
+                                f"members.parquet lists {member_ids.get(task, 0)} of this task")
+    check_files = dict(small)
+    check_files.update({layout.mixture_task_path(stage, t): b"" for t in out.counts})
+    existing = {f"{layout.SHARDS_DIR}/{s}" for s in shards}
+    out.problems += mix_validate.StageCheck(stage, check_files, cfg, {}, {}, existing).check_assembled(out.counts)
+    return out
+
+
+def _assemble_members(ctx: StageContext, stage: str, member_parts: list[int], out: StageAssembly,
+                      path: str) -> dict[str, int]:
+    """Write the stage's members.parquet (rows of the records kept under the caps); task -> distinct records."""
+    names = mixture.MIX_MEMBERS.names
+    columns = [mixture.ORDER_COLUMN, *names]
+    streams = [_part_rows(ctx, layout.mix_members_part_path(stage, p), columns) for p in member_parts]
+    t_i, r_i, k_i = (columns.index(c) for c in ("task", "record_id", "turn"))
+    records: dict[str, int] = {}
+    buffer: list[tuple] = []
+    previous = None
+    with pq.ParquetWriter(path, mixture.MIX_MEMBERS, compression="zstd") as writer:
+        def flush():
+            cols = list(zip(*buffer)) if buffer else [[] for _ in columns]
+            writer.write_table(pa.table({n: list(cols[i + 1]) for i, n in enumerate(names)},
+                                        schema=mixture.MIX_MEMBERS))
+            buffer.clear()
+
+        for row in heapq.merge(*streams, key=lambda r: (r[t_i], r[r_i], r[k_i])):
+            last = out.last_order.get(row[t_i])
+            if last is not None and row[0] > last:
+                continue
+            buffer.append(row)
+            if (row[t_i], row[r_i]) != previous:
+                records[row[t_i]] = records.get(row[t_i], 0) + 1
+                previous = (row[t_i], row[r_i])
+            if len(buffer) >= MEMBERS_ROWS_PER_GROUP:
+                flush()
+        if buffer or not records:
+            flush()
+    return records

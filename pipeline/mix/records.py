@@ -1,0 +1,213 @@
+"""A stage's mixture files as bytes: `<task>.jsonl` training records (LLaVA-NeXT / VideoChat-Flash format), the
+optional `.json` lists and InternVideo2.5 variant, `data.yaml`, `weights.json`, `shards.txt` and `members.parquet`.
+Paths inside them are relative to the folder of the file that holds them. Pure: nothing is written here."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from dataclasses import dataclass, field
+
+import yaml
+
+from pipeline.io.storage import parquet_bytes
+from pipeline.mix.select import Sample, VideoInfo
+from schemas import layout, mixture, sampling, tables
+from schemas.config import BuildConfig
+
+DURATION_DECIMALS = 6
+
+
+@dataclass(frozen=True)
+class FrameDir:
+    """Frame payload of one `img` sample: JPEGs of `frame_indices`, named <prefix>_<k>.jpg for k = 0.. in order."""
+
+    stage: str
+    name: str
+    video_id: str
+    frame_indices: tuple[int, ...]
+
+    def files(self, prefix: str) -> list[str]:
+        return [layout.mixture_frames_path(self.stage, self.name, mixture.frame_file_name(prefix, k))
+                for k in range(len(self.frame_indices))]
+
+
+@dataclass
+class StageFiles:
+    stage: str
+    files: dict[str, bytes] = field(default_factory=dict)  # path relative to the output root -> content
+    counts: dict[str, int] = field(default_factory=dict)  # task -> records
+    videos: set[str] = field(default_factory=set)  # video payloads its records reference
+    frame_dirs: dict[str, FrameDir] = field(default_factory=dict)  # by name; records of one video share one
+
+
+def relative(target: str, folder: str) -> str:
+    """`target` (relative to the output root) as seen from `folder` (relative to the output root)."""
+    return posixpath.relpath(target, folder)
+
+
+def frame_dir_name(sample: Sample) -> str:
+    clip = sample.candidate.clip
+    if clip is None:
+        return sample.video_id
+    return f"{sample.video_id}_{round(clip[0] * 1000)}-{round(clip[1] * 1000)}"
+
+
+def conversations(sample: Sample, inline_prompt: bool) -> list[dict]:
+    duration = sample.duration_s if inline_prompt else None
+    out = []
+    for i, turn in enumerate(sample.candidate.turns):
+        human = sampling.first_user_turn(turn.question, duration, len(sample.frame_indices)) if i == 0 \
+            else turn.question
+        out += [{"from": "human", "value": human}, {"from": "gpt", "value": turn.answer}]
+    return out
+
+
+def training_record(sample: Sample, video: VideoInfo, read_type: str, inline_prompt: bool) -> dict:
+    rec = {"id": sample.record_id,
+           "video": f"{video.video_id}.{video.extension}" if read_type == "decord" else frame_dir_name(sample),
+           "video_id": video.video_id,
+           "conversations": conversations(sample, inline_prompt),
+           "duration": round(sample.duration_s, DURATION_DECIMALS)}
+    # A frame directory already holds just the clip's frames: start/end would make the trainer clip it again.
+    if sample.candidate.clip is not None and read_type == "decord":
+        rec["start"], rec["end"] = sample.candidate.clip
+    return rec
+
+
+def member_rows(sample: Sample, record: dict, tokens_per_frame: int) -> list[dict]:
+    clip = sample.candidate.clip
+    rows = []
+    convs = record["conversations"]
+    for k, turn in enumerate(sample.candidate.turns):
+        human = convs[2 * k]["value"].replace(f"{mixture.IMAGE_TOKEN}\n", "", 1)
+        rows.append({"stage": sample.stage, "task": sample.task, "record_id": sample.record_id,
+                     "video_id": sample.video_id, "source_table": turn.source_table, "source_key": turn.source_key,
+                     "duration_s": sample.duration_s, "start_s": clip[0] if clip else None,
+                     "end_s": clip[1] if clip else None, "num_frames": len(sample.frame_indices),
+                     "visual_tokens": len(sample.frame_indices) * tokens_per_frame,
+                     "text_chars": len(human) + len(convs[2 * k + 1]["value"]), "turn": k})
+    return rows
+
+
+def jsonl(records: list[dict]) -> bytes:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+
+
+def json_list(records: list[dict]) -> bytes:
+    """A JSON list with one record per line (valid JSON, still diffable)."""
+    body = ",\n".join(json.dumps(r, ensure_ascii=False) for r in records)
+    return f"[\n{body}\n]\n".encode("utf-8")
+
+
+def data_root(stage: str, read_type: str, folder: str) -> str:
+    target = layout.MIX_VIDEOS_DIR if read_type == "decord" else f"{layout.mixture_dir(stage)}/{layout.MIX_FRAMES_DIR}"
+    return relative(target, folder)
+
+
+def data_yaml(stage: str, cfg: BuildConfig, counts: dict[str, int]) -> bytes:
+    mst = cfg.mix.stages[stage]
+    smp = cfg.sampling.stages[stage]
+    folder = layout.mixture_dir(stage)
+    datasets = [{"json_path": posixpath.basename(layout.mixture_task_path(stage, task)),
+                 "data_root": data_root(stage, mst.video_read_type, folder),
+                 "sampling_strategy": mst.tasks[task].sampling_strategy,
+                 "video_read_type": mst.video_read_type,
+                 "media_type": "video"} for task in counts]
+    prompt = ("the timestamp prompt is written into each first human turn" if cfg.mix.timestamp_prompt == "inline"
+              else "the trainer inserts the timestamp prompt (--time_msg short)")
+    header = [
+        f"# LongVid curriculum {stage}: {sum(counts.values())} records. Paths are relative to this file's folder: run",
+        f"# the trainer from here, or print an absolute copy: python -m pipeline.mix.consume {layout.MIX_DATA_YAML}",
+        f"# Train with --frames_lowbound {smp.min_frames} --frames_upbound {smp.max_frames} "
+        f"--sample_type {smp.sample} --local_num_frames {cfg.sampling.clip_len} at {smp.resolution} px; {prompt}.",
+    ]
+    body = yaml.safe_dump({"datasets": datasets}, sort_keys=False, allow_unicode=True)
+    return ("\n".join(header) + "\n" + body).encode("utf-8")
+
+
+def weights_json(stage: str, cfg: BuildConfig, counts: dict[str, int]) -> bytes:
+    tasks = cfg.mix.stages[stage].tasks
+    total = sum(tasks[t].weight for t in counts)
+    doc = {"stage": stage, "seed": cfg.mix.seed,
+           "tasks": {t: {"weight": tasks[t].weight / total, "records": n,
+                         "json_path": posixpath.basename(layout.mixture_task_path(stage, t))}
+                     for t, n in counts.items()}}
+    return (json.dumps(doc, indent=1) + "\n").encode("utf-8")
+
+
+def shards_txt(stage: str, shards: set[str]) -> bytes:
+    folder = layout.mixture_dir(stage)
+    return "".join(relative(f"{layout.SHARDS_DIR}/{s}", folder) + "\n" for s in sorted(shards)).encode("utf-8")
+
+
+def internvideo_files(stage: str, cfg: BuildConfig, records: dict[str, list[dict]]) -> dict[str, bytes]:
+    """InternVideo2.5 (XTuner) variant: records with only its keys (`duration` always present) plus the dataset meta
+    file its trainer lists datasets in."""
+    folder = internvideo_dir(stage)
+    files = {}
+    for task, recs in records.items():
+        files[internvideo_task_path(stage, task)] = jsonl([internvideo_record(r) for r in recs])
+    files[f"{folder}/{layout.MIX_INTERNVIDEO_META}"] = internvideo_meta(stage, cfg, {t: len(r) for t, r in
+                                                                                    records.items()})
+    return files
+
+
+def internvideo_dir(stage: str) -> str:
+    return layout.mixture_file_path(stage, layout.MIX_INTERNVIDEO_DIR)
+
+
+def internvideo_task_path(stage: str, task: str) -> str:
+    return f"{internvideo_dir(stage)}/{posixpath.basename(layout.mixture_task_path(stage, task))}"
+
+
+def internvideo_record(record: dict) -> dict:
+    return {k: record[k] for k in mixture.INTERNVIDEO_KEYS if k in record}
+
+
+def internvideo_meta(stage: str, cfg: BuildConfig, counts: dict[str, int]) -> bytes:
+    """The InternVideo2.5 dataset meta file: one entry per task file with its record count."""
+    mst = cfg.mix.stages[stage]
+    folder = internvideo_dir(stage)
+    meta = {}
+    for task, n in counts.items():
+        meta[f"longvid_{stage}_{task}"] = {"root": data_root(stage, mst.video_read_type, folder),
+                                           "annotation": posixpath.basename(layout.mixture_task_path(stage, task)),
+                                           "length": n, "data_augment": False, "repeat_time": 1,
+                                           "sampling_strategy": mst.tasks[task].sampling_strategy}
+    return (json.dumps(meta, indent=1) + "\n").encode("utf-8")
+
+
+def stage_files(stage: str, per_task: dict[str, list[Sample]], videos: dict[str, VideoInfo],
+                cfg: BuildConfig) -> StageFiles:
+    mst = cfg.mix.stages[stage]
+    inline = cfg.mix.timestamp_prompt == "inline"
+    out = StageFiles(stage)
+    members: list[dict] = []
+    records: dict[str, list[dict]] = {}
+    shards: set[str] = set()
+    for task, samples in per_task.items():
+        recs = []
+        for s in samples:
+            video = videos[s.video_id]
+            rec = training_record(s, video, mst.video_read_type, inline)
+            recs.append(rec)
+            members += member_rows(s, rec, cfg.hico.tokens_per_frame)
+            shards.add(video.shard)
+            if mst.video_read_type == "decord":
+                out.videos.add(s.video_id)
+            else:
+                out.frame_dirs[rec["video"]] = FrameDir(stage, rec["video"], s.video_id, tuple(s.frame_indices))
+        records[task] = recs
+        out.counts[task] = len(recs)
+        out.files[layout.mixture_task_path(stage, task)] = jsonl(recs)
+        if cfg.mix.json_list:
+            out.files[layout.mixture_task_path(stage, task, "json")] = json_list(recs)
+    if cfg.mix.internvideo2_5:
+        out.files.update(internvideo_files(stage, cfg, records))
+    members.sort(key=lambda r: (r["task"], r["record_id"], r["turn"]))
+    out.files[layout.mixture_members_path(stage)] = parquet_bytes(tables.to_table(members, mixture.MIX_MEMBERS))
+    out.files[layout.mixture_file_path(stage, layout.MIX_WEIGHTS_JSON)] = weights_json(stage, cfg, out.counts)
+    out.files[layout.mixture_file_path(stage, layout.MIX_SHARDS_TXT)] = shards_txt(stage, shards)
+    out.files[layout.mixture_file_path(stage, layout.MIX_DATA_YAML)] = data_yaml(stage, cfg, out.counts)
+    return out

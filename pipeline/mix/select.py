@@ -1,0 +1,181 @@
+"""Which annotation feeds which curriculum stage: candidates (a clip caption, a summary, a group of QA of one video),
+their duration class, the stage's frame plan, and a seeded order with per-task caps. Pure: no I/O."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+from pipeline.mix import text as mix_text
+from schemas import mixture, sampling
+from schemas.config import MixConfig, SamplingConfig
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    video_id: str
+    extension: str
+    shard: str
+    vlen: int  # the training reader's frame count and rate (decord), what every plan derives from
+    fps: float
+
+    @property
+    def duration_s(self) -> float:
+        return self.vlen / float(self.fps)
+
+
+@dataclass(frozen=True)
+class Turn:
+    source_table: str
+    source_key: str
+    question: str
+    answer: str
+    topic: str = ""  # the annotation's own question or query: one record never asks it twice (open and mc forms)
+
+
+@dataclass
+class Candidate:
+    """One future training record, the same in every stage it feeds."""
+
+    task: str
+    video_id: str
+    n: int  # its position among the video's candidates of this task: record ids stay put when caps change
+    turns: list[Turn]
+    clip: Optional[tuple[float, float]] = None  # (start, end) seconds as written into the record
+
+
+@dataclass
+class Sample:
+    """A candidate placed in a stage: its record id, the duration the trainer sees and the stage's frames."""
+
+    stage: str
+    record_id: str
+    candidate: Candidate
+    duration_s: float
+    frame_indices: list[int]
+    order: str = field(repr=False, default="")
+
+    @property
+    def task(self) -> str:
+        return self.candidate.task
+
+    @property
+    def video_id(self) -> str:
+        return self.candidate.video_id
+
+
+@dataclass(frozen=True)
+class AnnotationRow:
+    table: str  # captions | qa | grounding
+    source_key: str
+    row: dict
+
+
+def candidates(rows: Iterable[AnnotationRow], videos: dict[str, VideoInfo], max_turns: int) -> list[Candidate]:
+    """Clip captions become clipped samples, summaries whole-video ones; QA and grounding rows of one video and task
+    are grouped into records of up to `max_turns` turns, never two with the same question in one record."""
+    singles: dict[tuple[str, str], list[Candidate]] = {}
+    grouped: dict[tuple[str, str], list[Turn]] = {}
+    for r in rows:
+        video = videos.get(r.row["video_id"])
+        if video is None:
+            raise ValueError(f"annotations/{r.table} row {r.source_key} names video {r.row['video_id']} that is not in "
+                             "the manifest: rerun the `annotate` stage")
+        task = mix_text.task_of(r.table, r.row)
+        text = mix_text.turn_of(r.table, r.row)
+        if text is None:
+            continue
+        topic = str(r.row.get("question") or r.row.get("query") or "").strip().lower()
+        turn = Turn(r.table, r.source_key, *text, topic)
+        key = (video.video_id, task)
+        if task == mixture.CAPTION_TASK:
+            clip = _clip(video, r.row["start_s"], r.row["end_s"])
+            if clip is not None:
+                singles.setdefault(key, []).append(Candidate(task, video.video_id, 0, [turn], clip))
+        elif task == mixture.SUMMARY_TASK:
+            singles.setdefault(key, []).append(Candidate(task, video.video_id, 0, [turn]))
+        else:
+            grouped.setdefault(key, []).append(turn)
+    out = []
+    for (video_id, task), cands in singles.items():
+        for n, c in enumerate(cands):
+            c.n = n
+            out.append(c)
+    for (video_id, task), turns in grouped.items():
+        for n, group in enumerate(_group(turns, max_turns)):
+            out.append(Candidate(task, video_id, n, group))
+    out.sort(key=lambda c: (c.video_id, c.task, c.n))
+    return out
+
+
+def _clip(video: VideoInfo, start_s: float, end_s: float) -> Optional[tuple[float, float]]:
+    """(start, end) rounded to milliseconds, the end kept where the trainer would clamp it; None when the clip
+    holds no whole frame."""
+    start = round(max(0.0, start_s), 3)
+    end = round(min(end_s, video.duration_s - mixture.CLIP_END_MARGIN_S), 3)
+    if end <= start:
+        return None
+    _, frames, _ = mixture.clip_window(video.vlen, video.fps, start, end)
+    return (start, end) if frames >= 1 else None
+
+
+def _group(turns: list[Turn], max_turns: int) -> list[list[Turn]]:
+    groups: list[list[Turn]] = []
+    for turn in turns:
+        for g in groups:
+            if len(g) < max_turns and all(t.topic != turn.topic for t in g):
+                g.append(turn)
+                break
+        else:
+            groups.append([turn])
+    return groups
+
+
+def duration_class(duration_s: float, mix: MixConfig) -> Optional[str]:
+    if duration_s < mix.long_min_s:
+        return "short"
+    return "long" if duration_s <= mix.long_max_s else None
+
+
+def plan(candidate: Candidate, video: VideoInfo, stage: str, smp: SamplingConfig) -> tuple[float, list[int]]:
+    """(duration the trainer reports, frame indices it samples) for a candidate under a stage's sampling rule;
+    a clip's frames follow the rule over the clip's own frames, offset to its first one."""
+    st = smp.stages[stage]
+    if candidate.clip is None:
+        idx = sampling.frame_indices(video.vlen, video.fps, st.min_frames, st.max_frames, st.sample, smp.clip_len)
+        return video.duration_s, idx
+    first, frames, duration = mixture.clip_window(video.vlen, video.fps, *candidate.clip)
+    idx = sampling.frame_indices(frames, video.fps, st.min_frames, st.max_frames, st.sample, smp.clip_len)
+    return duration, [first + i for i in idx]
+
+
+def order_key(seed: int, record_id: str) -> str:
+    return hashlib.sha256(f"{seed}:{record_id}".encode()).hexdigest()
+
+
+def select(cands: list[Candidate], videos: dict[str, VideoInfo], mix: MixConfig,
+           smp: SamplingConfig, capped: bool = True) -> dict[str, dict[str, list[Sample]]]:
+    """stage -> task -> samples in the seeded order the files list them (caps keep the first max_records; a
+    partition of the build selects uncapped and the driver applies the caps while merging partitions)."""
+    out: dict[str, dict[str, list[Sample]]] = {}
+    for stage, st in mix.stages.items():
+        per_task: dict[str, list[Sample]] = {}
+        plans: dict[tuple, tuple[float, list[int]]] = {}  # every whole-video record of a video shares one plan
+        for c in cands:
+            if c.task not in st.tasks:
+                continue
+            key = (c.video_id, c.clip)
+            if key not in plans:
+                plans[key] = plan(c, videos[c.video_id], stage, smp)
+            duration, idx = plans[key]
+            if duration_class(duration, mix) not in st.videos:
+                continue
+            rid = mixture.record_id(stage, c.task, c.video_id, c.n)
+            per_task.setdefault(c.task, []).append(Sample(stage, rid, c, duration, idx, order_key(mix.seed, rid)))
+        for task in [t for t in st.tasks if t in per_task]:
+            chosen = sorted(per_task[task], key=lambda s: s.order)
+            cap = st.tasks[task].max_records if capped else None
+            per_task[task] = chosen[:cap] if cap is not None else chosen
+        out[stage] = {t: per_task[t] for t in st.tasks if t in per_task}
+    return out

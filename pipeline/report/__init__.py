@@ -1,0 +1,1 @@
+"""report.html: summary, plots, curriculum and gallery in one self-contained file."""

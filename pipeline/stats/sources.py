@@ -1,0 +1,105 @@
+"""Read a finished build's output folder (local path or s3:// URI) for the auditor tools: where each table lives,
+non-recursive listings (a frame-payload mixture folder can hold millions of JPEGs, never walk it), and Parquet reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from pipeline.io import storage
+from schemas import layout
+
+
+@dataclass(frozen=True)
+class Listing:
+    dirs: list[str]  # names of the sub-folders
+    files: list[str]  # names of the files (temporaries of killed runs left out)
+
+
+class BuildOutput:
+    def __init__(self, out_uri: str):
+        self.root = out_uri.rstrip("/") if storage.is_s3(out_uri) else storage.normalize_local(out_uri)
+
+    def uri(self, relative: str) -> str:
+        return storage.join(self.root, relative)
+
+    def exists(self, relative: str) -> bool:
+        return storage.exists(self.uri(relative))
+
+    def read_json(self, relative: str):
+        return json.loads(storage.read_bytes(self.uri(relative)))
+
+    def read_table(self, relative: str, columns: list[str] | None = None) -> pa.Table:
+        return storage.read_parquet(self.uri(relative), columns)
+
+    def listing(self, relative: str) -> Listing:
+        uri = self.uri(relative)
+        if storage.is_s3(uri):
+            bucket, prefix = storage.split_s3(uri)
+            prefix = prefix.rstrip("/") + "/"
+            dirs, files = [], []
+            pages = storage.s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix,
+                                                                                 Delimiter="/")
+            for page in pages:
+                dirs += [p["Prefix"][len(prefix):].rstrip("/") for p in page.get("CommonPrefixes", [])]
+                files += [o["Key"][len(prefix):] for o in page.get("Contents", [])]
+        elif os.path.isdir(uri):
+            names = os.listdir(uri)
+            dirs = [n for n in names if os.path.isdir(os.path.join(uri, n))]
+            files = [n for n in names if os.path.isfile(os.path.join(uri, n))]
+        else:
+            dirs, files = [], []
+        files = [f for f in files if f and not storage.is_temporary(f)]
+        return Listing(sorted(d for d in dirs if d), sorted(files))
+
+    def parquet_parts(self, relative_dir: str, exclude: tuple[str, ...] = ()) -> list[str]:
+        """Relative paths of the Parquet files directly inside a folder, sorted."""
+        names = self.listing(relative_dir).files
+        return [f"{relative_dir}/{n}" for n in names if n.endswith(".parquet") and n not in exclude]
+
+    def mixture_stages(self) -> list[str]:
+        """Curriculum stages the `mix` stage wrote (folders under mixtures/ holding a membership table)."""
+        return [s for s in self.listing(layout.MIXTURES_DIR).dirs if self.exists(layout.mixture_members_path(s))]
+
+    def mixture_task_files(self, stage: str) -> dict[str, str]:
+        """task -> relative path of mixtures/<stage>/<task>.jsonl."""
+        return {n.removesuffix(".jsonl"): f"{layout.mixture_dir(stage)}/{n}"
+                for n in self.listing(layout.mixture_dir(stage)).files if n.endswith(".jsonl")}
+
+    def hico_stages(self) -> list[str]:
+        return [s for s in self.listing(layout.HICO_DIR).dirs if self.exists(layout.hico_index_path(s))]
+
+    def iter_lines(self, relative: str):
+        """Lines of a text file, streamed (a mixture file can be gigabytes)."""
+        uri = self.uri(relative)
+        if storage.is_s3(uri):
+            with storage.open_read(uri) as body:
+                lines = (raw.decode("utf-8") for raw in body.iter_lines(chunk_size=1 << 20))
+                yield from (line for line in lines if line.strip())
+            return
+        with open(uri, encoding="utf-8") as f:
+            yield from (line for line in f if line.strip())
+
+    def arrow_filesystem(self):
+        """(pyarrow filesystem, function mapping a relative path to that filesystem's path) for lazy dataset scans.
+
+        S3 goes through pyarrow's own client with the standard AWS credential chain and the configured endpoint."""
+        from pyarrow import fs
+
+        if not storage.is_s3(self.root):
+            return fs.LocalFileSystem(), self.uri
+        endpoint = storage.settings().endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
+        kwargs = {}
+        if endpoint:
+            scheme, sep, host = endpoint.partition("://")
+            kwargs["endpoint_override"] = host.rstrip("/") if sep else endpoint
+            if sep:
+                kwargs["scheme"] = scheme
+        region = storage.settings().region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        if region:
+            kwargs["region"] = region
+        return fs.S3FileSystem(**kwargs), lambda relative: self.uri(relative)[len("s3://"):]
