@@ -6,6 +6,7 @@ import os
 from typing import Any, Callable, Iterable, Sequence
 
 from pipeline.core.progress import Progress
+from pipeline.core.project import pythonpath_with_project
 
 LOCAL_HOST = "127.0.0.1"
 
@@ -19,10 +20,9 @@ def init(address: str | None = None, num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         _loopback_only()
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, _node_ip_address=LOCAL_HOST,
-                 runtime_env={"env_vars": {"PYTHONPATH": _pythonpath_with(root)}})
+                 runtime_env={"env_vars": {"PYTHONPATH": pythonpath_with_project(os.environ.get("PYTHONPATH"))}})
 
 
 def _loopback_only() -> None:
@@ -36,9 +36,6 @@ def _loopback_only() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
 
 
-def _pythonpath_with(root: str) -> str:
-    current = os.environ.get("PYTHONPATH", "")
-    return root if not current else f"{root}{os.pathsep}{current}"
 
 
 def map_units(stage: str, fn: Callable[..., dict], units: Sequence[Any], shared_args: tuple, unit: str,

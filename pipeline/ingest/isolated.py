@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from pipeline.core.errors import Rejection
+from pipeline.core.project import PROJECT_ROOT, pythonpath_with_project
 from schemas import reasons
 
 
@@ -29,12 +30,11 @@ class IsolatedWorker:
         self._proc: subprocess.Popen | None = None
 
     def _start(self) -> subprocess.Popen:
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = dict(os.environ)
-        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env["PYTHONPATH"] = pythonpath_with_project(env.get("PYTHONPATH"))
         return subprocess.Popen(
             [sys.executable, "-m", "pipeline.ingest.isolated_worker"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=root,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=PROJECT_ROOT,
         )
 
     def call(self, op: str, timeout_s: float, **kwargs: Any) -> Any:

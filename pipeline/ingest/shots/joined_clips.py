@@ -13,10 +13,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from pipeline.core.project import PROJECT_ROOT
 from pipeline.io import ffmpeg
 
 FPS = 25
-MEDIA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "data", "media")
+MEDIA_DIR = os.path.join(PROJECT_ROOT, "tests", "data", "media")
 
 
 @dataclass(frozen=True)
