@@ -25,7 +25,7 @@ from pipeline.ingest import manifest, sharding
 from pipeline.ingest.video_record import video_id_of
 from pipeline.io import storage
 from pipeline.stages import annotate as annotate_stage
-from schemas import layout, reasons, sampling, tables
+from schemas import hashing, layout, reasons, sampling, tables
 
 LONGVID_VIDEOS = 114_228
 LONGVID_QA = 3_440_000
@@ -156,7 +156,7 @@ def _write_shard(ctx: StageContext, index: int, videos: list[dict], settings: di
         writer.add_sample(v["video_id"], v["extension"], placeholder, manifest.sample_metadata(v))
     writer.close()
     record = {"shard": name, "nsamples": writer.count, "filesize": os.path.getsize(local_tar),
-              "sha256": sharding.file_sha256(local_tar), "video_ids": [v["video_id"] for v in videos],
+              "sha256": hashing.file_sha256(local_tar), "video_ids": [v["video_id"] for v in videos],
               "content_digest": digest}
     with storage.staged_output(ctx.uri(layout.shard_path(index))) as staged:
         os.replace(local_tar, staged)

@@ -16,9 +16,10 @@ import tempfile
 from pathlib import Path
 from typing import Iterable
 
+from schemas import hashing
+
 CACHE_ENV = "LONGVID_HASH_CACHE"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-_CHUNK = 1 << 22
 
 
 def cache_dir() -> Path:
@@ -33,14 +34,6 @@ def _stamp(path: str) -> dict:
     return {"path": os.path.realpath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def _hash_bytes(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _is_temporary(real_path: str) -> bool:
     tmp = os.path.realpath(tempfile.gettempdir())
     return real_path.startswith(tmp + os.sep)
@@ -52,7 +45,7 @@ def file_sha256(path: str | os.PathLike) -> str:
     path = os.fspath(path)
     stamp = _stamp(path)
     if _is_temporary(stamp["path"]):
-        return _hash_bytes(path)
+        return hashing.file_sha256(path)
     entry = cache_dir() / (hashlib.sha256(stamp["path"].encode()).hexdigest() + ".json")
     try:
         cached = json.loads(entry.read_text())
@@ -60,7 +53,7 @@ def file_sha256(path: str | os.PathLike) -> str:
             return cached["sha256"]
     except (OSError, ValueError):
         pass
-    digest = _hash_bytes(path)
+    digest = hashing.file_sha256(path)
     if _stamp(path) == stamp:  # not rewritten while we read it
         try:
             entry.parent.mkdir(parents=True, exist_ok=True)

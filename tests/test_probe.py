@@ -11,7 +11,7 @@ from pipeline import synthetic
 from pipeline.ingest import probe
 from pipeline.ingest.isolated import IsolatedFailure, IsolatedWorker
 from pipeline.io import fetch, ffmpeg
-from schemas import reasons
+from schemas import hashing, reasons
 
 LIMITS = dict(min_duration_s=1.0, max_duration_s=14400.0, max_pixels=3840 * 2160, check_integrity=True)
 MP4 = "mov,mp4,m4a,3gp,3g2,mj2"
@@ -216,7 +216,7 @@ def test_fetch_local_hashes_in_place(corpus):
         assert got.sha256 == hashlib.sha256(data).hexdigest()
         assert got.bytes == len(data)
     assert os.path.exists(path)  # a local input is never deleted
-    assert fetch.sha256_of_file(path) == hashlib.sha256(data).hexdigest()
+    assert hashing.file_sha256(path) == hashlib.sha256(data).hexdigest()
 
 
 def test_fetch_same_bytes_same_hash(corpus):

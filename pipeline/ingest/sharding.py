@@ -107,14 +107,6 @@ class SampleWriter:
         self.tar.close()
 
 
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def wids_index(records: list[dict]) -> dict:
     """The wids shard index (URLs relative to the index file)."""
     return {

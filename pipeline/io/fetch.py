@@ -108,11 +108,6 @@ def _copy_hashing(read, dst, max_bytes: int, what: str, check=None) -> tuple[str
     return h.hexdigest(), n
 
 
-def sha256_of_file(path: str) -> str:
-    with open(path, "rb") as f:
-        return _copy_hashing(f.read, None, 1 << 62, path)[0]
-
-
 LOCAL_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 

@@ -11,7 +11,7 @@ from pipeline.ingest import manifest, sharding
 from pipeline.ingest.video_record import local_copy_checked
 from pipeline.io import frames as frame_io
 from pipeline.io import storage
-from schemas import layout
+from schemas import hashing, layout
 from schemas import sample as sample_schema
 
 NAME = "shard"
@@ -43,7 +43,7 @@ def write_shard(unit: tuple[int, list[dict], str], ctx: StageContext) -> dict:
         finally:
             writer.close()
         record = {"shard": layout.shard_name(index), "nsamples": writer.count, "filesize": os.path.getsize(local_tar),
-                  "sha256": sharding.file_sha256(local_tar), "video_ids": [v["video_id"] for v in videos],
+                  "sha256": hashing.file_sha256(local_tar), "video_ids": [v["video_id"] for v in videos],
                   "content_digest": digest}
     storage.write_bytes(ctx.uri(layout.shard_record_path(index)), json.dumps(record, indent=1).encode())
     return record
