@@ -60,6 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from compressors.dtypes import torch_dtype
 from compressors.weights_hash import file_sha256
 
 log = logging.getLogger(__name__)
@@ -602,15 +603,6 @@ def match_checkpoint_keys(raw_keys: Iterable[str], to_key, shape_of, tensor_of, 
     return match
 
 
-def _resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    resolved = getattr(torch, str(dtype).replace("torch.", ""), None)
-    if not isinstance(resolved, torch.dtype):
-        raise ValueError(f"unknown dtype {dtype!r}")
-    return resolved
-
-
 def _first(names: Iterable[str], n: int = 5) -> str:
     names = list(names)
     shown = ", ".join(names[:n])
@@ -638,7 +630,7 @@ def load_encoder(checkpoint: str | os.PathLike | None, config: VideoEncoderConfi
     checkpoint provides and ``report.random_init`` is True. The model comes back in eval mode, with
     ``requires_grad=False``, on ``device`` in ``dtype``.
     """
-    dtype = _resolve_dtype(dtype)
+    dtype = torch_dtype(dtype)
     prefixes = _as_prefixes(key_prefix)
     layout = None
     with torch.device("meta"):

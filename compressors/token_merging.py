@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import torch
 
+from compressors.dtypes import torch_dtypes
+
 __all__ = ["MERGE_DTYPES", "merge_schedule", "bipartite_soft_matching_step", "merge_clip_tokens"]
 
 # Guards the L2 normalisation of an all-zero metric row (plain division would give NaN scores and an undefined
@@ -106,7 +108,7 @@ def bipartite_soft_matching_step(x: torch.Tensor, size: torch.Tensor, r: int,
     return summed / new_size, new_size
 
 
-MERGE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+MERGE_DTYPES = torch_dtypes()
 
 
 def merge_clip_tokens(features: torch.Tensor, target_tokens: int, num_heads: int = 16,

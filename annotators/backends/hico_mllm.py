@@ -88,6 +88,7 @@ import torch
 from torch import nn
 
 from annotators.backends.base import BackendInfo, GenerationParams, Request, checkpoint_sha256
+from compressors.dtypes import torch_dtype
 from schemas.sampling import video_question
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,6 @@ QWEN2_CHAT_TEMPLATE = (
 
 _CONFIG_KEYS = {"format_version", "vision_encoder", "tokens_per_frame", "frame_size", "projector", "key_prefixes",
                 "lm_config", "image_token", "chat_template", "system_prompt", "random_init", "seed", "note"}
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class HicoMllmCheckpointError(RuntimeError):
@@ -443,16 +443,6 @@ class Prepared:
     n_clips: int
 
 
-def _resolve_dtype(dtype, device: torch.device) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype {dtype!r}: must be one of auto, {', '.join(_DTYPES)}")
-    return _DTYPES[dtype]
-
-
 class HicoMllmBackend:
     """Backend ``hico_mllm`` (see the module docstring for the checkpoint layout).
 
@@ -470,7 +460,7 @@ class HicoMllmBackend:
             raise HicoMllmCheckpointError(f"hico_mllm checkpoint directory not found: {checkpoint_dir}")
         self.checkpoint_dir = checkpoint_dir
         self.device = torch.device(device)
-        self.dtype = _resolve_dtype(dtype, self.device)
+        self.dtype = torch_dtype(dtype, self.device)
         self.batch_size = batch_size
         self.params = params or GenerationParams()
         self.config = HicoMllmConfig.load(checkpoint_dir)

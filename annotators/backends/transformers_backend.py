@@ -31,22 +31,16 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from annotators.backends.base import BackendInfo, GenerationParams, Request, checkpoint_sha256
+from compressors.dtypes import torch_dtype
 from schemas.sampling import video_question
 
 RANDOM_INIT_MARKER = "longvid_tiny.json"  # written by annotators.tiny_transformers_vlm next to random weights
-DTYPES = ("float32", "float16", "bfloat16", "auto")
 _METADATA_FPS = 1000.0  # metadata time base: frame "indices" are milliseconds, so timestamps keep ms precision
 
 
 def _torch_dtype(dtype: str):
-    import torch
-
-    if dtype == "auto":
-        return "auto"
-    try:
-        return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
-    except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPES)}") from None
+    """`auto` stays `auto` here: transformers then loads the checkpoint in its own dtype."""
+    return "auto" if dtype == "auto" else torch_dtype(dtype)
 
 
 def _random_init(checkpoint_dir: str) -> bool:

@@ -106,11 +106,12 @@ class Annotator:
     def __init__(self, cfg: BuildConfig, device: str):
         from annotators.backends.base import GenerationParams
         from annotators.video_annotator import AnnotateSettings, VideoAnnotator
+        from compressors.dtypes import dtype_name
 
         configure_worker(cfg)
         a = cfg.annotate
         self.cfg = cfg
-        dtype = a.dtype if a.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
+        dtype = dtype_name(a.dtype, device)
         params = GenerationParams(max_new_tokens=a.max_new_tokens, do_sample=a.do_sample)
         if a.backend == "hico_mllm":
             from annotators.backends.hico_mllm import HicoMllmBackend as backend_cls

@@ -49,8 +49,7 @@ class HicoShardEncoder:
     """Ray Data actor: loads the encoder once, then turns whole shards into committed token files."""
 
     def __init__(self, cfg: BuildConfig, device: str):
-        import torch
-
+        from compressors.dtypes import torch_dtype
         from compressors.encoder import VideoEncoderConfig, load_encoder
         from compressors.hico import ClipEncoder
 
@@ -58,8 +57,7 @@ class HicoShardEncoder:
         self.cfg = cfg
         h = cfg.hico
         enc_cfg = getattr(VideoEncoderConfig, h.encoder.preset)()
-        dtype = {"auto": torch.bfloat16 if device == "cuda" else torch.float32, "float32": torch.float32,
-                 "bfloat16": torch.bfloat16, "float16": torch.float16}[h.dtype]
+        dtype = torch_dtype(h.dtype, device)
         model, report = load_encoder(h.encoder.checkpoint, enc_cfg, key_prefix=h.encoder.key_prefixes,
                                      allow_random_init=h.encoder.allow_random_init, device=device, dtype=dtype,
                                      seed=h.encoder.seed)
