@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from pipeline import sampling
 from pipeline.core import parts
+from pipeline.core.committed import committed_record
 from pipeline.core.context import StageContext, StageInputMissing
 from pipeline.ingest import sharding
 from pipeline.io import storage
@@ -160,11 +161,8 @@ def payload_settings(ctx: StageContext) -> dict:
 
 
 def _committed_record(ctx: StageContext, index: int, digest: str) -> dict | None:
-    rec_uri = ctx.uri(layout.shard_record_path(index))
-    if not storage.exists(rec_uri) or not storage.exists(ctx.uri(layout.shard_path(index))):
-        return None
-    record = json.loads(storage.read_bytes(rec_uri))
-    return record if record.get("content_digest") == digest else None
+    return committed_record(ctx.uri(layout.shard_record_path(index)), digest, [ctx.uri(layout.shard_path(index))],
+                            key="content_digest")
 
 
 def _plan_shards(ctx: StageContext, m: Manifest) -> None:

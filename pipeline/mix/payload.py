@@ -13,6 +13,7 @@ import shutil
 from dataclasses import dataclass, field
 
 from pipeline.core import tempdirs
+from pipeline.core.committed import committed_record
 from pipeline.core.context import StageContext, configure_worker
 from pipeline.ingest import sharding
 from pipeline.io import frames as frame_io
@@ -66,24 +67,21 @@ def plan_units(ctx: StageContext, videos: dict[str, VideoInfo], copy_videos: set
         unit(vid).copy_videos.append(vid)
     for d in sorted(frame_dirs, key=lambda d: (d.stage, d.name)):
         unit(d.video_id).frame_dirs.append(d)
+
+    def exists(rel: str) -> bool:
+        return rel in existing if existing is not None else storage.exists(ctx.uri(rel))
+
     todo, done = [], 0
     for shard in sorted(units):
         u = units[shard]
         wanted = set(u.copy_videos) | {d.video_id for d in u.frame_dirs}
         u.videos = [{"video_id": v, "extension": videos[v].extension} for v in sorted(wanted)]
         record_uri = ctx.uri(layout.mix_record_path(shard))
-        if storage.exists(record_uri) and _all_exist(ctx, u.files(), existing):
-            if json.loads(storage.read_bytes(record_uri)).get("digest") == u.digest():
-                done += 1
-                continue
+        if committed_record(record_uri, u.digest(), u.files(), exists=exists) is not None:
+            done += 1
+            continue
         todo.append(u)
     return todo, done
-
-
-def _all_exist(ctx: StageContext, files: list[str], existing: set[str] | None) -> bool:
-    if existing is not None:
-        return set(files) <= existing
-    return all(storage.exists(ctx.uri(f)) for f in files)
 
 
 def write_unit(unit: PayloadUnit, ctx: StageContext) -> dict:

@@ -15,6 +15,7 @@ import pickle
 import shutil
 
 from pipeline.core import orphans, tempdirs
+from pipeline.core.committed import committed_record
 from pipeline.core.context import StageContext, StageInputMissing, configure_worker
 from pipeline.ingest import manifest, sharding
 from pipeline.io import frames as frame_io
@@ -199,11 +200,10 @@ def _units(ctx: StageContext, m: manifest.Manifest) -> tuple[list[dict], list[di
         digest = unit_digest(ctx, planned.record["sha256"], videos, hico_digest, model)
         out_uris = {t: ctx.uri(layout.annotation_path(t, name)) for t in TABLE_SCHEMAS}
         record_uri = ctx.uri(layout.annotation_record_path(name))
-        if storage.exists(record_uri) and all(storage.exists(u) for u in out_uris.values()):
-            record = json.loads(storage.read_bytes(record_uri))
-            if record.get("digest") == digest:
-                committed.append(record)
-                continue
+        record = committed_record(record_uri, digest, out_uris.values())
+        if record is not None:
+            committed.append(record)
+            continue
         todo.append({"shard": name, "shard_uri": ctx.uri(layout.shard_path(planned.plan.index)), "videos": videos,
                      "digest": digest, "out_uris": out_uris, "record_uri": record_uri,
                      "hico_uri": hico_stage_uri if hico_digest else None,

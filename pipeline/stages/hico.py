@@ -11,6 +11,7 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 
 from pipeline.core import orphans, tempdirs
+from pipeline.core.committed import committed_record
 from pipeline.core.context import StageContext, StageInputMissing, configure_worker
 from pipeline.ingest import manifest, sharding
 from pipeline.io import frames as frame_io
@@ -131,11 +132,10 @@ def _units(ctx: StageContext, m: manifest.Manifest, weights: str) -> tuple[list[
         name = planned.plan.name
         record_uri = ctx.uri(layout.hico_record_path(h.stage, name))
         out_uri = ctx.uri(layout.hico_part_path(h.stage, name))
-        if storage.exists(record_uri) and storage.exists(out_uri):
-            record = json.loads(storage.read_bytes(record_uri))
-            if record.get("digest") == digest:
-                committed.append(record)
-                continue
+        record = committed_record(record_uri, digest, [out_uri])
+        if record is not None:
+            committed.append(record)
+            continue
         todo.append({"shard": name, "shard_uri": ctx.uri(layout.shard_path(planned.plan.index)), "out_uri": out_uri,
                      "record_uri": record_uri, "digest": digest, "videos": videos})
     return committed, todo
