@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from compressors.arrow_fs import s3_filesystem
 from schemas import layout, tables
 
 ROW_GROUP_BYTES = 256 * 1024**2
@@ -78,17 +79,7 @@ class VideoTokens:
 
 def _filesystem(uri: str, s3_endpoint_url: Optional[str]):
     if uri.startswith("s3://"):
-        from pyarrow import fs
-
-        endpoint = s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
-        kwargs = {}
-        if endpoint:
-            scheme, _, host = endpoint.partition("://")
-            kwargs.update(endpoint_override=host or endpoint, scheme=scheme if host else "https")
-        region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION")
-        if region:
-            kwargs["region"] = region
-        return fs.S3FileSystem(**kwargs), uri[len("s3://"):].rstrip("/")
+        return s3_filesystem(s3_endpoint_url), uri[len("s3://"):].rstrip("/")
     return None, os.path.abspath(uri)
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from compressors.arrow_fs import s3_filesystem
 from pipeline.io import storage
 from schemas import layout
 
@@ -92,14 +93,5 @@ class BuildOutput:
 
         if not storage.is_s3(self.root):
             return fs.LocalFileSystem(), self.uri
-        endpoint = storage.settings().endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
-        kwargs = {}
-        if endpoint:
-            scheme, sep, host = endpoint.partition("://")
-            kwargs["endpoint_override"] = host.rstrip("/") if sep else endpoint
-            if sep:
-                kwargs["scheme"] = scheme
-        region = storage.settings().region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-        if region:
-            kwargs["region"] = region
-        return fs.S3FileSystem(**kwargs), lambda relative: self.uri(relative)[len("s3://"):]
+        filesystem = s3_filesystem(storage.settings().endpoint_url, storage.settings().region)
+        return filesystem, lambda relative: self.uri(relative)[len("s3://"):]
