@@ -9,8 +9,8 @@ import hashlib
 import random
 from dataclasses import dataclass
 
+from schemas.sampling import GROUNDING_ANSWER
 
-GROUNDING_ANSWER = "The event happens in the {s:.1f} - {e:.1f} seconds."
 TEMPLATE_ID = "qa_templates"
 TEMPLATE_VERSION = 1
 

@@ -28,10 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from schemas.config import RESIZE_BACKENDS
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # UMTImageProcessor's image_mean
 IMAGENET_STD = (0.229, 0.224, 0.225)  # UMTImageProcessor's image_std
 RESCALE_FACTOR = 1 / 255
-RESIZE_BACKENDS = ("pil", "torch")
 _PIL_THREADS = 4
 
 
@@ -151,5 +152,5 @@ def clip_batch(frames: Tensor, specs: Sequence[ClipSpec]) -> Tensor:
     return frames.index_select(0, index).view(len(specs), clip_len, *frames.shape[1:])
 
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "RESCALE_FACTOR", "RESIZE_BACKENDS", "ClipSpec", "clip_batch",
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "RESCALE_FACTOR", "ClipSpec", "clip_batch",
            "clip_index_tensor", "plan_clips", "preprocess_frames"]

@@ -20,6 +20,8 @@ import yaml
 from schemas import layout, mixture
 from schemas import niah as niah_schema
 from schemas.sample import VIDEO_EXTENSIONS
+from schemas.sampling import SAMPLE_TYPES
+from schemas.tables import QA_FAMILIES
 
 GiB = 1024**3
 
@@ -105,7 +107,6 @@ def _default_sampling_stages() -> dict[str, SamplingStageConfig]:
     }
 
 
-SAMPLE_TYPES = ("dynamic_fps1", "middle")
 SCENE_DETECTORS = ("fast", "transnetv2", "content", "adaptive", "threshold", "histogram", "hash")
 PAYLOADS = ("video", "frames")
 
@@ -163,7 +164,6 @@ class HicoConfig:
 
 BACKENDS = ("hico_mllm", "transformers")
 QA_GENERATORS = ("template", "model", "off")
-QA_FAMILIES = ("event_understanding", "event_count", "event_relationship", "temporal_grounding", "free_qa")
 
 
 def _default_qa_generators() -> dict[str, str]:

@@ -3,6 +3,7 @@
 MANIFEST_CRAWL = "manifest/crawl.parquet"
 MANIFEST_VIDEOS = "manifest/videos.parquet"
 MANIFEST_REJECTS = "manifest/rejects.parquet"
+MANIFEST_BATCH_ROWS = 1024  # rows per batch when streaming manifest/videos.parquet
 STATS_SUMMARY = "stats/summary.json"
 
 SHARDS_DIR = "shards"

@@ -49,6 +49,8 @@ def frame_indices(vlen: int, fps: float, min_frames: int, max_frames: int, sampl
 
 
 IMAGE_TOKEN = "<image>"
+# The answer of a temporal-grounding turn: what the QA templates write and what a mixture's grounding record teaches.
+GROUNDING_ANSWER = "The event happens in the {s:.1f} - {e:.1f} seconds."
 
 
 def timestamp_prompt(duration_s: float, num_frames: int) -> str:

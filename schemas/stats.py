@@ -27,12 +27,13 @@ import re
 
 import pyarrow as pa
 
+from schemas.sampling import IMAGE_TOKEN
 from schemas.tables import PROBE_FIELDS
 
 TEXT_TOKEN_PATTERN = re.compile(r"\w+|[^\w\s]")
-IMAGE_PLACEHOLDER = "<image>"
 
 REJECT_SCOPES = ("input", "annotation")
+EXAMPLES = 3  # offending ids quoted per consistency message
 
 _PROBE_COLUMNS = [f for f in PROBE_FIELDS if f.name not in ("video_id", "sha256")]
 # Columns of stats/videos.parquet copied unchanged from manifest/videos.parquet.
@@ -100,7 +101,7 @@ SCHEMAS = {"videos": VIDEOS, "shards": SHARDS, "rejects": REJECTS, "stages": STA
 
 
 def count_text_tokens(text: str) -> int:
-    return len(TEXT_TOKEN_PATTERN.findall(text.replace(IMAGE_PLACEHOLDER, " ")))
+    return len(TEXT_TOKEN_PATTERN.findall(text.replace(IMAGE_TOKEN, " ")))
 
 
 _PARENTHESISED = re.compile(r"\s*\([^)]*\)")

@@ -89,13 +89,12 @@ from torch import nn
 
 from annotators.backends.base import BackendInfo, GenerationParams, Request, checkpoint_sha256
 from compressors.dtypes import torch_dtype
-from schemas.sampling import video_question
+from schemas.sampling import IMAGE_TOKEN, video_question
 
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "longvid_hico_mllm.json"
 FORMAT_VERSION = 1
-IMAGE_TOKEN = "<image>"
 IM_START, IM_END, ENDOFTEXT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
 QWEN2_SYSTEM = "You are a helpful assistant."
 DEFAULT_KEY_PREFIXES = {"vision": "model.vision_tower.", "projector": "model.mm_projector.", "lm": ""}

@@ -25,7 +25,6 @@ from pipeline.mix.select import VideoInfo
 from pipeline.stats.sources import BuildOutput
 from schemas import layout, mixture
 
-MANIFEST_BATCH_ROWS = 1024
 MEMBERS_ROWS_PER_GROUP = 65536  # row groups of the assembled members.parquet (fixed, so bytes are deterministic)
 PART_BATCH_ROWS = 256  # rows read at a time from each part while merging
 MANIFEST_COLUMNS = ["video_id", "extension", "shard", "reader_num_frames", "reader_fps", "sampling"]
@@ -63,7 +62,7 @@ def iter_partitions(ctx: StageContext) -> Iterator[Partition]:
                                         "`annotate` stage first")
         current.shards.append((name, ctx.uri(f"{layout.SHARDS_DIR}/{name}"), sha[name]))
 
-    for batch in _open_parquet(ctx, layout.MANIFEST_VIDEOS).iter_batches(MANIFEST_BATCH_ROWS,
+    for batch in _open_parquet(ctx, layout.MANIFEST_VIDEOS).iter_batches(layout.MANIFEST_BATCH_ROWS,
                                                                         columns=MANIFEST_COLUMNS):
         frames = manifest.plan_frame_counts(pa.chunked_array([batch.column("sampling")]))
         for v, planned in zip(batch.drop_columns(["sampling"]).to_pylist(), frames):

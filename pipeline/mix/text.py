@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from annotators.qa_templates import GROUNDING_ANSWER
 from schemas import mixture
+from schemas.sampling import GROUNDING_ANSWER
 
 CAPTION_QUESTION = "Describe what happens in this video clip."
 SUMMARY_QUESTION = "Describe this video in detail."

@@ -14,7 +14,6 @@ from schemas import layout
 from schemas import stats as stats_schema
 from schemas.mixture import CAPTION_TASK, GROUNDING_TASK, SUMMARY_TASK
 
-EXAMPLES = 3
 
 
 @dataclass
@@ -63,7 +62,7 @@ def read_annotations(out: BuildOutput, accepted: pa.Array, mismatches: list[str]
             unknown = pc.unique(pc.filter(videos, pc.invert(pc.is_in(videos, value_set=accepted)))).to_pylist()
             if unknown:
                 mismatches.append(f"{path}: {len(unknown)} videos are not in manifest/videos.parquet (e.g. "
-                                  f"{sorted(unknown)[:EXAMPLES]}; rerun the `annotate` stage)")
+                                  f"{sorted(unknown)[:stats_schema.EXAMPLES]}; rerun the `annotate` stage)")
             random = pc.fill_null(rows["random_init"], False).combine_chunks() if rows.num_rows else \
                 pa.array([], pa.bool_())
             ann.random_videos.append(pc.unique(pc.filter(videos, random)))

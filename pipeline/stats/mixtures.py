@@ -16,7 +16,6 @@ from schemas import layout
 from schemas import stats as stats_schema
 from schemas.mixture import MIX_MEMBERS
 
-EXAMPLES = 3  # mismatching ids quoted per message
 
 
 @dataclass
@@ -78,7 +77,7 @@ def _per_record(members: pa.Table) -> pa.Table:
 
 
 def _sorted_examples(values) -> list:
-    return sorted(values)[:EXAMPLES]
+    return sorted(values)[:stats_schema.EXAMPLES]
 
 
 def collect(out: BuildOutput, annotation_videos: dict[tuple[str, str], pa.Array],
@@ -174,7 +173,7 @@ def _task_row(out: BuildOutput, result: MixtureStats, stage: str, task: str, jso
         result.mismatches.append(f"{expected} has {counts.lines} lines but {members_path} lists {n_records} "
                                  f"records of task {task} (rerun the `mix` stage)")
     if counts.bad_lines:
-        result.mismatches.append(f"{expected}: lines {counts.bad_lines[:EXAMPLES]} are not JSON records with an id")
+        result.mismatches.append(f"{expected}: lines {counts.bad_lines[:stats_schema.EXAMPLES]} are not JSON records with an id")
     if counts.duplicate_ids:
         result.mismatches.append(f"{expected}: ids repeated on several lines: {_sorted_examples(counts.duplicate_ids)}")
     if jsonl is not None:

@@ -21,7 +21,6 @@ from pipeline.stats.sources import BuildOutput
 from schemas import layout, tables
 from schemas import stats as stats_schema
 
-EXAMPLES = 3
 
 
 class StatsMismatch(RuntimeError):
@@ -36,7 +35,7 @@ class BuildStats:
 
 
 def _first_sorted(values: pa.Array | pa.ChunkedArray) -> list[str]:
-    return pc.take(values, pc.sort_indices(values)[:EXAMPLES]).to_pylist()
+    return pc.take(values, pc.sort_indices(values)[:stats_schema.EXAMPLES]).to_pylist()
 
 
 def _reconcile_inputs(crawl: pa.ChunkedArray, accepted: pa.ChunkedArray, rejected: pa.ChunkedArray,
@@ -148,7 +147,7 @@ def compute(out: BuildOutput) -> BuildStats:
     unknown = pc.unique(pc.filter(hico_ids, pc.invert(pc.is_in(hico_ids, value_set=accepted_ids)))).to_pylist()
     if unknown:
         mismatches.append(f"HiCo tokens of {len(unknown)} videos not in manifest/videos.parquet (e.g. "
-                          f"{sorted(unknown)[:EXAMPLES]}; rerun the `hico` stage)")
+                          f"{sorted(unknown)[:stats_schema.EXAMPLES]}; rerun the `hico` stage)")
     mix = collect_mixtures(out, ann.row_videos, ann.random_rows, accepted_ids)
     mismatches += mix.mismatches
     built = {

@@ -28,7 +28,6 @@ def frames_per_stage(sampling: pa.ChunkedArray) -> pa.ChunkedArray:
     return pa.chunked_array(chunks, pa.map_(pa.string(), pa.int32()))
 
 
-MANIFEST_BATCH_ROWS = 1024
 
 
 def read_manifest_videos(out: BuildOutput) -> pa.Table:
@@ -39,7 +38,7 @@ def read_manifest_videos(out: BuildOutput) -> pa.Table:
     parquet = pq.ParquetFile(filesystem.open_input_file(path_of(layout.MANIFEST_VIDEOS)))
     columns = [*copied, "scenes", "sampling"]
     tables = []
-    for batch in parquet.iter_batches(MANIFEST_BATCH_ROWS, columns=columns):
+    for batch in parquet.iter_batches(layout.MANIFEST_BATCH_ROWS, columns=columns):
         rows = pa.Table.from_batches([batch])
         tables.append(rows.select(copied).append_column(
             "scenes", pc.list_value_length(rows["scenes"]).cast(pa.int32())).append_column(
