@@ -21,8 +21,10 @@ import json
 import os
 import random
 
-from annotators.backends.hico_mllm import (CONFIG_FILE, DEFAULT_KEY_PREFIXES, ENDOFTEXT, IM_END, IM_START,
-                                           IMAGE_TOKEN, QWEN2_CHAT_TEMPLATE, build_projector)
+from annotators.backends.hico_mllm.config import (CONFIG_FILE, DEFAULT_KEY_PREFIXES, ENDOFTEXT, IM_END, IM_START,
+                                                  QWEN2_CHAT_TEMPLATE)
+from annotators.backends.hico_mllm.weights import build_projector
+from schemas.sampling import IMAGE_TOKEN
 
 SPECIAL_TOKENS = [ENDOFTEXT, IM_START, IM_END, IMAGE_TOKEN]
 BPE_VOCAB_SIZE = 512

@@ -11,7 +11,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from compressors.encoder import LoadReport, UMTVideoEncoder, VideoEncoderConfig, encoder_id
+from compressors.encoder.checkpoint import LoadReport
+from compressors.encoder.config import VideoEncoderConfig, encoder_id
+from compressors.encoder.model import UMTVideoEncoder
 from compressors.preprocess import clip_batch, plan_clips, preprocess_frames
 from compressors.token_merging import merge_clip_tokens
 
