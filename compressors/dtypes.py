@@ -4,7 +4,7 @@ only when a dtype object is asked for, so a driver can resolve names without it.
 
 from __future__ import annotations
 
-from schemas.config import DTYPES, MERGE_DTYPES
+from schemas.config.sections import DTYPES, MERGE_DTYPES
 
 AUTO = "auto"
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from schemas.config import RESIZE_BACKENDS
+from schemas.config.sections import RESIZE_BACKENDS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # UMTImageProcessor's image_mean
 IMAGENET_STD = (0.229, 0.224, 0.225)  # UMTImageProcessor's image_std

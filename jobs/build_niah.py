@@ -78,10 +78,10 @@ def load_config(args: argparse.Namespace) -> tuple[config_schema.NiahConfig, con
     if not args.out:
         raise config_schema.ConfigError("--out", "missing", "give an output folder or s3:// URI")
     for i, s in enumerate(args.source):
-        config_schema._check_uri(f"--source[{i}]", s, must_exist=True)
+        config_schema.check_uri(f"--source[{i}]", s, must_exist=True)
     try:
-        storage_cfg = config_schema._from_dict(config_schema.StorageConfig, data.get("storage") or {}, "storage")
-        cfg = config_schema.validate_niah(config_schema._from_dict(config_schema.NiahConfig, data["niah"], "niah"))
+        storage_cfg = config_schema.from_dict(config_schema.StorageConfig, data.get("storage") or {}, "storage")
+        cfg = config_schema.validate_niah(config_schema.from_dict(config_schema.NiahConfig, data["niah"], "niah"))
     except config_schema.ConfigError as e:
         for flag, key in given.items():
             if e.key == f"niah.{key}" or e.key.startswith(f"niah.{key}["):
