@@ -21,6 +21,7 @@ class Part:
 
 
 def settings_digest(settings: Any) -> str:
+    """sha256 of the settings as sorted-key JSON: the name of a unit's inputs and settings in its committed record."""
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -6,7 +6,6 @@ lets a rerun skip it, so an unchanged rerun reads no shard and writes no byte.""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -15,6 +14,7 @@ from dataclasses import dataclass, field
 from pipeline.core import tempdirs
 from pipeline.core.committed import committed_record
 from pipeline.core.context import StageContext, configure_worker
+from pipeline.core.parts import settings_digest
 from pipeline.ingest import sharding
 from pipeline.io import frames as frame_io
 from pipeline.io import storage
@@ -45,7 +45,7 @@ class PayloadUnit:
         doc = {"shard": self.shard_sha256, "videos": self.copy_videos, "prefix": self.prefix,
                "jpeg_quality": self.jpeg_quality,
                "frames": [[d.stage, d.name, d.video_id, list(d.frame_indices)] for d in self.frame_dirs]}
-        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+        return settings_digest(doc)
 
 
 def plan_units(ctx: StageContext, videos: dict[str, VideoInfo], copy_videos: set[str], frame_dirs: list[FrameDir],

@@ -3,11 +3,10 @@ fill the haystack, and the questions. Plans are small and made in the driver; re
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 from dataclasses import asdict, dataclass, field
 
+from pipeline.core.parts import settings_digest
 from pipeline.niah import questions
 from pipeline.niah.errors import NiahInputError
 from pipeline.niah.needles import Needle
@@ -39,7 +38,7 @@ class ItemPlan:
         return self.chain + self.distractors
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=str).encode()).hexdigest()
+        return settings_digest(asdict(self))
 
 
 def prompt_text(first_caption: str, hops: int) -> str:

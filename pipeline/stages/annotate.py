@@ -8,7 +8,6 @@ Decoding upstream of the actors keeps the model from waiting on it."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import pickle
@@ -17,6 +16,7 @@ import shutil
 from pipeline.core import orphans, tempdirs
 from pipeline.core.committed import committed_record
 from pipeline.core.context import StageContext, StageInputMissing, configure_worker
+from pipeline.core.parts import settings_digest
 from pipeline.ingest import manifest, sharding
 from pipeline.io import frames as frame_io
 from pipeline.io import storage
@@ -174,9 +174,8 @@ def unit_digest(ctx: StageContext, shard_sha256: str, videos: list[dict], hico_d
     (`model_digest(cfg)`, computed once per run)."""
     a = ctx.cfg.annotate
     settings = {k: v for k, v in vars(a).items() if k not in ("device", "pool_size", "num_gpus", "batch_size")}
-    return hashlib.sha256(json.dumps({"shard": shard_sha256, "settings": settings, "model": model,
-                                      "hico": hico_digest, "videos": videos}, sort_keys=True,
-                                     default=str).encode()).hexdigest()
+    return settings_digest({"shard": shard_sha256, "settings": settings, "model": model, "hico": hico_digest,
+                            "videos": videos})
 
 
 def _units(ctx: StageContext, m: manifest.Manifest) -> tuple[list[dict], list[dict]]:

@@ -4,7 +4,6 @@ write one Parquet file per shard plus an index."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -13,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pipeline.core import orphans, tempdirs
 from pipeline.core.committed import committed_record
 from pipeline.core.context import StageContext, StageInputMissing, configure_worker
+from pipeline.core.parts import settings_digest
 from pipeline.ingest import manifest, sharding
 from pipeline.io import frames as frame_io
 from pipeline.io import storage
@@ -128,7 +128,7 @@ def _units(ctx: StageContext, m: manifest.Manifest, weights: str) -> tuple[list[
         settings = {"shard_sha256": planned.record["sha256"], "weights": weights, "preset": h.encoder.preset,
                     "tokens_per_frame": h.tokens_per_frame, "merge_dtype": h.merge_dtype, "resize": h.resize,
                     "videos": videos}
-        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+        digest = settings_digest(settings)
         name = planned.plan.name
         record_uri = ctx.uri(layout.hico_record_path(h.stage, name))
         out_uri = ctx.uri(layout.hico_part_path(h.stage, name))
