@@ -2,7 +2,7 @@
 processor's own steps run frame by frame (the baseline, measured in the same run) and the faster, not identical,
 torch resize.
 
-    PYTHONPATH=$PWD python benchmarks/preprocess.py [--frames 64] [--repeats 3]
+    python benchmarks/preprocess.py [--frames 64] [--repeats 3]
 
 Prints a Markdown table: frames/s, ratio to the baseline and whether the output equals the baseline bit for bit.
 """
