@@ -70,7 +70,10 @@ class HicoShardEncoder:
                   f"{report.weights_sha256[:12]}", flush=True)
 
     def __call__(self, batch: dict) -> dict:
-        return {"record": [json.dumps(self.encode_shard(json.loads(u))) for u in batch["unit"]]}
+        try:
+            return {"record": [json.dumps(self.encode_shard(json.loads(u))) for u in batch["unit"]]}
+        finally:
+            tempdirs.release()
 
     def encode_shard(self, unit: dict) -> dict:
         import numpy as np
@@ -120,6 +123,8 @@ def _units(ctx: StageContext, m: manifest.Manifest, weights: str) -> tuple[list[
     for planned in m.shards:
         if planned.record is None:
             raise StageInputMissing(f"shard {planned.plan.name} is not committed: run the `shard` stage first")
+        if not planned.plan.videos:  # every video of the shard was rejected while sharding
+            continue
         videos = []
         for v in planned.plan.videos:
             plan = next(p for p in v["sampling"] if p["stage"] == h.stage)
