@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Iterable, Sequence
 
+from pipeline.core import tempdirs
 from pipeline.core.progress import Progress
 from pipeline.core.project import pythonpath_with_project
 
@@ -51,7 +52,7 @@ def map_units(stage: str, fn: Callable[..., dict], units: Sequence[Any], shared_
 
     if not units:
         return []
-    remote = ray.remote(num_cpus=num_cpus, max_retries=2)(fn)
+    remote = ray.remote(num_cpus=num_cpus, max_retries=2)(tempdirs.released(fn))
     shared_refs = tuple(ray.put(a) for a in shared_args)
     refs = [remote.remote(u, *shared_refs, *(inputs_of(u) if inputs_of else ())) for u in units]
     index = {ref: i for i, ref in enumerate(refs)}

@@ -149,6 +149,7 @@ class Annotator:
                       "random_init": self.annotator.backend.info.random_init or bool(unit.get("hico_random_init"))}
             storage.write_bytes(unit["record_uri"], json.dumps(record, indent=1).encode())
             records.append(json.dumps(record))
+        tempdirs.release()
         return {"record": records}
 
 
@@ -259,7 +260,7 @@ def run(ctx: StageContext) -> dict:
         # from fusing decoding into the actors (it fuses a task map into an actor map of equal size), which would
         # leave each actor idle while it decodes its next shard.
         decoders = ray.data.TaskPoolStrategy(size=cfg.annotate.pool_size + 1)
-        ds = ds.map_batches(decode_unit, fn_kwargs={"cfg": cfg}, batch_size=1, num_cpus=1, compute=decoders)
+        ds = ds.map_batches(tempdirs.released(decode_unit), fn_kwargs={"cfg": cfg}, batch_size=1, num_cpus=1, compute=decoders)
         ds = ds.map_batches(Annotator, fn_constructor_kwargs={"cfg": cfg, "device": device}, batch_size=1,
                             compute=ray.data.ActorPoolStrategy(size=cfg.annotate.pool_size), num_gpus=gpus,
                             num_cpus=1)

@@ -34,7 +34,7 @@ def _map_partitions(fn: Callable, partitions: Iterable, args: Callable, ctx: Sta
 
     from pipeline.core.progress import Progress
 
-    remote = ray.remote(num_cpus=1, max_retries=2)(fn)
+    remote = ray.remote(num_cpus=1, max_retries=2)(tempdirs.released(fn))
     ctx_ref = ray.put(ctx)
     window = max(2, int(ray.cluster_resources().get("CPU", 1)) * 2)
     pending, results = [], []
