@@ -169,3 +169,31 @@ def test_one_slow_source_does_not_hold_back_its_part(http, corpus, tmp_path):
     assert took < 4 + 10, took
     job_tmp = tempdirs.job_dir(cfg.out, cfg.storage.tmp_dir)
     assert not os.path.exists(job_tmp) or os.listdir(job_tmp) == [], "downloads are removed when probed"
+
+
+def test_manifest_over_http_has_the_download_deadline(ray_local, corpus, tmp_path):
+    """A manifest served one byte a second is cut off at crawl.download_deadline_s: one config-error line, exit 2,
+    and nothing left in the temporary folder."""
+    import contextlib
+    import io
+    import json
+
+    from jobs import build_longvid
+
+    (tmp_path / "site" / "lists").mkdir(parents=True)
+    (tmp_path / "site" / "lists" / "m.jsonl").write_text(json.dumps({"path": "../cuts.mp4"}) * 20 + "\n")
+    tmp = tmp_path / "tmp"
+    with servers.http_file_server(tmp_path / "site") as (base, _):
+        err = io.StringIO()
+        t0 = time.monotonic()
+        with contextlib.redirect_stderr(err):
+            code = build_longvid.main(["--source", f"{base}/trickle/1/lists/m.jsonl", "--out", str(tmp_path / "out"),
+                                       "--set", "crawl.download_deadline_s=2", "--set", "crawl.http_timeout_s=10",
+                                       "--set", f"storage.tmp_dir={tmp}"])
+        took = time.monotonic() - t0
+    lines = err.getvalue().strip().splitlines()
+    assert code == 2, err.getvalue()
+    assert len(lines) == 1 and lines[0].startswith("config error: sources: cannot read manifest: "), lines
+    assert "/trickle/1/lists/m.jsonl: deadline of 2 s passed" in lines[0]
+    assert took < 2 + 8, f"{took:.1f} s: the manifest read is not bounded by the download deadline"
+    assert not tmp.exists() or leftovers(tmp) == []

@@ -6,6 +6,7 @@ from collections import Counter
 
 from pipeline.core.context import StageContext
 from pipeline.ingest import crawl
+from pipeline.ingest.video_record import http_policy_of
 from pipeline.io import storage
 from schemas import layout, tables
 
@@ -17,7 +18,8 @@ def run(ctx: StageContext) -> dict:
     c = ctx.cfg.crawl
     skipped: Counter = Counter()
     rules = crawl.PathRules(tuple(c.allowed_roots), c.allow_paths_outside_manifest)
-    rows = crawl.crawl(ctx.cfg.sources, c.extensions, skipped, rules)
+    download = crawl.Download(http_policy_of(ctx.cfg), ctx.cfg.probe.max_bytes)
+    rows = crawl.crawl(ctx.cfg.sources, c.extensions, skipped, rules, download)
     line = "; ".join(filter(None, [f"crawl: {len(rows)} inputs", crawl.describe_skipped(skipped)]))
     if not rows and not c.allow_empty:
         raise crawl.NothingFound(line)
