@@ -213,6 +213,7 @@ def test_stats_reading_a_build_on_a_failing_endpoint_is_one_line(moto, tmp_path,
     assert took < 30, f"{took:.0f} s: connect/read timeouts of 1 s and 2 attempts bound the wait"
 
 
+@pytest.mark.slow  # runs the job in its own process
 def test_output_bucket_the_credentials_cannot_write_is_a_config_error(tmp_path, corpus, monkeypatch):
     """A bucket these credentials may read but not write (an IAM policy denying s3:PutObject, enforced by a
     moto_server with authentication on): refused before Ray starts, exit 2."""
