@@ -90,13 +90,16 @@ class BuildOutput:
     def arrow_filesystem(self):
         """(pyarrow filesystem, function mapping a relative path to that filesystem's path) for lazy dataset scans.
 
-        S3 goes through pyarrow's own client with the standard AWS credential chain and the configured endpoint."""
+        S3 goes through pyarrow's own client with the standard AWS credential chain, the configured endpoint and the
+        configured timeouts and attempts (storage.s3_*), so a hanging endpoint fails as it does for boto3."""
         from pyarrow import fs
 
         if not storage.is_s3(self.root):
             return fs.LocalFileSystem(), self.uri
-        endpoint = storage.settings().endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
-        kwargs = {}
+        st = storage.settings()
+        endpoint = st.endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
+        kwargs = {"connect_timeout": st.connect_timeout_s, "request_timeout": st.read_timeout_s,
+                  "retry_strategy": fs.AwsStandardS3RetryStrategy(max_attempts=st.max_attempts)}
         if endpoint:
             scheme, sep, host = endpoint.partition("://")
             kwargs["endpoint_override"] = host.rstrip("/") if sep else endpoint
