@@ -9,7 +9,8 @@ Inputs: a small synthetic corpus (good videos with known cuts, a duplicate, a br
 (ingest, hico, annotate, mix, stats, report; tiny random-weight models) and small parts so there are many commit
 points. Two uninterrupted builds come first: the first gives the stage timeline the kill moments are drawn from,
 and the two must be byte-identical (a build is reproducible: a file that differs between them is listed and fails
-the run; every file is in the byte comparison). Each kill: a fresh output folder; a stage chosen round-robin (in a
+the run; every file is in the byte comparison, with each run's own output path, which report.html names, replaced
+by a placeholder). Each kill: a fresh output folder; a stage chosen round-robin (in a
 shuffled order); once the build prints that stage's start line, SIGKILL after a random part of the time the stage
 took in the clean build (the stage actually running then is read from the build's output); leftover processes of its
 session stopped; then the same command rerun to completion.
@@ -124,11 +125,13 @@ class Build:
 
 
 def snapshot(out: Path) -> dict[str, str]:
-    """relative path -> sha256 of every file under `out`."""
+    """relative path -> sha256 of every file under `out`, with the output's own path (which report.html names, and
+    which differs between the runs' folders) replaced by a placeholder."""
     files = {}
+    own_path = str(out).encode()
     for p in sorted(out.rglob("*")):
         if p.is_file():
-            files[str(p.relative_to(out))] = hashlib.sha256(p.read_bytes()).hexdigest()
+            files[str(p.relative_to(out))] = hashlib.sha256(p.read_bytes().replace(own_path, b"<out>")).hexdigest()
     return files
 
 
