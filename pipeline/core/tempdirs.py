@@ -20,6 +20,8 @@ import tempfile
 import time
 from typing import Optional
 
+from schemas.errors import LongVidError
+
 PREFIX = "longvid-job-"
 OWNER_FILE = "owner"
 UNOWNED_STALE_S = 24 * 3600  # a folder without an owner file (a worker recreated it late) is swept after a day
@@ -27,7 +29,7 @@ UNOWNED_STALE_S = 24 * 3600  # a folder without an owner file (a worker recreate
 _current: Optional[str] = None
 
 
-class JobFolderBusy(RuntimeError):
+class JobFolderBusy(LongVidError, RuntimeError):
     """Another live process on this host owns the job folder (two builds writing the same output)."""
 
 
