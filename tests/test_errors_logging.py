@@ -71,6 +71,35 @@ def test_a_known_failure_raised_in_a_ray_task_is_its_own_line(capsys):
                               "(ReadTimeoutError: x)\n")
 
 
+def test_known_failures_inside_ray_data_are_found(ray_local):
+    """Ray Data keeps a map function's exception, and the exception of an actor's __init__, only as text (a
+    UserCodeException, an ActorDiedError): the handler still finds the LongVidError, its class and exit code."""
+    import ray
+    from compressors.encoder import EncoderWeightsError
+
+    class BrokenCheckpoint:
+        def __init__(self):
+            raise EncoderWeightsError("cannot read encoder checkpoint /c.safetensors: header too large")
+
+        def __call__(self, batch):
+            return batch
+
+    def missing_input(batch):
+        raise StageInputMissing("manifest/videos.parquet is missing under /o: run the `shard` stage first")
+
+    items = ray.data.from_items([{"a": 1}])
+    cases = [(items.map_batches(BrokenCheckpoint, compute=ray.data.ActorPoolStrategy(size=1), batch_size=1),
+              EncoderWeightsError, 2, "error: cannot read encoder checkpoint /c.safetensors: header too large"),
+             (items.map_batches(missing_input, batch_size=1), StageInputMissing, 1,
+              "error: manifest/videos.parquet is missing under /o: run the `shard` stage first")]
+    for ds, cls, code, line in cases:
+        with pytest.raises(Exception) as raised:
+            ds.take_all()
+        assert not isinstance(raised.value, LongVidError), "Ray changed: the original now survives as such"
+        failure = entry.known_failure(raised.value)
+        assert type(failure) is cls and failure.exit_code == code and failure.line() == line
+
+
 def test_disk_full_is_a_known_failure(capsys):
     full = OSError(errno.ENOSPC, "No space left on device", "/tmp/job/x.mp4")
     code, _, err = run_entry(capsys, raising(FakeRayTaskError(full)), resumable=True)

@@ -3,7 +3,9 @@ on stderr and an exit code (schemas/errors.py), while anything unexpected keeps 
 
 from __future__ import annotations
 
+import importlib
 import logging
+import re
 import sys
 import traceback
 from typing import Callable, Optional
@@ -13,6 +15,9 @@ from pipeline.io.fetch import LOCAL_DISK_ERRNOS
 from schemas.errors import LongVidError
 
 RESUME_NOTE = "committed work is kept: rerun the same command to resume"
+# The last line of a formatted traceback: `package.module.ClassName: message`.
+_ERROR_LINE = re.compile(r"^(?P<module>(?:pipeline|annotators|compressors|schemas)(?:\.\w+)+)\.(?P<cls>\w+): "
+                         r"(?P<message>.+)$")
 
 
 class LocalDiskFailure(LongVidError):
@@ -49,6 +54,7 @@ def known_failure(e: BaseException) -> Optional[LongVidError]:
     that is only the context of a later exception (raised while handling it) counts when systemic: a bug in an
     `except Rejection` block keeps its traceback. None for anything else."""
     seen = set()
+    ray_wrappers = []
     current: Optional[BaseException] = e
     implicit = False
     while current is not None and id(current) not in seen:
@@ -60,9 +66,35 @@ def known_failure(e: BaseException) -> Optional[LongVidError]:
             if isinstance(err, OSError) and not isinstance(err, ConnectionError) and err.errno in LOCAL_DISK_ERRNOS:
                 where = f": {err.filename}" if err.filename else ""
                 return LocalDiskFailure(f"{err.strerror}{where}")
+        if not implicit and type(current).__module__.startswith("ray."):
+            ray_wrappers.append(current)
         explicit = cause if isinstance(cause, BaseException) else current.__cause__
         implicit = implicit or explicit is None
         current = explicit or current.__context__
+    for wrapper in ray_wrappers:
+        failure = _named_in_text(str(wrapper))
+        if failure is not None:
+            return failure
+    return None
+
+
+def _named_in_text(text: str) -> Optional[LongVidError]:
+    """A LongVidError that Ray kept only as traceback text: Ray Data wraps a map function's exception in a
+    UserCodeException, and an actor whose `__init__` failed (a checkpoint that does not load) surfaces as an
+    ActorDiedError; both carry the original only in their message. The last `module.Class: message` line naming one
+    of our LongVidError classes is rebuilt (class and first line of the message)."""
+    for line in reversed(text.splitlines()):
+        m = _ERROR_LINE.match(line)
+        if not m:
+            continue
+        try:
+            cls = getattr(importlib.import_module(m["module"]), m["cls"], None)
+        except ImportError:
+            continue
+        if isinstance(cls, type) and issubclass(cls, LongVidError):
+            failure = cls.__new__(cls)
+            Exception.__init__(failure, m["message"])
+            return failure
     return None
 
 
