@@ -185,6 +185,7 @@ def build(corpus, out, *flags) -> subprocess.CompletedProcess:
                    "--stages", "crawl,probe", "--set", f"storage.tmp_dir={out.parent / 'tmp'}", *flags)
 
 
+@pytest.mark.slow  # two jobs, each starting its own Ray
 def test_quiet_shows_no_progress_and_verbose_shows_debug_lines_from_driver_and_workers(corpus, tmp_path):
     quiet = build(corpus, tmp_path / "quiet", "--quiet")
     assert quiet.returncode == 0, quiet.stderr[-3000:]
