@@ -20,6 +20,12 @@ from schemas.config import ConfigError
 from schemas.errors import LongVidError, UsageError
 
 
+@pytest.fixture(autouse=True)
+def _default_logging():
+    yield
+    log.configure()  # entry.run set this process's levels (DEBUG, for one test): back to the default for later tests
+
+
 def run_entry(capsys, body, level=logging.INFO, resumable=False) -> tuple[int, str, str]:
     code = entry.run(body, level, resumable=resumable)
     captured = capsys.readouterr()
