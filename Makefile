@@ -29,11 +29,13 @@ test: setup browser
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow" tests
 
+# Each benchmark prints its tables and writes them into its marked section of benchmarks/RESULTS.md.
 bench: setup
 	$(PY) benchmarks/ingest.py
 	$(PY) benchmarks/hico.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/annotate.py
 	$(PY) benchmarks/loader.py
+	$(PY) benchmarks/preprocess.py
 
 # Kill the build at N random moments across all stages, rerun, compare with uninterrupted builds (docs/robustness.md).
 N ?= 10

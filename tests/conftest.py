@@ -155,7 +155,7 @@ def copy_build(build: AnnotatedBuild, dest: Path) -> Path:
 
 
 # `make test-fast` runs `-m "not slow"`: a test is slow when it needs the in-process Ray cluster (directly or through
-# a build fixture); tests that start their own job processes mark themselves with `pytestmark = pytest.mark.slow`.
+# a build fixture); tests that start their own job processes or spend seconds in model code are marked in their file.
 SLOW_FIXTURES = {"ray_local", "annotated_build"}
 
 

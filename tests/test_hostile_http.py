@@ -13,7 +13,7 @@ import pytest
 import servers
 from conftest import make_config
 
-from pipeline.core import tempdirs
+from pipeline.core import log, tempdirs
 from pipeline.core.context import StageContext, configure_worker
 from pipeline.io import fetch as fetch_module
 from pipeline.io import storage
@@ -134,6 +134,7 @@ def test_backoff_is_exponential_capped_and_jittered():
 
 def test_slow_download_prints_progress(http, scratch, monkeypatch, capsys):
     base, _ = http
+    log.configure()  # as every entry point and Ray worker does: the progress line is a logged warning
     monkeypatch.setattr(fetch_module, "PROGRESS_EVERY_S", 0.5)
     fails(f"{base}/trickle/0.1/cuts.mp4", HttpPolicy(timeout_s=5, deadline_s=1.6))
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("[fetch]")]

@@ -26,6 +26,8 @@ import tempfile
 import time
 from typing import Callable, Optional
 
+from schemas.errors import LongVidError
+
 PREFIX = "longvid-job-"
 OWNER_FILE = "owner"
 WORKER_PREFIX = "worker-"  # a Ray worker's subfolder of a job folder: worker-<pid>
@@ -35,7 +37,7 @@ _current: Optional[str] = None
 _swept_bases: set[str] = set()  # base folders this worker process has swept already
 
 
-class JobFolderBusy(RuntimeError):
+class JobFolderBusy(LongVidError, RuntimeError):
     """Another live process on this host owns the job folder (two builds writing the same output)."""
 
 

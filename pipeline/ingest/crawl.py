@@ -15,17 +15,24 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator, Optional
 
 from pipeline.io import fetch, storage
+from schemas.errors import UsageError
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".parquet")
 URI_COLUMNS = ("url", "path")
 
 
-class SourceError(ValueError):
+class SourceError(UsageError, ValueError):
     """A source that cannot be listed (bad manifest, missing bucket): a config-level problem, not a reject."""
 
+    label = "config error: sources"
+    hint = "check the source URI, its credentials and the manifest's columns"
 
-class NothingFound(RuntimeError):
+
+class NothingFound(UsageError, RuntimeError):
     """The sources hold no input (and crawl.allow_empty is off); the message says what was skipped."""
+
+    label = None  # the message leads with `crawl: 0 inputs; ...`
+    hint = "check the sources and crawl.extensions, or set crawl.allow_empty: true to build an empty corpus"
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from pipeline.core.context import StageContext, StageInputMissing
 from pipeline.ingest import sharding
 from pipeline.io import storage
 from schemas import layout, reasons, tables
+from schemas.errors import LongVidError
 
 
 def probe_settings(ctx: StageContext) -> dict:
@@ -215,7 +216,7 @@ def plan_frame_counts(sampling) -> list[list[tuple[str, int]]]:
     return out
 
 
-class ReconcileError(RuntimeError):
+class ReconcileError(LongVidError, RuntimeError):
     pass
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 
 from pipeline.core.context import StageContext
@@ -9,6 +10,8 @@ from pipeline.ingest import crawl
 from pipeline.ingest.video_record import http_policy_of
 from pipeline.io import storage
 from schemas import layout, tables
+
+log = logging.getLogger(__name__)
 
 NAME = "crawl"
 DESCRIPTION = "list inputs of local dirs, manifests, s3:// prefixes and http(s) URLs"
@@ -24,5 +27,5 @@ def run(ctx: StageContext) -> dict:
     if not rows and not c.allow_empty:
         raise crawl.NothingFound(line)
     storage.write_parquet(ctx.uri(layout.MANIFEST_CRAWL), tables.to_table(rows, tables.CRAWL))
-    print(f"[crawl] {line} from {len(ctx.cfg.sources)} sources", flush=True)
+    log.info(f"[crawl] {line} from {len(ctx.cfg.sources)} sources")
     return {"inputs": len(rows), "skipped": sum(skipped.values())}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 from pipeline.core import orphans, ray_runtime
@@ -14,6 +15,8 @@ from pipeline.io import frames as frame_io
 from pipeline.io import storage
 from schemas import layout
 from schemas import sample as sample_schema
+
+log = logging.getLogger(__name__)
 
 NAME = "shard"
 DESCRIPTION = "WebDataset tars sorted by video_id, committed atomically, with a wids index"
@@ -62,20 +65,19 @@ def run(ctx: StageContext) -> dict:
     m = manifest.assemble(ctx)
     manifest.require_probed(m)
     if m.scenes_pending:
-        print(f"[shard] note: {m.scenes_pending} videos have no scenes yet (run the `scenes` stage to add them)",
-              flush=True)
+        log.info(f"[shard] note: {m.scenes_pending} videos have no scenes yet (run the `scenes` stage to add them)")
     records = [s.record for s in m.shards if s.record is not None]
     units = [(s.plan.index, s.plan.videos, s.digest) for s in m.shards if s.record is None]
     if records:
-        print(f"[shard] {len(records)} shards already committed, {len(units)} to write", flush=True)
+        log.info(f"[shard] {len(records)} shards already committed, {len(units)} to write")
     storage.remove_stale_temporaries(ctx.uri(layout.SHARDS_DIR))
     records += ray_runtime.map_units(NAME, write_shard, units, (ctx,), "videos",
                                      total_items=sum(len(u[1]) for u in units), items_of=lambda u: len(u[1]))
     records.sort(key=lambda r: r["shard"])
     left_out = sum(len(r.get(sharding.RECORD_REJECTS, ())) for r in records)
     if left_out:
-        print(f"[shard] {left_out} videos rejected: their source is gone or changed since probe (see "
-              f"{layout.MANIFEST_REJECTS}, stage 'shard')", flush=True)
+        log.warning(f"[shard] {left_out} videos rejected: their source is gone or changed since probe (see "
+                    f"{layout.MANIFEST_REJECTS}, stage 'shard')")
     index_doc = sharding.wids_index(records)
     storage.write_bytes_if_changed(ctx.uri(layout.SHARD_INDEX), json.dumps(index_doc, indent=1).encode())
     planned = [s.plan.name for s in m.shards]

@@ -20,11 +20,12 @@ from pipeline.stats.mixtures import collect as collect_mixtures
 from pipeline.stats.sources import BuildOutput, arrow_s3_operation
 from schemas import layout, tables
 from schemas import stats as stats_schema
+from schemas.errors import LongVidError
 
 EXAMPLES = 3
 
 
-class StatsMismatch(RuntimeError):
+class StatsMismatch(LongVidError, RuntimeError):
     """The build's counts do not reconcile; the message lists every disagreement and how to fix it."""
 
 
