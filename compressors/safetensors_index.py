@@ -8,8 +8,10 @@ from typing import Sequence
 
 import torch
 
+from schemas.errors import UsageError
 
-class SafetensorsReadError(Exception):
+
+class SafetensorsReadError(UsageError):
     """A file could not be opened as safetensors; `cause` is the reader's own exception."""
 
     def __init__(self, path: str, cause: BaseException):
@@ -17,7 +19,7 @@ class SafetensorsReadError(Exception):
         self.path, self.cause = path, cause
 
 
-class DuplicateKeyError(ValueError):
+class DuplicateKeyError(UsageError, ValueError):
     """A tensor key stands in two of the files."""
 
     def __init__(self, key: str, first: str, second: str):

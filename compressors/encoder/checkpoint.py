@@ -19,6 +19,7 @@ from compressors.encoder.config import VideoEncoderConfig, encoder_id
 from compressors.encoder.model import UMTVideoEncoder, init_random_weights
 from compressors.safetensors_index import SafetensorsIndex, SafetensorsReadError
 from compressors.weights_hash import file_sha256
+from schemas.errors import UsageError
 
 log = logging.getLogger("compressors.encoder")
 
@@ -41,7 +42,7 @@ _WRAPPER_KEYS = ("model", "state_dict", "module")
 
 
 
-class EncoderWeightsError(RuntimeError):
+class EncoderWeightsError(UsageError, RuntimeError):
     """The encoder cannot get real weights (no checkpoint, unreadable file, missing or mis-shaped keys)."""
 
 
@@ -157,7 +158,7 @@ class _Checkpoint:
 _BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.")
 
 
-class KeyCollision(ValueError):
+class KeyCollision(UsageError, ValueError):
     """Two checkpoint keys name the same model weight after prefix stripping."""
 
     def __init__(self, first: str, second: str, key: str):

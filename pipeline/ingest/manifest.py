@@ -16,6 +16,7 @@ from pipeline.core.context import StageContext, StageInputMissing
 from pipeline.ingest import sharding
 from pipeline.io import storage
 from schemas import layout, reasons, tables
+from schemas.errors import LongVidError
 
 
 def probe_settings(ctx: StageContext) -> dict:
@@ -172,10 +173,26 @@ def _plan_shards(ctx: StageContext, m: Manifest) -> None:
     for plan in sharding.assign(m.videos, sh.target_bytes, sh.max_samples, sh.payload, sh.frames_stage):
         digest = sharding.content_digest([sample_metadata(v) for v in plan.videos], settings)
         record = _committed_record(ctx, plan.index, digest)
-        m.shards.append(PlannedShard(plan, digest, record))
         if record is not None:
+            _drop_shard_rejects(m, plan, record)
             for v in plan.videos:
                 v["shard"] = record["shard"]
+        m.shards.append(PlannedShard(plan, digest, record))
+
+
+def _drop_shard_rejects(m: Manifest, plan: sharding.ShardPlan, record: dict) -> None:
+    """Videos the committed shard could not take (source gone or changed since probe) become reject rows; the
+    plan keeps its digest, so the decision holds on every rerun until the shard is removed."""
+    rejected = {r["video_id"]: r for r in record.get(sharding.RECORD_REJECTS, ())}
+    if not rejected:
+        return
+    for v in plan.videos:
+        r = rejected.get(v["video_id"])
+        if r is not None:
+            m.rejects.append(_reject(v, r["reason"], r["message"], "shard"))
+    plan.videos = [v for v in plan.videos if v["video_id"] not in rejected]
+    m.videos = [v for v in m.videos if v["video_id"] not in rejected]
+    m.rejects.sort(key=lambda r: r["source_uri"])
 
 
 def plan_frame_counts(sampling) -> list[list[tuple[str, int]]]:
@@ -197,7 +214,7 @@ def plan_frame_counts(sampling) -> list[list[tuple[str, int]]]:
     return out
 
 
-class ReconcileError(RuntimeError):
+class ReconcileError(LongVidError, RuntimeError):
     pass
 
 

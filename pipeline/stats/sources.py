@@ -4,9 +4,11 @@ non-recursive listings (a frame-payload mixture folder can hold millions of JPEG
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
+from typing import Iterator
 
 import pyarrow as pa
 
@@ -43,11 +45,12 @@ class BuildOutput:
             bucket, prefix = storage.split_s3(uri)
             prefix = prefix.rstrip("/") + "/"
             dirs, files = [], []
-            pages = storage.s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix,
-                                                                                 Delimiter="/")
-            for page in pages:
-                dirs += [p["Prefix"][len(prefix):].rstrip("/") for p in page.get("CommonPrefixes", [])]
-                files += [o["Key"][len(prefix):] for o in page.get("Contents", [])]
+            with storage.s3_operation("ListObjectsV2", f"s3://{bucket}/{prefix}"):
+                pages = storage.s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix,
+                                                                                     Delimiter="/")
+                for page in pages:
+                    dirs += [p["Prefix"][len(prefix):].rstrip("/") for p in page.get("CommonPrefixes", [])]
+                    files += [o["Key"][len(prefix):] for o in page.get("Contents", [])]
         elif os.path.isdir(uri):
             names = os.listdir(uri)
             dirs = [n for n in names if os.path.isdir(os.path.join(uri, n))]
@@ -78,7 +81,7 @@ class BuildOutput:
         """Lines of a text file, streamed (a mixture file can be gigabytes)."""
         uri = self.uri(relative)
         if storage.is_s3(uri):
-            with storage.open_read(uri) as body:
+            with storage.open_read(uri) as body, storage.s3_operation("GetObject", uri):
                 lines = (raw.decode("utf-8") for raw in body.iter_lines(chunk_size=1 << 20))
                 yield from (line for line in lines if line.strip())
             return
@@ -88,10 +91,31 @@ class BuildOutput:
     def arrow_filesystem(self):
         """(pyarrow filesystem, function mapping a relative path to that filesystem's path) for lazy dataset scans.
 
-        S3 goes through pyarrow's own client with the standard AWS credential chain and the configured endpoint."""
+        S3 goes through pyarrow's own client with the standard AWS credential chain, the configured endpoint and the
+        configured timeouts and attempts (storage.s3_*), so a hanging endpoint fails as it does for boto3."""
         from pyarrow import fs
 
         if not storage.is_s3(self.root):
             return fs.LocalFileSystem(), self.uri
-        filesystem = s3_filesystem(storage.settings().endpoint_url, storage.settings().region)
+        st = storage.settings()
+        filesystem = s3_filesystem(st.endpoint_url, st.region, connect_timeout_s=st.connect_timeout_s,
+                                   request_timeout_s=st.read_timeout_s, max_attempts=st.max_attempts)
         return filesystem, lambda relative: self.uri(relative)[len("s3://"):]
+
+
+@contextlib.contextmanager
+def arrow_s3_operation(operation: str, uri: str) -> Iterator[None]:
+    """Like storage.s3_operation for reads through pyarrow's own S3 client (dataset scans): its network failures
+    (an OSError naming an AWS network or timeout error) become StorageUnavailable; other errors pass through."""
+    try:
+        yield
+    except OSError as e:
+        text = str(e)
+        if storage.is_s3(uri) and "AWS Error" in text and any(m in text for m in ARROW_NETWORK_MARKERS):
+            raise storage.StorageUnavailable(storage.settings().endpoint_url or "(AWS default endpoint)", operation,
+                                             uri, text.splitlines()[0]) from None
+        raise
+
+
+ARROW_NETWORK_MARKERS = ("NETWORK_CONNECTION", "REQUEST_TIMEOUT", "SLOW_DOWN", "SERVICE_UNAVAILABLE", "INTERNAL_FAILURE",
+                         "curlCode", "Timeout", "timed out")

@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from schemas.errors import UsageError
 from schemas.sampling import IMAGE_TOKEN
 
 CONFIG_FILE = "longvid_hico_mllm.json"
@@ -40,7 +41,7 @@ _CONFIG_KEYS = {"format_version", "vision_encoder", "tokens_per_frame", "frame_s
                 "lm_config", "image_token", "chat_template", "system_prompt", "random_init", "seed", "note"}
 
 
-class HicoMllmCheckpointError(RuntimeError):
+class HicoMllmCheckpointError(UsageError, RuntimeError):
     """The checkpoint directory cannot be loaded (missing files, bad config, missing or mis-shaped weights)."""
 
 
