@@ -159,7 +159,7 @@ def payload_settings(ctx: StageContext) -> dict:
     return settings
 
 
-def _committed_record(ctx: StageContext, index: int, digest: str) -> dict | None:
+def committed_record(ctx: StageContext, index: int, digest: str) -> dict | None:
     rec_uri = ctx.uri(layout.shard_record_path(index))
     if not storage.exists(rec_uri) or not storage.exists(ctx.uri(layout.shard_path(index))):
         return None
@@ -173,7 +173,7 @@ def _plan_shards(ctx: StageContext, m: Manifest) -> None:
     settings = payload_settings(ctx)
     for plan in sharding.assign(m.videos, sh.target_bytes, sh.max_samples, sh.payload, sh.frames_stage):
         digest = sharding.content_digest([sample_metadata(v) for v in plan.videos], settings)
-        record = _committed_record(ctx, plan.index, digest)
+        record = committed_record(ctx, plan.index, digest)
         m.shards.append(PlannedShard(plan, digest, record))
         if record is not None:
             for v in plan.videos:
