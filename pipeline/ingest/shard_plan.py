@@ -23,6 +23,7 @@ from pipeline.io import storage
 from schemas import layout, reasons, tables
 
 SIZE_BATCH_ROWS = 1024
+COMBINE_PARTS = 256
 # Row groups of manifest/videos.parquet: a build of up to this many videos gets the single row group a whole-table
 # write gives; larger ones are written one group at a time, so the writer never holds more.
 VIDEOS_ROWS_PER_GROUP = 8192
@@ -58,14 +59,17 @@ def _read_parts(ctx: StageContext, directory: str, spans: list[tuple[str, int, i
     """The committed parts among `spans` (one listing, one read each, only `columns`), and the number of keys of the
     parts not committed yet."""
     committed = manifest.committed_parts(ctx, directory)
-    read, pending = [], 0
+    empty = pa.schema([schema.field(c) for c in columns]).empty_table()
+    combined, read, pending = [empty], [], 0
     for name, start, stop in spans:
         if name in committed:
             read.append(storage.read_parquet(committed[name][0], columns))
+            if len(read) >= COMBINE_PARTS:  # many small tables cost more than their rows
+                combined.append(pa.concat_tables(read, promote_options="permissive").combine_chunks())
+                read = []
         else:
             pending += stop - start
-    empty = pa.schema([schema.field(c) for c in columns]).empty_table()
-    return (pa.concat_tables([empty, *read], promote_options="permissive") if read else empty), pending
+    return pa.concat_tables(combined + read, promote_options="permissive"), pending
 
 
 def _rejects(rows: pa.Table, reason, message, stage: str, duplicate_of=None) -> pa.Table:

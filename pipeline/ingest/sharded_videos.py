@@ -38,8 +38,7 @@ def _index(ctx: StageContext) -> list[dict]:
 
 
 def _open(out: str, relative: str) -> pq.ParquetFile:
-    filesystem, path_of = BuildOutput(out).arrow_filesystem()
-    return pq.ParquetFile(filesystem.open_input_file(path_of(relative)))
+    return BuildOutput(out).open_parquet(relative)
 
 
 def iter_shards(ctx: StageContext, columns: list[str]) -> Iterator[tuple[Shard, pa.Table]]:
@@ -86,7 +85,8 @@ def _runs(names: pa.ChunkedArray) -> list[tuple[str, int, int]]:
 def read_shard(out: str, name: str, columns: list[str]) -> list[dict]:
     """One shard's manifest rows (`columns`), in video_id order: the row groups whose statistics may hold it."""
     f = _open(out, layout.MANIFEST_VIDEOS)
-    stats_at = f.schema_arrow.get_field_index("shard")
+    leaves = f.metadata.schema
+    stats_at = next(j for j in range(len(leaves)) if leaves.column(j).path == "shard")  # a leaf, not an Arrow field
     groups = []
     for g in range(f.metadata.num_row_groups):
         st = f.metadata.row_group(g).column(stats_at).statistics
