@@ -58,9 +58,6 @@ import time  # noqa: E402
 import warnings  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
 import bench_common  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -515,4 +512,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(bench_common.run_and_record("annotate", main))

@@ -42,22 +42,22 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import bench_common
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
 
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-import bench_common  # noqa: E402
-
-from compressors import merge_clip_tokens  # noqa: E402
-from compressors import token_store  # noqa: E402
-from compressors.encoder import VideoEncoderConfig, count_parameters, encoder_id, load_encoder  # noqa: E402
-from compressors.token_store import HicoReader  # noqa: E402
-from schemas import layout, tables  # noqa: E402
+from compressors import merge_clip_tokens, token_store
+from compressors.encoder import (
+    VideoEncoderConfig,
+    count_parameters,
+    encoder_id,
+    load_encoder,
+)
+from compressors.token_store import HicoReader
+from schemas import layout, tables
 
 TARGET_TOKENS = tables.HICO_TOKENS_PER_CLIP  # 64
 WIDTH = 1024
@@ -540,4 +540,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(bench_common.run_and_record("hico", main))

@@ -32,17 +32,14 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import bench_common
 
-import bench_common  # noqa: E402
-
-from pipeline import synthetic  # noqa: E402
-from pipeline.core import runner  # noqa: E402
-from pipeline.ingest.shots import joined_clips  # noqa: E402
-from pipeline.io import ffmpeg  # noqa: E402
-from schemas import config as config_schema  # noqa: E402
-from schemas import layout  # noqa: E402
+from pipeline import synthetic
+from pipeline.core import runner
+from pipeline.ingest.shots import joined_clips
+from pipeline.io import ffmpeg
+from schemas import config as config_schema
+from schemas import layout
 
 STAGES = ("crawl", "probe", "scenes", "shard")
 NUM_CPUS = 2
@@ -259,4 +256,4 @@ def synthetic_label(seconds: float) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(bench_common.run_and_record("ingest", main))

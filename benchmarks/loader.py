@@ -52,18 +52,17 @@ import subprocess
 import sys
 import time
 
+import bench_common
+import decord
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from pipeline import synthetic
+from pipeline.loader import LongVidDataset
+from schemas import layout
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-import bench_common  # noqa: E402
-import decord  # noqa: E402
-import numpy as np  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
-import torch  # noqa: E402
-
-from pipeline import synthetic  # noqa: E402
-from pipeline.loader import LongVidDataset  # noqa: E402
-from schemas import layout  # noqa: E402
 
 STAGE = "stage3"
 SCENE_S = 30.0
@@ -331,4 +330,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(bench_common.run_and_record("loader", main))

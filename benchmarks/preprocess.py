@@ -2,7 +2,7 @@
 processor's own steps run frame by frame (the baseline, measured in the same run) and the faster, not identical,
 torch resize.
 
-    PYTHONPATH=$PWD python benchmarks/preprocess.py [--frames 64] [--repeats 3]
+    python benchmarks/preprocess.py [--frames 64] [--repeats 3]
 
 Prints a Markdown table: frames/s, ratio to the baseline and whether the output equals the baseline bit for bit.
 """
@@ -10,16 +10,14 @@ Prints a Markdown table: frames/s, ratio to the baseline and whether the output 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
+import bench_common
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from compressors.preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess_frames  # noqa: E402
+from compressors.preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess_frames
 
 
 def processor_baseline(frames: np.ndarray, size: int) -> np.ndarray:
@@ -43,11 +41,11 @@ def _best(fn, repeats: int) -> tuple[float, np.ndarray]:
     return best, result
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     print("| input | size | path | frames/s | vs baseline | identical to processor |")
     print("|---|---|---|---|---|---|")
@@ -62,7 +60,8 @@ def main() -> None:
         for name, secs, same in rows:
             print(f"| {h}x{w} | {size} | {name} | {args.frames / secs:.1f} | {base_s / secs:.2f}x | "
                   f"{'yes' if same else 'no'} |")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(bench_common.run_and_record("preprocess", main))

@@ -152,3 +152,14 @@ def copy_build(build: AnnotatedBuild, dest: Path) -> Path:
     """A private, writable copy of a session build."""
     shutil.copytree(build.out, dest, dirs_exist_ok=True)
     return dest
+
+
+# `make test-fast` runs `-m "not slow"`: a test is slow when it needs the in-process Ray cluster (directly or through
+# a build fixture); tests that start their own job processes or spend seconds in model code are marked in their file.
+SLOW_FIXTURES = {"ray_local", "annotated_build"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -158,6 +158,7 @@ def _mixed_requests():
     ]
 
 
+@pytest.mark.slow
 def test_batch_of_three_returns_three_strings(backend):
     reqs = _mixed_requests()[:3]  # precomputed tokens, frames only, text only
     out = backend.generate(reqs)
@@ -167,6 +168,7 @@ def test_batch_of_three_returns_three_strings(backend):
     assert len({tuple(seq) for seq in ids}) == 3  # each answer depends on its own input
 
 
+@pytest.mark.slow
 def test_greedy_is_deterministic_and_reload_reproduces(backend, ckpt):
     reqs = _mixed_requests()
     first = backend.generate(reqs)
@@ -175,6 +177,7 @@ def test_greedy_is_deterministic_and_reload_reproduces(backend, ckpt):
     assert again.generate(reqs) == first
 
 
+@pytest.mark.slow
 def test_batch_equals_one_by_one(backend):
     reqs = _mixed_requests()  # prompt lengths from ~30 to ~350 embeddings: heavy left padding
     lengths = {backend.inputs_embeds(r).shape[0] for r in reqs}
@@ -185,6 +188,7 @@ def test_batch_equals_one_by_one(backend):
     assert backend.generate(reqs) == [backend.generate([r])[0] for r in reqs]
 
 
+@pytest.mark.slow
 def test_precomputed_tokens_equal_frames_no_second_vision_pass(backend, monkeypatch):
     frames = _frames(6, 11)  # 2 clips, the second padded
     from_frames = Request("What is shown?", frames=frames, duration_s=6.0)
@@ -213,6 +217,7 @@ def test_backend_without_vision_tower(ckpt):
         b.generate([Request("q", frames=_frames(4, 0), duration_s=4.0)])
 
 
+@pytest.mark.slow
 def test_max_new_tokens_respected(ckpt):
     reqs = _mixed_requests()
     for n in (1, 3):
@@ -220,6 +225,7 @@ def test_max_new_tokens_respected(ckpt):
         assert all(1 <= len(seq) <= n for seq in b.generate_ids(reqs))
 
 
+@pytest.mark.slow
 def test_sampling_is_seeded(backend):
     reqs = _mixed_requests()[:3]
     saved = backend.params
@@ -271,6 +277,7 @@ def test_missing_lm_and_vision_keys_are_clear_errors(ckpt, tmp_path):
         HicoMllmBackend(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_videochat_flash_style_prefixes(backend, ckpt, tmp_path):
     """The same weights under VideoChat-Flash's key names load by setting key_prefixes, with the same answers."""
     renamed = str(tmp_path / "vcf")

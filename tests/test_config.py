@@ -299,6 +299,7 @@ def test_cli_config_error_exits_2_before_work(tmp_path, extra, key, problem):
     assert list(src.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_cli_unlistable_source_and_missing_stage_input_are_clear_errors(tmp_path):
     """Errors found once Ray is up still end in one clear line, not a traceback."""
     manifest = tmp_path / "list.csv"

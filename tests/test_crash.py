@@ -13,6 +13,8 @@ import pytest
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow  # runs the job in its own processes
+
 
 @pytest.mark.timeout(3600)
 def test_three_kills_resume_to_the_uninterrupted_result(tmp_path):

@@ -32,6 +32,8 @@ import servers
 from conftest import ROOT
 from schemas import layout, reasons
 
+pytestmark = pytest.mark.slow  # runs the job in its own processes
+
 RAY = str(Path(sys.executable).with_name("ray"))
 PYTHON = str(Path(sys.executable).absolute())
 
