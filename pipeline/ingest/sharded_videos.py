@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.core.columns import runs
 from pipeline.core.context import StageContext, StageInputMissing
 from pipeline.io import storage
 from pipeline.stats.sources import BuildOutput
@@ -61,7 +62,7 @@ def iter_shards(ctx: StageContext, columns: list[str]) -> Iterator[tuple[Shard, 
             at = names.to_pylist().index(missing[0])
             raise StageInputMissing(f"video {table['video_id'][at].as_py()} is in no committed shard: run the "
                                     "`shard` stage first")
-        for name, start, stop in _runs(names):
+        for name, start, stop in runs(names):
             if name != current:
                 if current is not None:
                     yield close()
@@ -69,17 +70,6 @@ def iter_shards(ctx: StageContext, columns: list[str]) -> Iterator[tuple[Shard, 
             pieces.append(table.slice(start, stop - start))
     if current is not None:
         yield close()
-
-
-def _runs(names: pa.ChunkedArray) -> list[tuple[str, int, int]]:
-    """(value, start, stop) of each run of equal values (shards are consecutive in video_id order)."""
-    values = names.combine_chunks() if isinstance(names, pa.ChunkedArray) else names
-    n = len(values)
-    if n == 0:
-        return []
-    changes = pc.not_equal(values.slice(1), values.slice(0, n - 1)).to_numpy(zero_copy_only=False).nonzero()[0] + 1
-    bounds = [0, *changes.tolist(), n]
-    return [(values[a].as_py(), a, b) for a, b in zip(bounds, bounds[1:])]
 
 
 def read_shard(out: str, name: str, columns: list[str]) -> list[dict]:

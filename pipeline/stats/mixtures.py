@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.core.columns import runs
 from pipeline.stats.sources import BuildOutput
 from schemas import layout
 from schemas import stats as stats_schema
@@ -152,7 +153,7 @@ def _collect_stage(out: BuildOutput, result: MixtureStats, stage: str,
         members = members.select(["task", "record_id", "video_id", "duration_s", "visual_tokens", "text_chars"])
         members = members.append_column("random", random)
         stage_videos.append(pc.unique(members["video_id"]))
-        for task, first, stop in _runs(members["task"]):
+        for task, first, stop in runs(members["task"]):
             if current is None or current[0] != task:
                 if current is not None:
                     finish(*current)
@@ -181,16 +182,6 @@ def _collect_stage(out: BuildOutput, result: MixtureStats, stage: str,
         result.mismatches += messages
     vids = pc.unique(pa.chunked_array(stage_videos, pa.string())) if stage_videos else pa.array([], pa.string())
     result.stage_tags.append(pa.table({"video_id": vids, "stage": pa.array([stage] * len(vids), pa.string())}))
-
-
-def _runs(values: pa.Array) -> list[tuple[str, int, int]]:
-    """(value, start, stop) of each run of equal values."""
-    n = len(values)
-    if n == 0:
-        return []
-    changes = pc.not_equal(values.slice(1), values.slice(0, n - 1)).to_numpy(zero_copy_only=False).nonzero()[0] + 1
-    bounds = [0, *changes.tolist(), n]
-    return [(values[a].as_py(), a, b) for a, b in zip(bounds, bounds[1:])]
 
 
 def _check_members(problems: _MemberProblems, members: pa.Table,
