@@ -7,10 +7,11 @@ import re
 import unicodedata
 from typing import Optional
 
+from schemas.errors import LongVidError
 from schemas.tables import QA_FORMS
 
 
-class InvalidOutput(ValueError):
+class InvalidOutput(LongVidError, ValueError):
     """A model output that cannot be used; the message is the reason recorded in annotations/rejects."""
 
 

@@ -8,11 +8,12 @@ Inputs: a small synthetic corpus (good videos with known cuts, a duplicate, a br
 (default ./bench-out/crash). Every build is `jobs/build_longvid.py` in its own session, with all stages
 (ingest, hico, annotate, mix, stats, report; tiny random-weight models) and small parts so there are many commit
 points. Two uninterrupted builds come first: the first gives the stage timeline the kill moments are drawn from,
-and any file whose bytes differ between the two is unstable by itself and is left out of the byte comparison
-(listed in the output). Each kill: a fresh output folder; a stage chosen round-robin (in a shuffled order); once the
-build prints that stage's start line, SIGKILL after a random part of the time the stage took in the clean build (the
-stage actually running then is read from the build's output); leftover processes of its session stopped; then the
-same command rerun to completion.
+and the two must be byte-identical (a build is reproducible: a file that differs between them is listed and fails
+the run; every file is in the byte comparison, with each run's own output path, which report.html names, replaced
+by a placeholder). Each kill: a fresh output folder; a stage chosen round-robin (in a
+shuffled order); once the build prints that stage's start line, SIGKILL after a random part of the time the stage
+took in the clean build (the stage actually running then is read from the build's output); leftover processes of its
+session stopped; then the same command rerun to completion.
 
 Compared per kill with the first clean build: file list, bytes, Parquet row counts, duplicates (video ids in the
 manifest, members across shards, lines of mixture files), temporaries left in the output (`.tmp-`) and in the job's
@@ -124,11 +125,13 @@ class Build:
 
 
 def snapshot(out: Path) -> dict[str, str]:
-    """relative path -> sha256 of every file under `out`."""
+    """relative path -> sha256 of every file under `out`, with the output's own path (which report.html names, and
+    which differs between the runs' folders) replaced by a placeholder."""
     files = {}
+    own_path = str(out).encode()
     for p in sorted(out.rglob("*")):
         if p.is_file():
-            files[str(p.relative_to(out))] = hashlib.sha256(p.read_bytes()).hexdigest()
+            files[str(p.relative_to(out))] = hashlib.sha256(p.read_bytes().replace(own_path, b"<out>")).hexdigest()
     return files
 
 
@@ -164,13 +167,13 @@ def temporaries(out: Path, tmp: Path) -> list[str]:
     return left
 
 
-def compare(out: Path, tmp: Path, reference: dict, unstable: set[str], ref_rows: dict, ref_dups: int) -> dict:
+def compare(out: Path, tmp: Path, reference: dict, ref_rows: dict, ref_dups: int) -> dict:
     files = snapshot(out)
     return {
         "files": sorted(files) == sorted(reference),
         "missing": sorted(set(reference) - set(files)),
         "extra": sorted(set(files) - set(reference)),
-        "bytes": [f for f in files if f in reference and f not in unstable and files[f] != reference[f]],
+        "bytes": [f for f in files if f in reference and files[f] != reference[f]],
         "rows": row_counts(out) == ref_rows,
         "duplicates": duplicates(out) - ref_dups,
         "temporaries": temporaries(out, tmp),
@@ -205,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[crash] {name}: {clean[-1][1]:.0f} s", file=sys.stderr, flush=True)
     reference = snapshot(runs / "clean-1")
     other = snapshot(runs / "clean-2")
-    unstable = {f for f in reference if other.get(f) != reference[f]}
+    unstable = sorted(f for f in set(reference) | set(other) if other.get(f) != reference.get(f))
     ref_rows, ref_dups = row_counts(runs / "clean-1"), duplicates(runs / "clean-1")
     timeline = clean[0][0].stage_starts + [("(end)", clean[0][1])]
     windows = [(timeline[i][0], timeline[i][1], timeline[i + 1][1]) for i in range(len(timeline) - 1)]
@@ -234,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         rerun = Build(src, out, tmp, runs / f"kill-{k + 1}-rerun.log")
         code = rerun.wait(args.timeout)
         took = time.monotonic() - t0
-        c = compare(out, tmp, reference, unstable, ref_rows, ref_dups)
+        c = compare(out, tmp, reference, ref_rows, ref_dups)
         ok = code == 0 and c["files"] and not c["bytes"] and c["rows"] and c["duplicates"] == 0 \
             and not c["temporaries"]
         failures += not ok
@@ -247,12 +250,11 @@ def main(argv: list[str] | None = None) -> int:
               + ("" if ok else f" {json.dumps(c)}"), file=sys.stderr, flush=True)
 
     print(f"Two uninterrupted builds: {clean[0][1]:.0f} s and {clean[1][1]:.0f} s, {len(reference)} files; "
-          f"differing between them (left out of the byte comparison): "
-          f"{', '.join(sorted(unstable)) if unstable else 'none'}.\n")
+          f"differing between them: {', '.join(unstable) if unstable else 'none (byte-identical)'}.\n")
     print(markdown(["kill", "stage hit", "at (s)", "killed", "rerun exit", "file list", "bytes", "row counts",
                     "duplicates", "temporaries", "rerun (s)", "result"], rows))
     print(f"\n{args.kills - failures}/{args.kills} kills resumed to the uninterrupted result.")
-    return 1 if failures else 0
+    return 1 if failures or unstable else 0
 
 
 if __name__ == "__main__":

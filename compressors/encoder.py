@@ -61,6 +61,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from compressors.weights_hash import file_sha256
+from schemas.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ UMT_PRETRAIN_FRAMES = 4
 UMT_PRETRAIN_IMG_SIZE = 224
 
 
-class EncoderWeightsError(RuntimeError):
+class EncoderWeightsError(UsageError, RuntimeError):
     """The encoder cannot get real weights (no checkpoint, unreadable file, missing or mis-shaped keys)."""
 
 
@@ -556,7 +557,7 @@ class _Checkpoint:
 _BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.")
 
 
-class KeyCollision(ValueError):
+class KeyCollision(UsageError, ValueError):
     """Two checkpoint keys name the same model weight after prefix stripping."""
 
     def __init__(self, first: str, second: str, key: str):

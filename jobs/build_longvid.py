@@ -4,7 +4,8 @@
     python jobs/build_longvid.py --config configs/X.yaml [--source URI ...] [--out URI] [--stages a,b] [--set k=v ...]
     ray job submit --working-dir . -- python jobs/build_longvid.py --config configs/X.yaml
 
-Flags override the file. A config error prints `config error: <key>: <problem> (<fix>)` and exits 2.
+Flags override the file. A config error prints `config error: <key>: <problem> (<fix>)` and exits 2; other known
+failures print one `error: ...` line and exit 1 (docs/errors.md). --quiet: warnings and errors only; --verbose: debug.
 """
 
 from __future__ import annotations
@@ -15,13 +16,8 @@ import sys
 
 from pipeline import demo
 from pipeline import stages as registry
-from pipeline.core import runner
-from pipeline.core.context import StageInputMissing
-from pipeline.ingest.crawl import NothingFound, SourceError
-from pipeline.io.fetch import LOCAL_DISK_ERRNOS
-from pipeline.io.storage import StorageUnavailable
-from pipeline.mix.validate import MixValidationError
-from pipeline.stats.tables import StatsMismatch
+from pipeline.core import entry, log, runner
+from pipeline.core.entry import systemic_failure  # noqa: F401  (kept importable from here)
 from schemas import config as config_schema
 
 
@@ -34,6 +30,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--stages", help=f"comma-separated stages or groups ({stage_help})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set shard.max_samples=100 (repeatable)")
+    log.add_flags(p)
     return p.parse_args(argv)
 
 
@@ -72,54 +69,13 @@ def load_config(args: argparse.Namespace) -> config_schema.BuildConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        cfg = load_config(args)
-    except config_schema.ConfigError as e:
-        print(str(e), file=sys.stderr)
-        return 2
-    try:
-        runner.run_build(cfg)
-    except config_schema.ConfigError as e:
-        print(str(e), file=sys.stderr)
-        return 2
-    except NothingFound as e:
-        print(f"{e} (check the sources and crawl.extensions, or set crawl.allow_empty: true to build an empty "
-              f"corpus)", file=sys.stderr)
-        return 2
-    except SourceError as e:
-        print(f"config error: sources: {e} (check the source URI, its credentials and the manifest's columns)",
-              file=sys.stderr)
-        return 2
-    except (StageInputMissing, MixValidationError, StatsMismatch) as e:
-        # A stage refused to commit (missing input, invalid mixture, counts that do not reconcile): exit 1 with the
-        # stage's own message, which names what to fix.
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except Exception as e:
-        line = systemic_failure(e)
-        if line is None:
-            raise
-        print(f"error: {line}; committed work is kept: rerun the same command to resume", file=sys.stderr)
-        return 1
+    return entry.run(lambda: build(args), log.level_of(args), resumable=True)
+
+
+def build(args: argparse.Namespace) -> int:
+    runner.run_build(load_config(args))
     return 0
 
-
-def systemic_failure(e: BaseException) -> str | None:
-    """One line for a failure of the system rather than of an input (S3 endpoint not answering, local disk full or
-    read-only), also when a Ray task raised it (Ray wraps it and keeps it as `cause`); None for anything else."""
-    seen = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        cause = getattr(e, "cause", None)
-        for err in (cause, e):
-            if isinstance(err, StorageUnavailable):
-                return (f"storage: S3 endpoint {err.endpoint} failed {err.operation} of {err.uri} "
-                        f"({err.detail})")
-            if isinstance(err, OSError) and not isinstance(err, ConnectionError) and err.errno in LOCAL_DISK_ERRNOS:
-                where = f": {err.filename}" if err.filename else ""
-                return f"disk: {err.strerror}{where} (free space, or point storage.tmp_dir at a larger disk)"
-        e = cause or e.__cause__ or e.__context__
-    return None
 
 if __name__ == "__main__":
     sys.exit(main())

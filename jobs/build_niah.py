@@ -6,7 +6,8 @@
 
 A source is a folder, an s3:// prefix, a manifest (.csv/.jsonl/.parquet) or a LongVid build's output root (then its
 shards are the videos and its caption annotations caption the needles). `--items` is per (hops, length) pair.
-A config error or unusable input prints `config error: <key>: <problem> (<fix>)` and exits 2. See docs/niah.md.
+A config error or unusable input prints `config error: <key>: <problem> (<fix>)` and exits 2 (docs/errors.md);
+--quiet: warnings and errors only; --verbose: debug. See docs/niah.md.
 """
 
 from __future__ import annotations
@@ -15,10 +16,9 @@ import argparse
 import os
 import sys
 
-from pipeline.ingest.crawl import SourceError
+from pipeline.core import entry, log
 from pipeline.io import storage
 from pipeline.niah import generate
-from pipeline.niah.errors import NiahInputError
 from schemas import config as config_schema
 from schemas import niah as niah_schema
 
@@ -57,6 +57,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="override a niah key, e.g. --set niah.width=448")
     p.add_argument("--s3-endpoint-url", help="S3 endpoint (default: $AWS_ENDPOINT_URL or AWS)")
     p.add_argument("--no-ray", action="store_true", help="render every item in this process")
+    log.add_flags(p)
     return p.parse_args(argv)
 
 
@@ -92,18 +93,15 @@ def load_config(args: argparse.Namespace) -> tuple[config_schema.NiahConfig, con
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        cfg, storage_cfg = load_config(args)
-        endpoint = args.s3_endpoint_url or storage_cfg.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
-        storage.configure(endpoint, storage_cfg.s3_region)
-        out = args.out if storage.is_s3(args.out) else storage.normalize_local(args.out)
-        result = generate.generate(cfg, args.source, out, endpoint, storage_cfg.s3_region, use_ray=not args.no_ray)
-    except config_schema.ConfigError as e:
-        print(str(e), file=sys.stderr)
-        return 2
-    except (NiahInputError, SourceError) as e:
-        print(f"config error: sources: {e}", file=sys.stderr)
-        return 2
+    return entry.run(lambda: build(args), log.level_of(args))
+
+
+def build(args: argparse.Namespace) -> int:
+    cfg, storage_cfg = load_config(args)
+    endpoint = args.s3_endpoint_url or storage_cfg.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
+    storage.configure(endpoint, storage_cfg.s3_region)
+    out = args.out if storage.is_s3(args.out) else storage.normalize_local(args.out)
+    result = generate.generate(cfg, args.source, out, endpoint, storage_cfg.s3_region, use_ray=not args.no_ray)
     print(f"{result['items']} items written to {out} ({niah_schema.ITEMS_JSONL}; key in {niah_schema.ANSWERS_JSONL})")
     return 0
 

@@ -6,7 +6,8 @@
     longvid niah-score OUT PREDICTIONS [--json]  grades an MH-NIAH-Video set (docs/niah.md)
 
 S3 credentials come from the standard AWS chain; --s3-endpoint-url (or $AWS_ENDPOINT_URL) for MinIO and the like.
-Exit codes: 0 done, 1 the output cannot be read or the query failed, 2 bad arguments or config.
+Exit codes: 0 done, 1 the output cannot be read or the query failed, 2 bad arguments or config (docs/errors.md).
+--quiet / --verbose after the command: warnings and errors only / debug lines too.
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ import sys
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pipeline import audit
-from pipeline.core.context import StageInputMissing
+from pipeline.core import entry, log
 from pipeline.io import storage
-from pipeline.io.storage import StorageUnavailable
 from pipeline.niah import score as niah_score_module
 from pipeline.report import build as report
 from schemas import config as config_schema
+from schemas.errors import LongVidError
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -47,6 +48,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     n.add_argument("--json", action="store_true", help="print the scores as JSON instead of a table")
     for cmd in (a, r, n):
         cmd.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint (default: $AWS_ENDPOINT_URL or AWS)")
+        log.add_flags(cmd)
     return p.parse_args(argv)
 
 
@@ -61,19 +63,23 @@ def report_config(args: argparse.Namespace) -> config_schema.BuildConfig:
 
 def niah_score(args: argparse.Namespace) -> int:
     storage.configure(args.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL"))
-    try:
-        key = niah_score_module.read_key(args.out)
-        predictions = niah_score_module.read_predictions(args.predictions, {row["id"] for row in key})
-    except niah_score_module.PredictionsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    key = niah_score_module.read_key(args.out)
+    predictions = niah_score_module.read_predictions(args.predictions, {row["id"] for row in key})
     result = niah_score_module.score(key, predictions)
     print(json.dumps(result, indent=2) if args.json else niah_score_module.table(result))
     return 0
 
 
+class OutputUnreadable(LongVidError):
+    """The build's output (or a file of it) cannot be read: missing, no permission, S3 refusing the request."""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    return entry.run(lambda: command(args), log.level_of(args))
+
+
+def command(args: argparse.Namespace) -> int:
     try:
         if args.command == "niah-score":
             return niah_score(args)
@@ -91,21 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         written = report.write(args.out, cfg, args.output)
         print(f"report written to {written}")
         return 0
-    except config_schema.ConfigError as e:
-        print(str(e), file=sys.stderr)
-        return 2
-    except (audit.NotABuild, StageInputMissing) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except audit.QueryError as e:
-        print(f"error: SQL: {e}", file=sys.stderr)
-        return 1
-    except StorageUnavailable as e:
-        print(f"error: storage: {e}", file=sys.stderr)
-        return 1
     except (OSError, BotoCoreError, ClientError) as e:
-        print(f"error: cannot read {args.out}: {e}", file=sys.stderr)
-        return 1
+        raise OutputUnreadable(f"cannot read {args.out}: {e}") from e
 
 
 if __name__ == "__main__":

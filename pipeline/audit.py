@@ -25,17 +25,20 @@ from pipeline.stats import tables as stats
 from pipeline.stats.sources import BuildOutput
 from schemas import layout, tables
 from schemas import stats as stats_schema
+from schemas.errors import LongVidError
 from schemas.mixture import MIX_MEMBERS
 
 TOP_REASONS = 10
 
 
-class NotABuild(RuntimeError):
+class NotABuild(LongVidError, RuntimeError):
     pass
 
 
-class QueryError(RuntimeError):
+class QueryError(LongVidError, RuntimeError):
     """DuckDB refused or failed the query (the message is DuckDB's)."""
+
+    label = "error: SQL"
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,13 @@ under another name, and a broken (truncated) file. Generated once with ffmpeg; r
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 
 from pipeline import synthetic
+
+log = logging.getLogger(__name__)
 
 DEMO_ROOT = "longvid-demo"
 DEMO_STAGES = ("ingest", "hico", "annotate", "mix", "stats", "report")
@@ -30,7 +33,7 @@ def ensure_corpus(root: str = DEMO_ROOT) -> str:
     for name, video in DEMO_VIDEOS.items():
         path = os.path.join(sources, name)
         if not os.path.exists(path):
-            print(f"[demo] generating {path} ({video.duration_s:.0f} s, cuts at {video.cut_times_s})", flush=True)
+            log.info(f"[demo] generating {path} ({video.duration_s:.0f} s, cuts at {video.cut_times_s})")
             tmp = os.path.join(os.path.dirname(path), ".tmp-" + os.path.basename(path))
             synthetic.write(video, tmp)
             os.replace(tmp, path)

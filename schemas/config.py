@@ -19,12 +19,13 @@ import yaml
 
 from schemas import layout, mixture
 from schemas import niah as niah_schema
+from schemas.errors import ConfigProblem
 from schemas.sample import VIDEO_EXTENSIONS
 
 GiB = 1024**3
 
 
-class ConfigError(ValueError):
+class ConfigError(ConfigProblem, ValueError):
     def __init__(self, key: str, problem: str, fix: str):
         self.key, self.problem, self.fix = key, problem, fix
         super().__init__(f"config error: {key}: {problem} ({fix})")

@@ -6,6 +6,8 @@ from typing import Iterable, Mapping
 
 import pyarrow as pa
 
+from schemas.errors import LongVidError
+
 SCENE = pa.struct([("start_s", pa.float64()), ("end_s", pa.float64())])
 
 SAMPLING_PLAN = pa.struct(
@@ -92,7 +94,7 @@ REJECTS = pa.schema(
 )
 
 
-class SchemaMismatch(ValueError):
+class SchemaMismatch(LongVidError, ValueError):
     pass
 
 

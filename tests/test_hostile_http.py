@@ -13,7 +13,7 @@ import pytest
 import servers
 from conftest import make_config
 
-from pipeline.core import tempdirs
+from pipeline.core import log, tempdirs
 from pipeline.core.context import StageContext, configure_worker
 from pipeline.io import fetch as fetch_module
 from pipeline.io import storage
@@ -134,6 +134,7 @@ def test_backoff_is_exponential_capped_and_jittered():
 
 def test_slow_download_prints_progress(http, scratch, monkeypatch, capsys):
     base, _ = http
+    log.configure()  # as every entry point and Ray worker does: the progress line is a logged warning
     monkeypatch.setattr(fetch_module, "PROGRESS_EVERY_S", 0.5)
     fails(f"{base}/trickle/0.1/cuts.mp4", HttpPolicy(timeout_s=5, deadline_s=1.6))
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("[fetch]")]
@@ -169,3 +170,31 @@ def test_one_slow_source_does_not_hold_back_its_part(http, corpus, tmp_path):
     assert took < 4 + 10, took
     job_tmp = tempdirs.job_dir(cfg.out, cfg.storage.tmp_dir)
     assert not os.path.exists(job_tmp) or os.listdir(job_tmp) == [], "downloads are removed when probed"
+
+
+def test_manifest_over_http_has_the_download_deadline(ray_local, corpus, tmp_path):
+    """A manifest served one byte a second is cut off at crawl.download_deadline_s: one config-error line, exit 2,
+    and nothing left in the temporary folder."""
+    import contextlib
+    import io
+    import json
+
+    from jobs import build_longvid
+
+    (tmp_path / "site" / "lists").mkdir(parents=True)
+    (tmp_path / "site" / "lists" / "m.jsonl").write_text(json.dumps({"path": "../cuts.mp4"}) * 20 + "\n")
+    tmp = tmp_path / "tmp"
+    with servers.http_file_server(tmp_path / "site") as (base, _):
+        err = io.StringIO()
+        t0 = time.monotonic()
+        with contextlib.redirect_stderr(err):
+            code = build_longvid.main(["--source", f"{base}/trickle/1/lists/m.jsonl", "--out", str(tmp_path / "out"),
+                                       "--set", "crawl.download_deadline_s=2", "--set", "crawl.http_timeout_s=10",
+                                       "--set", f"storage.tmp_dir={tmp}"])
+        took = time.monotonic() - t0
+    lines = err.getvalue().strip().splitlines()
+    assert code == 2, err.getvalue()
+    assert len(lines) == 1 and lines[0].startswith("config error: sources: cannot read manifest: "), lines
+    assert "/trickle/1/lists/m.jsonl: deadline of 2 s passed" in lines[0]
+    assert took < 2 + 8, f"{took:.1f} s: the manifest read is not bounded by the download deadline"
+    assert not tmp.exists() or leftovers(tmp) == []

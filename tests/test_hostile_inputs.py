@@ -202,6 +202,45 @@ def test_scenes_rejects_inputs_gone_or_changed_since_probe(corpus, ray_local, tm
     job_temp_is_clean(tmp)
 
 
+def test_shard_rejects_inputs_gone_or_changed_since_probe(corpus, ray_local, tmp_path):
+    import json
+    import tarfile
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("cuts.mp4", "with audio and spaces.mp4", "ünïcode.name.v2.mp4"):
+        shutil.copyfile(corpus.root / name, src / name)
+    out = tmp_path / "out"
+    tmp = tmp_path / "tmp"
+    sets = [f"storage.tmp_dir={tmp}"]
+    runner.run_build(make_config([src], out, sets, stages=["crawl", "probe", "scenes"]), quiet=True)
+    os.unlink(src / "cuts.mp4")
+    with open(src / "ünïcode.name.v2.mp4", "ab") as f:
+        f.write(b"changed")
+    shard_cfg = make_config([src], out, sets, stages=["shard"])
+    runner.run_build(shard_cfg, quiet=True)
+
+    videos = pq.read_table(out / layout.MANIFEST_VIDEOS).to_pylist()
+    rejects = {os.path.basename(r["source_uri"]): r for r in pq.read_table(out / layout.MANIFEST_REJECTS).to_pylist()}
+    assert [os.path.basename(v["source_uri"]) for v in videos] == ["with audio and spaces.mp4"]
+    assert videos[0]["shard"] == layout.shard_name(0)
+    assert (rejects["cuts.mp4"]["reason"], rejects["cuts.mp4"]["stage"]) == (reasons.DOWNLOAD_FAILED, "shard")
+    changed = rejects["ünïcode.name.v2.mp4"]
+    assert (changed["reason"], changed["stage"]) == (reasons.SOURCE_CHANGED, "shard")
+    assert "changed since it was probed" in changed["message"]
+    with tarfile.open(out / layout.shard_path(0)) as tar:
+        keys = sorted({m.name.split(".")[0] for m in tar.getmembers()})
+    assert keys == [videos[0]["video_id"]]
+    index = json.loads((out / layout.SHARD_INDEX).read_text())
+    assert [s["nsamples"] for s in index["shardlist"]] == [1]
+    job_temp_is_clean(tmp)
+
+    # the decision is committed with the shard: a rerun rewrites nothing and reports the same rejects
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    runner.run_build(shard_cfg, quiet=True)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Temporary folder
 
@@ -239,6 +278,64 @@ def test_two_builds_of_one_output_at_once_are_refused(tmp_path):
         f.write(f"{socket.gethostname()} 1\n")  # pid 1 is always alive
     with pytest.raises(tempdirs.JobFolderBusy, match="pid 1"):
         tempdirs.start_job("/some/out", str(tmp_path))
+
+
+def _scratch_task(out: str, base: str) -> dict:
+    """A Ray task as the stages write them: configure, make a scratch folder, remove it (defined in a test, so Ray
+    ships it by value)."""
+    def task(unit: int) -> dict:
+        import os
+        import shutil
+
+        from pipeline.core import tempdirs
+
+        tempdirs.configure(out, base)
+        scratch = tempdirs.mkdtemp("longvid-test-")
+        with open(os.path.join(scratch, "f"), "wb") as f:
+            f.write(b"x")
+        shutil.rmtree(scratch)
+        return {"pid": os.getpid(), "parent": os.path.dirname(scratch)}
+    return task
+
+
+def test_ray_workers_put_temporaries_in_their_own_subfolder_and_remove_it(ray_local, tmp_path):
+    from pipeline.core import ray_runtime
+
+    base = tmp_path / "tmp"
+    folder = tempdirs.start_job("/some/out", str(base))
+    try:
+        (result,) = ray_runtime.map_units("test", _scratch_task("/some/out", str(base)), [0], (), "units")
+        assert result["pid"] != os.getpid(), "ran in a Ray worker"
+        assert result["parent"] == os.path.join(folder, f"worker-{result['pid']}")
+        assert sorted(os.listdir(folder)) == ["owner"], "the worker removed its subfolder at the end of the task"
+    finally:
+        tempdirs.end_job(folder)
+    # a node the driver is not on: the job folder has no owner there, and the last worker out removes it
+    (result,) = ray_runtime.map_units("test", _scratch_task("/some/out", str(base)), [0], (), "units")
+    assert result["parent"] == os.path.join(folder, f"worker-{result['pid']}")
+    job_temp_is_clean(base)
+
+
+def test_a_worker_sweeps_what_dead_workers_and_jobs_left_on_its_node(ray_local, tmp_path):
+    from pipeline.core import ray_runtime
+
+    host = socket.gethostname()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    base = tmp_path / "tmp"
+    dead_driver = base / "longvid-job-0123456789abcdef"  # a killed driver's folder (this host)
+    (dead_driver / f"worker-{dead.pid}").mkdir(parents=True)
+    (dead_driver / "owner").write_text(f"{host} {dead.pid}\n")
+    remote_job = base / "longvid-job-1111111111111111"  # a worker node's folder: no owner, one dead worker
+    (remote_job / f"worker-{dead.pid}" / "longvid-fetch-x").mkdir(parents=True)
+    (remote_job / f"worker-{dead.pid}" / "longvid-fetch-x" / "input.mp4").write_bytes(b"partial")
+    (remote_job / f"worker-{dead.pid}" / "owner").write_text(f"{host} {dead.pid}\n")
+    busy_job = base / "longvid-job-2222222222222222"  # a live worker's (pid 1 never dies)
+    (busy_job / "worker-1").mkdir(parents=True)
+    (busy_job / "worker-1" / "owner").write_text(f"{host} 1\n")
+    ray_runtime.map_units("test", _scratch_task("/other/out", str(base)), [0], (), "units")
+    assert sorted(p.name for p in base.iterdir()) == [busy_job.name]
+    assert sorted(p.name for p in busy_job.iterdir()) == ["worker-1"]
 
 
 def test_a_build_leaves_nothing_in_its_temporary_folder(corpus, ray_local, tmp_path):

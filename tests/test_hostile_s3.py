@@ -158,3 +158,98 @@ def test_s3_object_over_the_limit_is_refused_by_its_size(moto, tmp_path):
         storage.configure(before.endpoint_url, before.region)
         tempdirs._current = None
     assert e.value.reason == "too_large" and "is 5000 bytes, above the limit of 4096" in e.value.message
+
+
+def _empty_build(client, out_key: str) -> None:
+    """The three manifest tables of a build that accepted nothing, under s3://SRC/<out_key>/."""
+    from schemas import tables
+
+    for rel, schema in ((layout.MANIFEST_CRAWL, tables.CRAWL), (layout.MANIFEST_VIDEOS, tables.VIDEOS),
+                        (layout.MANIFEST_REJECTS, tables.REJECTS)):
+        client.put_object(Bucket=SRC, Key=f"{out_key}/{rel}", Body=storage.parquet_bytes(tables.to_table([], schema)))
+
+
+@pytest.mark.parametrize("how", ["killed", "paused"])
+def test_stats_reading_a_build_on_a_failing_endpoint_is_one_line(moto, tmp_path, how):
+    """The stats stage lists and scans the output itself (listings, pyarrow's own S3 client): an endpoint that is
+    down or hanging there ends in the job's one `error: storage:` line naming endpoint, operation and key."""
+    from jobs.build_longvid import systemic_failure
+    from pipeline.core.context import StageContext, configure_worker
+    from pipeline.stages import stats as stats_stage
+    from pipeline.stats import videos as stats_videos
+    from pipeline.stats.sources import BuildOutput, arrow_s3_operation
+
+    endpoint, server, client = moto
+    _empty_build(client, "out")
+    out = f"s3://{SRC}/out"
+    cfg = make_config([f"s3://{SRC}/videos/"], out, [f"storage.s3_endpoint_url={endpoint}", *FAST_FAIL])
+    configure_worker(cfg)
+    assert BuildOutput(out).listing("manifest").files == ["crawl.parquet", "rejects.parquet", "videos.parquet"]
+    if how == "killed":
+        server.kill()
+        server.wait()
+    else:
+        os.kill(server.pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(storage.StorageUnavailable) as listed:
+            BuildOutput(out).listing("shards")
+        with pytest.raises(Exception) as staged:
+            stats_stage.run(StageContext(cfg))
+        took = time.monotonic() - t0
+        with pytest.raises(storage.StorageUnavailable) as scanned:  # pyarrow's own S3 client, same timeouts
+            with arrow_s3_operation("GetObject", f"{out}/{layout.MANIFEST_VIDEOS}"):
+                stats_videos.read_manifest_videos(BuildOutput(out))
+    finally:
+        if how == "paused":
+            os.kill(server.pid, signal.SIGCONT)
+    assert (listed.value.endpoint, listed.value.operation, listed.value.uri) == (
+        endpoint, "ListObjectsV2", f"{out}/shards/")
+    assert scanned.value.uri == f"{out}/{layout.MANIFEST_VIDEOS}" and scanned.value.endpoint == endpoint
+    line = systemic_failure(staged.value)
+    assert line is not None and line.startswith(f"storage: S3 endpoint {endpoint} failed "), staged.value
+    assert f"of {out}/" in line and "\n" not in line
+    assert took < 30, f"{took:.0f} s: connect/read timeouts of 1 s and 2 attempts bound the wait"
+
+
+@pytest.mark.slow  # runs the job in its own process
+def test_output_bucket_the_credentials_cannot_write_is_a_config_error(tmp_path, corpus, monkeypatch):
+    """A bucket these credentials may read but not write (an IAM policy denying s3:PutObject, enforced by a
+    moto_server with authentication on): refused before Ray starts, exit 2."""
+    import json
+
+    import boto3
+    from botocore.exceptions import ClientError
+
+    monkeypatch.setenv("INITIAL_NO_AUTH_ACTION_COUNT", "10")  # the setup below runs unauthenticated, then auth is on
+    with servers.moto_server_process(tmp_path / "moto.log") as (endpoint, _):
+        monkeypatch.delenv("INITIAL_NO_AUTH_ACTION_COUNT")
+        admin = {"endpoint_url": endpoint, "region_name": "us-east-1"}
+        boto3.client("s3", **admin).create_bucket(Bucket="read-only")
+        iam = boto3.client("iam", **admin)
+        iam.create_user(UserName="reader")
+        iam.put_user_policy(UserName="reader", PolicyName="no-writes", PolicyDocument=json.dumps({
+            "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"},
+                                                   {"Effect": "Deny", "Action": "s3:PutObject", "Resource": "*"}]}))
+        key = iam.create_access_key(UserName="reader")["AccessKey"]
+        bogus = boto3.client("s3", aws_access_key_id="nobody", aws_secret_access_key="nobody", **admin)
+        for _ in range(20):  # spend the unauthenticated requests left
+            try:
+                bogus.list_buckets()
+            except ClientError:
+                break
+        else:
+            pytest.fail("moto_server did not turn authentication on")
+        env = {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+        monkeypatch.setattr(os, "environ", dict(os.environ, **env))
+        proc, _ = job(["--source", str(corpus.root / "cuts.mp4"), "--out", "s3://read-only/corpus",
+                       *sets(f"storage.s3_endpoint_url={endpoint}", f"storage.tmp_dir={tmp_path / 'tmp'}")],
+                      tmp_path)
+        reader = boto3.client("s3", aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"],
+                              **admin)
+        assert reader.list_objects_v2(Bucket="read-only").get("KeyCount", 0) == 0, "no marker left behind"
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().startswith("config error: out: cannot write to s3://read-only/corpus: PutObject of "
+                                          "s3://read-only/corpus/.longvid-write-check-"), proc.stderr
+    assert "refused (AccessDenied)" in proc.stderr and "\n" not in proc.stderr.strip()
+    assert "Started a local Ray" not in proc.stderr, "checked before Ray starts"

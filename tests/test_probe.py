@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 
 import pytest
+import servers
 
 from pipeline import synthetic
 from pipeline.ingest import probe
@@ -190,6 +192,8 @@ def test_isolated_timeout_then_recovers(corpus, tmp_path):
             w.call("scenes", 2, path=str(fifo), duration_s=5.0)
         assert info.value.reason == reasons.TIMEOUT
         assert "2 s" in info.value.message
+        time.sleep(0.5)
+        assert not servers.processes_of(cmdline_marker=str(fifo)), "the hung child's decoder was killed with it"
         # a fresh child serves the next call
         path = str(corpus.root / "cuts.mp4")
         assert w.call("probe", 60, path=path, **LIMITS)["num_frames"] == 300

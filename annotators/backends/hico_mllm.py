@@ -88,6 +88,7 @@ import torch
 from torch import nn
 
 from annotators.backends.base import BackendInfo, GenerationParams, Request, checkpoint_sha256
+from schemas.errors import UsageError
 from schemas.sampling import video_question
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,7 @@ _CONFIG_KEYS = {"format_version", "vision_encoder", "tokens_per_frame", "frame_s
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class HicoMllmCheckpointError(RuntimeError):
+class HicoMllmCheckpointError(UsageError, RuntimeError):
     """The checkpoint directory cannot be loaded (missing files, bad config, missing or mis-shaped weights)."""
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.core import tempdirs
+from pipeline.core import log, tempdirs
 from pipeline.io import storage
 from schemas.config import BuildConfig
+from schemas.errors import LongVidError
 
 
-class StageInputMissing(RuntimeError):
+class StageInputMissing(LongVidError, RuntimeError):
     """A stage was asked to run before the stage whose output it reads."""
 
 
@@ -32,7 +33,9 @@ class StageContext:
 
 
 def configure_worker(cfg: BuildConfig) -> None:
-    """Per-task setup inside a Ray worker (and in the driver): S3 endpoint, timeouts and retries; temporary folder."""
+    """Per-task setup inside a Ray worker (and in the driver): S3 endpoint, timeouts and retries; temporary folder;
+    console logging at the driver's level."""
+    log.configure_worker()
     st = cfg.storage
     storage.configure(st.s3_endpoint_url, st.s3_region, connect_timeout_s=st.s3_connect_timeout_s,
                       read_timeout_s=st.s3_read_timeout_s, max_attempts=st.s3_max_attempts,

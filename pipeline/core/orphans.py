@@ -8,9 +8,13 @@ unplanned shards from the folders it owns, after committing its own outputs, so 
 
 from __future__ import annotations
 
+import logging
+
 from pipeline.core.context import StageContext
 from pipeline.io import storage
 from schemas import layout
+
+log = logging.getLogger(__name__)
 
 
 def remove_unplanned(ctx: StageContext, directory: str, suffix: str, planned_shards: list[str]) -> list[str]:
@@ -30,5 +34,5 @@ def remove_unplanned(ctx: StageContext, directory: str, suffix: str, planned_sha
 
 def report(stage: str, removed: list[str]) -> None:
     if removed:
-        print(f"[{stage}] removed {len(removed)} files of shards no longer planned "
-              f"(e.g. {removed[0].rsplit('/', 1)[-1]})", flush=True)
+        log.info(f"[{stage}] removed {len(removed)} files of shards no longer planned "
+                 f"(e.g. {removed[0].rsplit('/', 1)[-1]})")

@@ -53,3 +53,25 @@ def _check_bucket(out: str) -> None:
             raise ConfigError("out", f"access to bucket {bucket!r} at {endpoint} is denied",
                               "check the credentials and the bucket policy")
         raise
+    _check_prefix_writable(out)
+
+
+def _check_prefix_writable(out: str) -> None:
+    """Write and delete a marker object under the prefix: a bucket the credentials may read but not write fails
+    here, not in the first task that commits a part."""
+    from botocore.exceptions import ClientError
+
+    marker = storage.join(out, f".longvid-write-check-{os.getpid()}")
+    bucket, key = storage.split_s3(marker)
+    operation = "PutObject"
+    try:
+        with storage.s3_operation(operation, marker):
+            storage.s3_client().put_object(Bucket=bucket, Key=key, Body=b"")
+        operation = "DeleteObject"
+        with storage.s3_operation(operation, marker):
+            storage.s3_client().delete_object(Bucket=bucket, Key=key)
+    except ClientError as e:
+        code = str(e.response.get("Error", {}).get("Code", "")) or type(e).__name__
+        raise ConfigError("out", f"cannot write to {out}: {operation} of {marker} refused ({code})",
+                          "grant these credentials s3:PutObject and s3:DeleteObject on the prefix, or give another "
+                          "out")

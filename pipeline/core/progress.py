@@ -1,9 +1,12 @@
-"""Progress lines for long stages: counts, rate and ETA, printed at most every few seconds, and a final line."""
+"""Progress lines for long stages: counts, rate and ETA, logged at INFO at most every few seconds, and a final
+line."""
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
+
+log = logging.getLogger(__name__)
 
 
 def format_duration(seconds: float) -> str:
@@ -14,9 +17,8 @@ def format_duration(seconds: float) -> str:
 
 
 class Progress:
-    def __init__(self, stage: str, total: int, unit: str, every_s: float = 2.0, stream=None):
+    def __init__(self, stage: str, total: int, unit: str, every_s: float = 2.0):
         self.stage, self.total, self.unit, self.every_s = stage, total, unit, every_s
-        self.stream = stream or sys.stdout
         self.done = 0
         self.start = time.monotonic()
         self._last = 0.0
@@ -34,7 +36,7 @@ class Progress:
         now = time.monotonic()
         if self.done < self.total and now - self._last >= self.every_s:
             self._last = now
-            print(self._line(), file=self.stream, flush=True)
+            log.info(self._line())
 
     def finish(self, note: str = "") -> None:
-        print(self._line() + (f" — {note}" if note else ""), file=self.stream, flush=True)
+        log.info(self._line() + (f" — {note}" if note else ""))

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import deque
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+from pipeline.core import log, tempdirs
 from pipeline.core.progress import Progress
 from pipeline.core.project import pythonpath_with_project
 
 LOCAL_HOST = "127.0.0.1"
+
+logger = logging.getLogger(__name__)
 
 
 def init(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -18,12 +22,36 @@ def init(address: str | None = None, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
+    level = log.current_level()
+    options: dict[str, Any] = {"log_to_driver": True}
+    env_vars = {}
+    if level != log.DEFAULT_LEVEL:
+        # Workers log at the driver's level (log.configure_worker reads it). At the default level the runtime
+        # environment stays exactly what it was.
+        env_vars[log.LEVEL_ENV] = logging.getLevelName(level)
+    if level > logging.INFO:
+        options["logging_level"] = logging.WARNING  # Ray's own "Started a local Ray instance" and the like
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, **({"runtime_env": {"env_vars": env_vars}} if env_vars else {}), **options)
+        logger.debug(f"[ray] connected to {address}")
     else:
         _loopback_only()
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, _node_ip_address=LOCAL_HOST,
-                 runtime_env={"env_vars": {"PYTHONPATH": pythonpath_with_project(os.environ.get("PYTHONPATH"))}})
+        env_vars["PYTHONPATH"] = pythonpath_with_project(os.environ.get("PYTHONPATH"))
+        ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address=LOCAL_HOST,
+                 runtime_env={"env_vars": env_vars}, **options)
+        logger.debug(f"[ray] started a local Ray on {LOCAL_HOST}: {ray.cluster_resources().get('CPU', 0):g} CPUs")
+    if level > logging.INFO:
+        _quiet_ray_data()
+
+
+def _quiet_ray_data() -> None:
+    """--quiet: no Ray Data progress bars or progress lines on the console (its log file keeps everything)."""
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    for handler in logging.getLogger("ray.data").handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.WARNING)
 
 
 def _loopback_only() -> None:
@@ -35,8 +63,6 @@ def _loopback_only() -> None:
 
     os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
-
-
 
 
 def map_units(stage: str, fn: Callable[..., dict], units: Sequence[Any], shared_args: tuple, unit: str,
@@ -52,7 +78,7 @@ def map_units(stage: str, fn: Callable[..., dict], units: Sequence[Any], shared_
 
     if not units:
         return []
-    remote = ray.remote(num_cpus=num_cpus, max_retries=2)(fn)
+    remote = ray.remote(num_cpus=num_cpus, max_retries=2)(tempdirs.released(fn))
     shared_refs = tuple(ray.put(a) for a in shared_args)
     refs = [remote.remote(u, *shared_refs, *(inputs_of(u) if inputs_of else ())) for u in units]
     index = {ref: i for i, ref in enumerate(refs)}
@@ -64,6 +90,7 @@ def map_units(stage: str, fn: Callable[..., dict], units: Sequence[Any], shared_
         for ref in done:
             i = index[ref]
             results[i] = ray.get(ref)
+            logger.debug(f"[{stage}] task {i + 1} of {len(units)} done: {items_of(units[i])} {unit}")
             progress.advance(items_of(units[i]))
     progress.finish()
     return results  # type: ignore[return-value]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 from pipeline import stages as registry
@@ -11,6 +12,8 @@ from pipeline.ingest import manifest
 from pipeline.io import storage
 from schemas import layout
 from schemas.config import BuildConfig, ConfigError
+
+log = logging.getLogger(__name__)
 
 # Stages that read the manifest and never change it: after them the build summary comes from the persisted tables.
 MANIFEST_READERS = {"hico", "annotate", "mix", "stats", "report"}
@@ -27,6 +30,7 @@ def run_build(cfg: BuildConfig, stage_names: list[str] | None = None, quiet: boo
         temp_folder = tempdirs.start_job(cfg.out, cfg.storage.tmp_dir)
     except tempdirs.JobFolderBusy as e:
         raise ConfigError("out", str(e), "wait for that build to finish, or stop it")
+    log.debug(f"[build] stages {','.join(names)}; out {cfg.out}; temporary folder {temp_folder}")
     try:
         return _run_stages(cfg, names, start, quiet)
     finally:
@@ -40,9 +44,9 @@ def _run_stages(cfg: BuildConfig, names: list[str], start: float, quiet: bool) -
     for name in names:
         stage = registry.load(name)
         t0 = time.monotonic()
-        print(f"[{name}] start: {stage.DESCRIPTION}", flush=True)
+        log.info(f"[{name}] start: {stage.DESCRIPTION}")
         results[name] = stage.run(ctx)
-        print(f"[{name}] done in {time.monotonic() - t0:.1f} s: {results[name]}", flush=True)
+        log.info(f"[{name}] done in {time.monotonic() - t0:.1f} s: {results[name]}")
     result = {"stages": results}
     writers = [n for n in names if n not in MANIFEST_READERS]
     # after the `shard` stage, the last to write it, the persisted manifest is current

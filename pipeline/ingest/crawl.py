@@ -14,18 +14,25 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Optional
 
-from pipeline.io import storage
+from pipeline.io import fetch, storage
+from schemas.errors import UsageError
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".parquet")
 URI_COLUMNS = ("url", "path")
 
 
-class SourceError(ValueError):
+class SourceError(UsageError, ValueError):
     """A source that cannot be listed (bad manifest, missing bucket): a config-level problem, not a reject."""
 
+    label = "config error: sources"
+    hint = "check the source URI, its credentials and the manifest's columns"
 
-class NothingFound(RuntimeError):
+
+class NothingFound(UsageError, RuntimeError):
     """The sources hold no input (and crawl.allow_empty is off); the message says what was skipped."""
+
+    label = None  # the message leads with `crawl: 0 inputs; ...`
+    hint = "check the sources and crawl.extensions, or set crawl.allow_empty: true to build an empty corpus"
 
 
 @dataclass(frozen=True)
@@ -66,14 +73,21 @@ def _row(uri: str, source: str, metadata: dict | None = None, size: int | None =
     }
 
 
-def _read_bytes(uri: str) -> bytes:
-    if storage.is_http(uri):
-        import requests
+@dataclass(frozen=True)
+class Download:
+    """How a manifest is fetched over http(s): the downloads' deadline, throughput floor and retries, and a size
+    limit."""
+    policy: fetch.HttpPolicy = fetch.HttpPolicy()
+    max_bytes: int = 1 << 30
 
-        resp = requests.get(uri, timeout=60)
-        if resp.status_code != 200:
-            raise SourceError(f"cannot read manifest {uri}: HTTP {resp.status_code}")
-        return resp.content
+
+def _read_bytes(uri: str, download: Download) -> bytes:
+    if storage.is_http(uri):
+        try:
+            with fetch.fetch(uri, download.max_bytes, download.policy) as got, open(got.path, "rb") as f:
+                return f.read()
+        except fetch.FetchError as e:
+            raise SourceError(f"cannot read manifest: {e.message}") from None
     return storage.read_bytes(uri)
 
 
@@ -81,8 +95,8 @@ def _is_manifest(uri: str) -> bool:
     return storage.path_part(uri).lower().endswith(MANIFEST_SUFFIXES)
 
 
-def _read_manifest_records(uri: str) -> list[dict]:
-    data = _read_bytes(uri)
+def _read_manifest_records(uri: str, download: Download) -> list[dict]:
+    data = _read_bytes(uri, download)
     lower = storage.path_part(uri).lower()
     if lower.endswith(".parquet"):
         import pyarrow.parquet as pq
@@ -122,8 +136,8 @@ def _resolve(ref: str, manifest_uri: str) -> str:
     return os.path.normpath(os.path.join(os.path.dirname(manifest_uri), os.path.expanduser(ref)))
 
 
-def list_manifest(uri: str, rules: PathRules = PathRules()) -> Iterator[dict]:
-    records = _read_manifest_records(uri)
+def list_manifest(uri: str, rules: PathRules = PathRules(), download: Download = Download()) -> Iterator[dict]:
+    records = _read_manifest_records(uri, download)
     local = not storage.is_http(uri) and not storage.is_s3(uri)
     for n, rec in enumerate(records, 1):
         column = next((c for c in URI_COLUMNS if rec.get(c)), None)
@@ -138,12 +152,12 @@ def list_manifest(uri: str, rules: PathRules = PathRules()) -> Iterator[dict]:
 
 
 def list_source(source: str, extensions: Iterable[str], skipped: Optional[Counter] = None,
-                rules: PathRules = PathRules()) -> Iterator[dict]:
+                rules: PathRules = PathRules(), download: Download = Download()) -> Iterator[dict]:
     """Rows of one source; files left out by extension are counted in `skipped` (extension -> files)."""
     exts = {e.lower() for e in extensions}
     skipped = Counter() if skipped is None else skipped
     if _is_manifest(source) and (storage.is_http(source) or storage.is_s3(source)):
-        yield from list_manifest(source)
+        yield from list_manifest(source, download=download)
         return
     if storage.is_http(source):
         yield _row(source, source)
@@ -179,11 +193,11 @@ def list_source(source: str, extensions: Iterable[str], skipped: Optional[Counte
 
 
 def crawl(sources: Iterable[str], extensions: Iterable[str], skipped: Optional[Counter] = None,
-          rules: PathRules = PathRules()) -> list[dict]:
+          rules: PathRules = PathRules(), download: Download = Download()) -> list[dict]:
     """All inputs of all sources, one row per distinct URI, sorted by URI."""
     extensions = list(extensions)
     rows: dict[str, dict] = {}
     for source in sources:
-        for row in list_source(source, extensions, skipped, rules):
+        for row in list_source(source, extensions, skipped, rules, download):
             rows.setdefault(row["source_uri"], row)
     return [rows[k] for k in sorted(rows)]

@@ -7,6 +7,7 @@ crash or a time-out and reused otherwise, so the per-file overhead is one JSON r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -35,6 +36,7 @@ class IsolatedWorker:
         return subprocess.Popen(
             [sys.executable, "-m", "pipeline.ingest.isolated_worker"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=PROJECT_ROOT,
+            process_group=0,  # its own group: a timeout kills the decoders it started (ffmpeg) with it
         )
 
     def call(self, op: str, timeout_s: float, **kwargs: Any) -> Any:
@@ -80,7 +82,8 @@ class IsolatedWorker:
     def close(self) -> None:
         if self._proc is not None:
             if self._proc.poll() is None:
-                self._proc.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self._proc.pid, signal.SIGKILL)
             self._proc.wait()
             self._proc = None
 

@@ -15,6 +15,7 @@ from pipeline.core.context import StageContext, StageInputMissing
 from pipeline.ingest import sharding
 from pipeline.io import storage
 from schemas import layout, reasons, tables
+from schemas.errors import LongVidError
 
 
 def probe_settings(ctx: StageContext) -> dict:
@@ -92,7 +93,7 @@ class Manifest:
         return dict(sorted(Counter(r["reason"] for r in self.rejects).items()))
 
 
-def _reject(row: dict, reason: str, message: str, stage: str, duplicate_of: str | None = None) -> dict:
+def reject_row(row: dict, reason: str, message: str, stage: str, duplicate_of: str | None = None) -> dict:
     return {"source_uri": row["source_uri"], "source": row.get("source"), "source_metadata": row.get("source_metadata"),
             "reason": reason, "message": message, "duplicate_of": duplicate_of, "sha256": row.get("sha256"),
             "bytes": row.get("bytes"), "stage": stage}
@@ -106,7 +107,7 @@ def _dedup(probed_ok: list[dict]) -> tuple[list[dict], list[dict]]:
         if first is None:
             kept[row["sha256"]] = row
         else:
-            rejects.append(_reject(row, reasons.DUPLICATE, f"same bytes as {first['source_uri']} "
+            rejects.append(reject_row(row, reasons.DUPLICATE, f"same bytes as {first['source_uri']} "
                                    f"(kept as video_id {first['video_id']})", "dedup", first["video_id"]))
     return sorted(kept.values(), key=lambda r: r["video_id"]), rejects
 
@@ -121,7 +122,7 @@ def assemble(ctx: StageContext) -> Manifest:
             probed.extend(read_part(*committed[part.name]))
         else:
             m.probe_pending += len(part.keys)
-    m.rejects = [_reject(r, r["reason"], r["message"], "probe") for r in probed if not r["ok"]]
+    m.rejects = [reject_row(r, r["reason"], r["message"], "probe") for r in probed if not r["ok"]]
     accepted, duplicates = _dedup([r for r in probed if r["ok"]])
     m.rejects += duplicates
     m.candidates = accepted
@@ -138,7 +139,7 @@ def assemble(ctx: StageContext) -> Manifest:
     for row in accepted:
         scene_row = scenes_by_id.get(row["video_id"])
         if scene_row is not None and not scene_row["ok"]:
-            m.rejects.append(_reject(row, scene_row["reason"], scene_row["message"], "scenes"))
+            m.rejects.append(reject_row(row, scene_row["reason"], scene_row["message"], "scenes"))
             continue
         video = {name: row.get(name) for name in tables.VIDEOS.names}
         video["scenes"] = scene_row["scenes"] if scene_row else None
@@ -174,10 +175,26 @@ def _plan_shards(ctx: StageContext, m: Manifest) -> None:
     for plan in sharding.assign(m.videos, sh.target_bytes, sh.max_samples, sh.payload, sh.frames_stage):
         digest = sharding.content_digest([sample_metadata(v) for v in plan.videos], settings)
         record = committed_record(ctx, plan.index, digest)
-        m.shards.append(PlannedShard(plan, digest, record))
         if record is not None:
+            _drop_shard_rejects(m, plan, record)
             for v in plan.videos:
                 v["shard"] = record["shard"]
+        m.shards.append(PlannedShard(plan, digest, record))
+
+
+def _drop_shard_rejects(m: Manifest, plan: sharding.ShardPlan, record: dict) -> None:
+    """Videos the committed shard could not take (source gone or changed since probe) become reject rows; the
+    plan keeps its digest, so the decision holds on every rerun until the shard is removed."""
+    rejected = {r["video_id"]: r for r in record.get(sharding.RECORD_REJECTS, ())}
+    if not rejected:
+        return
+    for v in plan.videos:
+        r = rejected.get(v["video_id"])
+        if r is not None:
+            m.rejects.append(reject_row(v, r["reason"], r["message"], "shard"))
+    plan.videos = [v for v in plan.videos if v["video_id"] not in rejected]
+    m.videos = [v for v in m.videos if v["video_id"] not in rejected]
+    m.rejects.sort(key=lambda r: r["source_uri"])
 
 
 def plan_frame_counts(sampling) -> list[list[tuple[str, int]]]:
@@ -199,7 +216,7 @@ def plan_frame_counts(sampling) -> list[list[tuple[str, int]]]:
     return out
 
 
-class ReconcileError(RuntimeError):
+class ReconcileError(LongVidError, RuntimeError):
     pass
 
 

@@ -178,6 +178,17 @@ def partition_videos(part: Partition, ctx: StageContext) -> list[tuple[int, list
     return out
 
 
+def add_shard_rejects(plan: Plan, rows: list[dict]) -> None:
+    """Videos the shard tasks left out (source gone or changed since probe; a few rows) move from the videos to the
+    rejects, which stay in source_uri order."""
+    if not rows:
+        return
+    out = pa.array([r["source_uri"] for r in rows], pa.string())
+    plan.videos = plan.videos.filter(pc.invert(pc.is_in(plan.videos["source_uri"], value_set=out)))
+    rejects = pa.concat_tables([plan.rejects, tables.to_table(rows, tables.REJECTS)])
+    plan.rejects = rejects.take(pc.sort_indices(rejects["source_uri"])).combine_chunks()
+
+
 def reconcile(plan: Plan) -> None:
     """Every input is in exactly one of the two tables (`manifest.reconcile`, over columns)."""
     seen = pa.chunked_array(plan.videos["source_uri"].chunks + plan.rejects["source_uri"].chunks, pa.string())

@@ -17,6 +17,7 @@ from schemas import sample as sample_schema
 
 JSON_OVERHEAD = 4096
 FIXED_MTIME = 0
+RECORD_REJECTS = "rejects"  # shard record key: [{video_id, reason, message}] of planned videos the tar lacks
 
 
 @dataclass

@@ -15,10 +15,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import logging
 import os
 import random
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from typing import Iterator, Optional
@@ -27,6 +27,8 @@ from pipeline.core import tempdirs
 from pipeline.core.errors import Rejection
 from pipeline.io import storage
 from schemas import reasons
+
+log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 PROGRESS_EVERY_S = 30.0  # a download still running after this prints a progress line, and again every this often
@@ -84,8 +86,7 @@ class _Budget:
         if now >= self._next_progress:
             self._next_progress = now + PROGRESS_EVERY_S
             total = f" of {declared}" if declared else ""
-            print(f"[fetch] {self.what}: {n}{total} bytes after {now - self.start:.0f} s", file=sys.stderr,
-                  flush=True)
+            log.warning(f"[fetch] {self.what}: {n}{total} bytes after {now - self.start:.0f} s")
 
 
 def _copy_hashing(read, dst, max_bytes: int, what: str, check=None) -> tuple[str, int]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Iterator, Optional
 
 from pipeline.core import tempdirs
+from schemas.errors import LongVidError
 
 _local = threading.local()
 
@@ -43,13 +44,16 @@ def configure(endpoint_url: Optional[str] = None, region: Optional[str] = None, 
         _local.__dict__.pop("client", None)
 
 
-class StorageUnavailable(RuntimeError):
+class StorageUnavailable(LongVidError, RuntimeError):
     """The S3 endpoint did not answer (down, hanging, throttling past the retries): a systemic failure that stops
     the job, never a reject. Names the endpoint, the operation and the object."""
 
+    label = "error: storage"
+    systemic = True
+
     def __init__(self, endpoint: str, operation: str, uri: str, detail: str):
         self.endpoint, self.operation, self.uri, self.detail = endpoint, operation, uri, detail
-        super().__init__(f"S3 endpoint {endpoint} failed {operation} of {uri}: {detail}")
+        super().__init__(f"S3 endpoint {endpoint} failed {operation} of {uri} ({detail})")
 
     def __reduce__(self):  # crosses Ray task boundaries intact
         return type(self), (self.endpoint, self.operation, self.uri, self.detail)

@@ -19,6 +19,7 @@ import itertools
 import random
 from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
+from schemas.errors import UsageError
 from schemas.loader import LoaderOptions
 
 T = TypeVar("T")
@@ -26,7 +27,7 @@ T = TypeVar("T")
 MAX_EMPTY_DRAWS_PER_SHARD = 20
 
 
-class NoShardsForRank(ValueError):
+class NoShardsForRank(UsageError, ValueError):
     pass
 
 

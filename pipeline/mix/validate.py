@@ -16,6 +16,7 @@ from pipeline.mix.records import data_root
 from pipeline.mix.select import VideoInfo
 from schemas import layout, mixture, sampling
 from schemas.config import BuildConfig
+from schemas.errors import LongVidError
 
 MAX_LISTED = 12
 REQUIRED_KEYS = ("id", "video", "conversations", "duration")
@@ -23,7 +24,7 @@ DURATION_TOLERANCE_S = 1e-5
 PROMPT_LEAD = sampling.timestamp_prompt(0.0, 0).split("0", 1)[0]  # "The video lasts for "
 
 
-class MixValidationError(RuntimeError):
+class MixValidationError(LongVidError, RuntimeError):
     pass
 
 

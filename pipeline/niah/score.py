@@ -8,9 +8,10 @@ from collections import defaultdict
 
 from pipeline.io import storage
 from schemas import niah as niah_schema
+from schemas.errors import UsageError
 
 
-class PredictionsError(ValueError):
+class PredictionsError(UsageError, ValueError):
     """Predictions that cannot be graded (bad JSON, wrong shape, an id repeated or not in the set)."""
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 
+from schemas.errors import UsageError
+
 # Canonical execution order: whatever order stages are requested in, they run in this one.
 STAGES: dict[str, str] = {
     "crawl": "pipeline.stages.crawl",
@@ -27,7 +29,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
 }
 
 
-class UnknownStage(ValueError):
+class UnknownStage(UsageError, ValueError):
     pass
 
 

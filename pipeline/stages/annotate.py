@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import pickle
 import shutil
@@ -21,6 +22,8 @@ from pipeline.io import frames as frame_io
 from pipeline.io import storage
 from schemas import layout, tables
 from schemas.config import BuildConfig
+
+log = logging.getLogger(__name__)
 
 NAME = "annotate"
 DESCRIPTION = "timestamped captions, five QA families and grounding labels with a video MLLM"
@@ -150,6 +153,7 @@ class Annotator:
                       "random_init": self.annotator.backend.info.random_init or bool(unit.get("hico_random_init"))}
             storage.write_bytes(unit["record_uri"], json.dumps(record, indent=1).encode())
             records.append(json.dumps(record))
+        tempdirs.release()
         return {"record": records}
 
 
@@ -243,23 +247,23 @@ def run(ctx: StageContext) -> dict:
     cfg = ctx.cfg
     committed, todo = _units(ctx)
     if committed:
-        print(f"[annotate] {len(committed)} shards already annotated, {len(todo)} to go", flush=True)
+        log.info(f"[annotate] {len(committed)} shards already annotated, {len(todo)} to go")
     records = list(committed)
     if todo:
         gpus, device = resolve_gpus(cfg.annotate.num_gpus)
         if cfg.annotate.device != "auto":
             device = cfg.annotate.device
         if cfg.annotate.tiny_demo_model:
-            print(f"[annotate] WARNING: tiny RANDOM-WEIGHT {cfg.annotate.backend} model (tiny_demo_model) — "
-                  "annotations are gibberish, for tests and demos only", flush=True)
-        print(f"[annotate] {len(todo)} shards, backend {cfg.annotate.backend} on {cfg.annotate.pool_size} "
-              f"actor(s), device {device}", flush=True)
+            log.warning(f"[annotate] tiny RANDOM-WEIGHT {cfg.annotate.backend} model (tiny_demo_model) — "
+                        "annotations are gibberish, for tests and demos only")
+        log.info(f"[annotate] {len(todo)} shards, backend {cfg.annotate.backend} on {cfg.annotate.pool_size} "
+                 f"actor(s), device {device}")
         ds = ray.data.from_items([{"unit": json.dumps(u)} for u in todo], override_num_blocks=len(todo))
         # A decode pool one larger than the actor pool keeps the actors fed, and its differing size stops Ray Data
         # from fusing decoding into the actors (it fuses a task map into an actor map of equal size), which would
         # leave each actor idle while it decodes its next shard.
         decoders = ray.data.TaskPoolStrategy(size=cfg.annotate.pool_size + 1)
-        ds = ds.map_batches(decode_unit, fn_kwargs={"cfg": cfg}, batch_size=1, num_cpus=1, compute=decoders)
+        ds = ds.map_batches(tempdirs.released(decode_unit), fn_kwargs={"cfg": cfg}, batch_size=1, num_cpus=1, compute=decoders)
         ds = ds.map_batches(Annotator, fn_constructor_kwargs={"cfg": cfg, "device": device}, batch_size=1,
                             compute=ray.data.ActorPoolStrategy(size=cfg.annotate.pool_size), num_gpus=gpus,
                             num_cpus=1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,8 @@ from pipeline.io import frames as frame_io
 from pipeline.io import storage
 from schemas import layout
 from schemas.config import BuildConfig
+
+log = logging.getLogger(__name__)
 
 NAME = "hico"
 DESCRIPTION = "HiCo clip tokens (UMT encoder + ToMe merging) to Parquet, one file per shard"
@@ -67,11 +70,14 @@ class HicoShardEncoder:
         self.encoder = ClipEncoder(model, enc_cfg, report, h.tokens_per_frame, h.batch_clips, device, dtype,
                                    merge_dtype=h.merge_dtype, resize=h.resize)
         if report.checkpoint:
-            print(f"[hico] encoder weights {report.checkpoint}: layout {report.layout}, sha256 "
-                  f"{report.weights_sha256[:12]}", flush=True)
+            log.info(f"[hico] encoder weights {report.checkpoint}: layout {report.layout}, sha256 "
+                     f"{report.weights_sha256[:12]}")
 
     def __call__(self, batch: dict) -> dict:
-        return {"record": [json.dumps(self.encode_shard(json.loads(u))) for u in batch["unit"]]}
+        try:
+            return {"record": [json.dumps(self.encode_shard(json.loads(u))) for u in batch["unit"]]}
+        finally:
+            tempdirs.release()
 
     def encode_shard(self, unit: dict) -> dict:
         import numpy as np
@@ -187,13 +193,12 @@ def run(ctx: StageContext) -> dict:
         else:
             todo.append(unit)
     if index.shards:
-        print(f"[hico] {index.shards} shards already encoded, {len(todo)} to go", flush=True)
+        log.info(f"[hico] {index.shards} shards already encoded, {len(todo)} to go")
     if todo:
         gpus, device = resolve_device(cfg)
         if cfg.hico.encoder.allow_random_init and not cfg.hico.encoder.checkpoint:
-            print("[hico] WARNING: RANDOM-WEIGHT encoder (allow_random_init) — tokens are for tests and demos only",
-                  flush=True)
-        print(f"[hico] {len(todo)} shards on {cfg.hico.pool_size} encoder actor(s), device {device}", flush=True)
+            log.warning("[hico] RANDOM-WEIGHT encoder (allow_random_init) — tokens are for tests and demos only")
+        log.info(f"[hico] {len(todo)} shards on {cfg.hico.pool_size} encoder actor(s), device {device}")
         ds = ray.data.from_items([{"unit": json.dumps(u)} for u in todo], override_num_blocks=len(todo))
         ds = ds.map_batches(HicoShardEncoder, fn_constructor_kwargs={"cfg": cfg, "device": device}, batch_size=1,
                             compute=ray.data.ActorPoolStrategy(size=cfg.hico.pool_size), num_gpus=gpus,

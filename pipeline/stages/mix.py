@@ -11,6 +11,7 @@ holds more than a batch of the manifest and a row group per part; the files do n
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from typing import Callable, Iterable
 
@@ -23,6 +24,8 @@ from pipeline.mix import partition as mix_partition
 from pipeline.mix import validate as mix_validate
 from schemas import layout
 
+log = logging.getLogger(__name__)
+
 NAME = "mix"
 DESCRIPTION = "curriculum mixtures (stage1..4): annotation JSONL, data.yaml, shard lists, weights, membership"
 
@@ -34,7 +37,7 @@ def _map_partitions(fn: Callable, partitions: Iterable, args: Callable, ctx: Sta
 
     from pipeline.core.progress import Progress
 
-    remote = ray.remote(num_cpus=1, max_retries=2)(fn)
+    remote = ray.remote(num_cpus=1, max_retries=2)(tempdirs.released(fn))
     ctx_ref = ray.put(ctx)
     window = max(2, int(ray.cluster_resources().get("CPU", 1)) * 2)
     pending, results = [], []
@@ -57,9 +60,9 @@ def run(ctx: StageContext) -> dict:
     cfg = ctx.cfg
     for stage, st in cfg.mix.stages.items():
         if st.video_read_type == "img" and cfg.mix.timestamp_prompt == "trainer":
-            print(f"[mix] note: {stage} reads frame directories, which a trainer sees as 1-fps videos: its own "
-                  "timestamp prompt would give the wrong duration (set mix.timestamp_prompt: inline and train "
-                  "without --time_msg)", flush=True)
+            log.warning(f"[mix] {stage} reads frame directories, which a trainer sees as 1-fps videos: its own "
+                        "timestamp prompt would give the wrong duration (set mix.timestamp_prompt: inline and train "
+                        "without --time_msg)")
     storage.remove_stale_temporaries(ctx.uri(layout.MIXTURES_DIR))
     _remove_parts(ctx)
     try:
@@ -75,8 +78,8 @@ def _build(ctx: StageContext) -> dict:
     mix_validate.raise_problems(problems)
     random_init = any(r["random_init"] for r in built)
     if random_init:
-        print("[mix] WARNING: the annotations come from a RANDOM-WEIGHT model (tiny_demo_model) — these mixtures are "
-              "for tests and demos only", flush=True)
+        log.warning("[mix] the annotations come from a RANDOM-WEIGHT model (tiny_demo_model) — these mixtures are "
+                    "for tests and demos only")
 
     tasks_of = {r["partition"]: r["tasks"] for r in built}
     counts: dict[str, dict[str, int]] = {}
@@ -102,8 +105,7 @@ def _build(ctx: StageContext) -> dict:
                                lambda p: (tasks_of.get(p.index, {}), last_order), ctx)
         done = sum(r["done"] for r in paid)
         if done:
-            print(f"[mix] payloads of {done} shards already committed, {sum(r['written'] for r in paid)} written",
-                  flush=True)
+            log.info(f"[mix] payloads of {done} shards already committed, {sum(r['written'] for r in paid)} written")
         keep = {f for r in paid for f in r["files"]}
         for a in assembled:
             data_yaml = layout.mixture_file_path(a.stage, layout.MIX_DATA_YAML)
@@ -112,11 +114,11 @@ def _build(ctx: StageContext) -> dict:
                 storage.commit_file_if_changed(f"{spool}/{rel}", ctx.uri(rel))
             keep |= set(a.files)
             if not a.counts:
-                print(f"[mix] note: {a.stage} has no records (no annotation of its tasks has a "
-                      f"{'/'.join(cfg.mix.stages[a.stage].videos)} duration)", flush=True)
+                log.warning(f"[mix] {a.stage} has no records (no annotation of its tasks has a "
+                            f"{'/'.join(cfg.mix.stages[a.stage].videos)} duration)")
     removed = mix_files.remove_stale(ctx, keep)
     if removed:
-        print(f"[mix] removed {removed} files no configured stage references", flush=True)
+        log.info(f"[mix] removed {removed} files no configured stage references")
     return {"records": counts, "videos": sum(r["videos"] for r in paid),
             "frame_dirs": sum(r["frame_dirs"] for r in paid), "random_init": random_init}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,6 +13,8 @@ from pipeline.ingest.isolated import IsolatedWorker
 from pipeline.ingest.video_record import probe_input
 from pipeline.io import storage
 from schemas import layout, tables
+
+log = logging.getLogger(__name__)
 
 NAME = "probe"
 DESCRIPTION = "hash, probe and check limits of every input; reject what fails; dedup by content"
@@ -26,7 +29,9 @@ def probe_part(unit: tuple[str, list[dict]], ctx: StageContext) -> dict:
         shared = _Serialized(worker)
         rows = list(pool.map(lambda item: probe_input(item, ctx.cfg, shared), items))
     storage.write_parquet(uri, tables.to_table(rows, tables.PROBE_PART))
-    return {"ok": sum(r["ok"] for r in rows), "rejected": sum(not r["ok"] for r in rows)}
+    result = {"ok": sum(r["ok"] for r in rows), "rejected": sum(not r["ok"] for r in rows)}
+    log.debug(f"[probe] {uri.rsplit('/', 1)[-1]}: {result['ok']} accepted, {result['rejected']} rejected")
+    return result
 
 
 class _Serialized:
@@ -53,7 +58,7 @@ def run(ctx: StageContext) -> dict:
         else:
             units.append((manifest.part_uri(ctx, layout.PROBE_PARTS_DIR, part), [by_uri[k] for k in part.keys]))
     if skipped:
-        print(f"[probe] {skipped} inputs already probed (committed parts), {len(crawl_rows) - skipped} to go", flush=True)
+        log.info(f"[probe] {skipped} inputs already probed (committed parts), {len(crawl_rows) - skipped} to go")
     ray_runtime.map_units(NAME, probe_part, units, (ctx,), "inputs",
                           total_items=sum(len(u[1]) for u in units), items_of=lambda u: len(u[1]))
     m = manifest.assemble(ctx)

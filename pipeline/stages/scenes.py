@@ -7,7 +7,7 @@ segments are done and stitches them in order (pipeline.ingest.shots.segments), s
 
 from __future__ import annotations
 
-from pipeline.core import ray_runtime
+from pipeline.core import ray_runtime, tempdirs
 from pipeline.core.context import StageContext, configure_worker
 from pipeline.core.errors import Rejection
 from pipeline.ingest import manifest, scenes
@@ -121,7 +121,7 @@ def segment_tasks(units: list[tuple[str, list[dict]]], ctx: StageContext) -> dic
     """Start a task per segment of every split video; {part uri: its segment ObjectRefs in video order}."""
     import ray
 
-    remote = ray.remote(num_cpus=1, max_retries=2)(scenes_segment)
+    remote = ray.remote(num_cpus=1, max_retries=2)(tempdirs.released(scenes_segment))
     ctx_ref = None
     refs: dict[str, list] = {}
     for uri, videos in units:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 from pipeline.core import orphans, ray_runtime
 from pipeline.core.context import StageContext, configure_worker
+from pipeline.core.errors import Rejection
 from pipeline.ingest import manifest, shard_plan, sharding
 from pipeline.ingest.video_record import local_copy_checked
 from pipeline.io import frames as frame_io
 from pipeline.io import storage
 from schemas import layout, tables
 from schemas import sample as sample_schema
+
+log = logging.getLogger(__name__)
 
 NAME = "shard"
 DESCRIPTION = "WebDataset tars sorted by video_id, committed atomically, with a wids index"
@@ -31,6 +35,7 @@ def write_shard(unit: tuple[int, list[dict], str], ctx: StageContext) -> dict:
     index, videos, digest = unit
     configure_worker(ctx.cfg)
     tar_uri = ctx.uri(layout.shard_path(index))
+    written, rejects = [], []
     with storage.staged_output(tar_uri) as local_tar:
         writer = sharding.SampleWriter(local_tar)
         try:
@@ -38,14 +43,21 @@ def write_shard(unit: tuple[int, list[dict], str], ctx: StageContext) -> dict:
                 doc = manifest.sample_metadata(video)
                 if ctx.cfg.shard.payload == "frames":
                     doc[sample_schema.FRAMES_STAGE_KEY] = ctx.cfg.shard.frames_stage
-                with local_copy_checked(video["source_uri"], video["sha256"], ctx.cfg) as path:
-                    jpegs = _frames_for(path, video, ctx) if ctx.cfg.shard.payload == "frames" else None
-                    writer.add_sample(video["video_id"], video["extension"], path, doc, jpegs)
+                try:
+                    with local_copy_checked(video["source_uri"], video["sha256"], ctx.cfg) as path:
+                        jpegs = _frames_for(path, video, ctx) if ctx.cfg.shard.payload == "frames" else None
+                        writer.add_sample(video["video_id"], video["extension"], path, doc, jpegs)
+                except Rejection as e:  # this input only (gone or changed since probe); storage outages still raise
+                    rejects.append({"video_id": video["video_id"], "reason": e.reason,
+                                    "message": f"cannot read the source for sharding: {e.message}"})
+                    continue
+                written.append(video["video_id"])
         finally:
             writer.close()
         record = {"shard": layout.shard_name(index), "nsamples": writer.count, "filesize": os.path.getsize(local_tar),
-                  "sha256": sharding.file_sha256(local_tar), "video_ids": [v["video_id"] for v in videos],
-                  "content_digest": digest}
+                  "sha256": sharding.file_sha256(local_tar), "video_ids": written, "content_digest": digest}
+        if rejects:  # the planned videos left out; the manifest turns them into reject rows (stage "shard")
+            record[sharding.RECORD_REJECTS] = rejects
     storage.write_bytes(ctx.uri(layout.shard_record_path(index)), json.dumps(record, indent=1).encode())
     return record
 
@@ -54,38 +66,48 @@ def write_partition(part: shard_plan.Partition, ctx: StageContext) -> dict:
     """One Ray task per partition: its shards' manifest rows, and each shard written unless a committed one holds
     exactly them."""
     configure_worker(ctx.cfg)
-    records, rows, written = [], [], 0
+    records, rows, rejects, written = [], [], [], 0
     for index, videos, digest in shard_plan.partition_videos(part, ctx):
         record = manifest.committed_record(ctx, index, digest)
         if record is None:
             record = write_shard((index, videos, digest), ctx)
             written += 1
+        left_out = {r["video_id"]: r for r in record.get(sharding.RECORD_REJECTS, ())}
         for v in videos:
+            r = left_out.get(v["video_id"])
+            if r is not None:  # source gone or changed since probe: a reject row (stage "shard"), as assemble makes
+                rejects.append(manifest.reject_row(v, r["reason"], r["message"], "shard"))
+                continue
             v["shard"] = record["shard"]
-        rows += videos
+            rows.append(v)
         records.append({k: record[k] for k in ("shard", "nsamples", "filesize", "sha256")})
-    return {"records": records, "written": written, "videos": tables.to_table(rows, tables.VIDEOS)}
+    return {"records": records, "written": written, "videos": tables.to_table(rows, tables.VIDEOS),
+            "rejects": rejects}
 
 
 def run(ctx: StageContext) -> dict:
     plan = shard_plan.build(ctx)
     manifest.require_probed(plan)
     if plan.scenes_pending:
-        print(f"[shard] note: {plan.scenes_pending} videos have no scenes yet (run the `scenes` stage to add them)",
-              flush=True)
+        log.info(f"[shard] note: {plan.scenes_pending} videos have no scenes yet (run the `scenes` stage to add them)")
     storage.remove_stale_temporaries(ctx.uri(layout.SHARDS_DIR))
-    records, written = [], 0
+    records, left_out, written = [], [], 0
     with shard_plan.videos_writer(ctx) as videos_out:
         for r in ray_runtime.imap_units(NAME, write_partition, shard_plan.partitions(plan, SHARDS_PER_TASK), (ctx,),
                                         "videos", total_items=plan.videos.num_rows,
                                         items_of=lambda p: p.videos.num_rows):
             videos_out.add(r["videos"])
             records += r["records"]
+            left_out += r["rejects"]
             written += r["written"]
+        shard_plan.add_shard_rejects(plan, left_out)
         shard_plan.reconcile(plan)
     shard_plan.write_rejects(ctx, plan)
     if written < len(records):
-        print(f"[shard] {len(records) - written} shards already committed, {written} written", flush=True)
+        log.info(f"[shard] {len(records) - written} shards already committed, {written} written")
+    if left_out:
+        log.warning(f"[shard] {len(left_out)} videos rejected: their source is gone or changed since probe (see "
+                    f"{layout.MANIFEST_REJECTS}, stage 'shard')")
     index_doc = sharding.wids_index(records)
     storage.write_bytes_if_changed(ctx.uri(layout.SHARD_INDEX), json.dumps(index_doc, indent=1).encode())
     planned = [r["shard"] for r in records]

@@ -4,9 +4,11 @@ non-recursive listings (a frame-payload mixture folder can hold millions of JPEG
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
+from typing import Iterator
 
 import pyarrow as pa
 
@@ -42,11 +44,12 @@ class BuildOutput:
             bucket, prefix = storage.split_s3(uri)
             prefix = prefix.rstrip("/") + "/"
             dirs, files = [], []
-            pages = storage.s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix,
-                                                                                 Delimiter="/")
-            for page in pages:
-                dirs += [p["Prefix"][len(prefix):].rstrip("/") for p in page.get("CommonPrefixes", [])]
-                files += [o["Key"][len(prefix):] for o in page.get("Contents", [])]
+            with storage.s3_operation("ListObjectsV2", f"s3://{bucket}/{prefix}"):
+                pages = storage.s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix,
+                                                                                     Delimiter="/")
+                for page in pages:
+                    dirs += [p["Prefix"][len(prefix):].rstrip("/") for p in page.get("CommonPrefixes", [])]
+                    files += [o["Key"][len(prefix):] for o in page.get("Contents", [])]
         elif os.path.isdir(uri):
             names = os.listdir(uri)
             dirs = [n for n in names if os.path.isdir(os.path.join(uri, n))]
@@ -77,7 +80,7 @@ class BuildOutput:
         """Lines of a text file, streamed (a mixture file can be gigabytes)."""
         uri = self.uri(relative)
         if storage.is_s3(uri):
-            with storage.open_read(uri) as body:
+            with storage.open_read(uri) as body, storage.s3_operation("GetObject", uri):
                 lines = (raw.decode("utf-8") for raw in body.iter_lines(chunk_size=1 << 20))
                 yield from (line for line in lines if line.strip())
             return
@@ -94,13 +97,16 @@ class BuildOutput:
     def arrow_filesystem(self):
         """(pyarrow filesystem, function mapping a relative path to that filesystem's path) for lazy dataset scans.
 
-        S3 goes through pyarrow's own client with the standard AWS credential chain and the configured endpoint."""
+        S3 goes through pyarrow's own client with the standard AWS credential chain, the configured endpoint and the
+        configured timeouts and attempts (storage.s3_*), so a hanging endpoint fails as it does for boto3."""
         from pyarrow import fs
 
         if not storage.is_s3(self.root):
             return fs.LocalFileSystem(), self.uri
-        endpoint = storage.settings().endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
-        kwargs = {}
+        st = storage.settings()
+        endpoint = st.endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
+        kwargs = {"connect_timeout": st.connect_timeout_s, "request_timeout": st.read_timeout_s,
+                  "retry_strategy": fs.AwsStandardS3RetryStrategy(max_attempts=st.max_attempts)}
         if endpoint:
             scheme, sep, host = endpoint.partition("://")
             kwargs["endpoint_override"] = host.rstrip("/") if sep else endpoint
@@ -110,3 +116,21 @@ class BuildOutput:
         if region:
             kwargs["region"] = region
         return fs.S3FileSystem(**kwargs), lambda relative: self.uri(relative)[len("s3://"):]
+
+
+@contextlib.contextmanager
+def arrow_s3_operation(operation: str, uri: str) -> Iterator[None]:
+    """Like storage.s3_operation for reads through pyarrow's own S3 client (dataset scans): its network failures
+    (an OSError naming an AWS network or timeout error) become StorageUnavailable; other errors pass through."""
+    try:
+        yield
+    except OSError as e:
+        text = str(e)
+        if storage.is_s3(uri) and "AWS Error" in text and any(m in text for m in ARROW_NETWORK_MARKERS):
+            raise storage.StorageUnavailable(storage.settings().endpoint_url or "(AWS default endpoint)", operation,
+                                             uri, text.splitlines()[0]) from None
+        raise
+
+
+ARROW_NETWORK_MARKERS = ("NETWORK_CONNECTION", "REQUEST_TIMEOUT", "SLOW_DOWN", "SERVICE_UNAVAILABLE", "INTERNAL_FAILURE",
+                         "curlCode", "Timeout", "timed out")

@@ -17,14 +17,15 @@ from pipeline.stats import videos as stats_videos
 from pipeline.stats.annotations import Annotations, read_annotations, read_hico
 from pipeline.stats.mixtures import MixtureStats
 from pipeline.stats.mixtures import collect as collect_mixtures
-from pipeline.stats.sources import BuildOutput
+from pipeline.stats.sources import BuildOutput, arrow_s3_operation
 from schemas import layout, tables
 from schemas import stats as stats_schema
+from schemas.errors import LongVidError
 
 EXAMPLES = 3
 
 
-class StatsMismatch(RuntimeError):
+class StatsMismatch(LongVidError, RuntimeError):
     """The build's counts do not reconcile; the message lists every disagreement and how to fix it."""
 
 
@@ -135,7 +136,8 @@ def compute(out: BuildOutput) -> BuildStats:
         _require(out, rel)
     mismatches: list[str] = []
     crawl = out.read_table(layout.MANIFEST_CRAWL, columns=["source_uri"])["source_uri"]
-    video_table = stats_videos.read_manifest_videos(out)
+    with arrow_s3_operation("GetObject", out.uri(layout.MANIFEST_VIDEOS)):  # pyarrow's own S3 client
+        video_table = stats_videos.read_manifest_videos(out)
     accepted_ids = video_table["video_id"].combine_chunks()
     rejects = out.read_table(layout.MANIFEST_REJECTS, columns=["source_uri", "reason", "stage", "bytes"])
     _reconcile_inputs(crawl, video_table["source_uri"], rejects["source_uri"], mismatches)
