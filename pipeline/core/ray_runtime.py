@@ -102,7 +102,7 @@ def imap_units(stage: str, fn: Callable[..., dict], units: Iterable[Any], shared
     yielded in unit order: the driver holds only the units and results in flight."""
     import ray
 
-    remote = ray.remote(num_cpus=num_cpus, max_retries=2)(fn)
+    remote = ray.remote(num_cpus=num_cpus, max_retries=2)(tempdirs.released(fn))
     shared_refs = tuple(ray.put(a) for a in shared_args)
     window = max(2, int(ray.cluster_resources().get("CPU", 1)) * 2)
     progress = Progress(stage, total_items, unit)
