@@ -67,7 +67,6 @@ from annotators.backends.base import GenerationParams, Request  # noqa: E402
 from pipeline import synthetic  # noqa: E402
 from pipeline.core import runner  # noqa: E402
 from pipeline.core.context import StageContext  # noqa: E402
-from pipeline.ingest import manifest  # noqa: E402
 from pipeline.stages import annotate as annotate_stage  # noqa: E402
 from schemas import config as config_schema  # noqa: E402
 
@@ -410,7 +409,7 @@ def measure_pipeline(plan: Plan, work: str, quick: bool) -> tuple[list[list[str]
         cfg = pipeline_config(sources, out, backend, quick)
         # the units the stage would run, taken before it runs (afterwards they are all committed)
         ctx = StageContext(cfg)
-        _, todo = annotate_stage._units(ctx, manifest.assemble(ctx))
+        _, todo = annotate_stage._units(ctx)
 
         t0 = time.monotonic()
         stage_result = runner.run_build(cfg, stage_names=["annotate"], quiet=True)["stages"]["annotate"]

@@ -179,8 +179,20 @@ class HicoReader:
         )
 
 
-def index_bytes(segments: list[dict]) -> bytes:
+INDEX_ORDER = [("video_id", "ascending"), ("file", "ascending"), ("row_group", "ascending")]
+
+
+def index_table(segments: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(segments, schema=tables.HICO_INDEX)
+
+
+def index_bytes_of(parts: list[pa.Table]) -> bytes:
+    """The index file of some index_table parts: their rows in (video_id, file, row_group) order."""
+    table = pa.concat_tables([tables.empty(tables.HICO_INDEX), *parts])
     buf = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(sorted(segments, key=lambda s: (s["video_id"], s["file"], s["row_group"])),
-                                        schema=tables.HICO_INDEX), buf, compression="zstd")
+    pq.write_table(table.sort_by(INDEX_ORDER).combine_chunks(), buf, compression="zstd")
     return buf.getvalue()
+
+
+def index_bytes(segments: list[dict]) -> bytes:
+    return index_bytes_of([index_table(segments)])

@@ -301,3 +301,28 @@ def test_members_pointing_at_missing_annotation_rows_are_named(annotated_build, 
     message = str(err.value)
     assert "mixtures/stage3/members.parquet: 1 rows point at annotation rows that do not exist" in message
     assert f"{table}/{stem}:999999" in message
+
+
+def test_members_streamed_in_small_batches_give_the_same_tables(annotated_build, mixed, tmp_path, monkeypatch):
+    """members.parquet is read in batches and aggregated a task at a time: batches that cut tasks and records
+    change no byte of the stats tables; a file not in (task, record_id, turn) order is named."""
+    import pyarrow.compute as pc
+
+    from pipeline.stats import mixtures
+
+    out = tmp_path / "out"
+    shutil.copytree(mixed[0], out)
+    before = _snapshot(out)
+    monkeypatch.setattr(mixtures, "MEMBER_BATCH_ROWS", 3)
+    runner.run_build(config(annotated_build, out), ["stats"], quiet=True)
+    assert _snapshot(out) == before
+
+    path = out / layout.mixture_members_path("stage3")
+    members = pq.read_table(path)
+    assert len(pc.unique(members["task"])) > 1
+    n = members.num_rows
+    interleaved = [i for pair in zip(range(n), range(n - 1, -1, -1)) for i in pair][:n]  # first, last, second, ...
+    pq.write_table(members.take(interleaved), path)
+    with pytest.raises(StatsMismatch) as err:
+        runner.run_build(config(annotated_build, out), ["stats"], quiet=True)
+    assert "mixtures/stage3/members.parquet is not in (task, record_id, turn) order" in str(err.value)

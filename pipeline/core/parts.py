@@ -25,12 +25,24 @@ def settings_digest(settings: Any) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _part_name(index: int, salt: str, chunk: Sequence[str]) -> str:
+    return layout.part_name(index, hashlib.sha256((salt + "\n" + "\n".join(chunk)).encode()).hexdigest())
+
+
 def plan_parts(keys: Sequence[str], part_size: int, settings: Any) -> list[Part]:
     keys = sorted(keys)
     salt = settings_digest(settings)
     parts = []
     for i, start in enumerate(range(0, len(keys), part_size)):
         chunk = tuple(keys[start:start + part_size])
-        digest = hashlib.sha256((salt + "\n" + "\n".join(chunk)).encode()).hexdigest()
-        parts.append(Part(i, layout.part_name(i, digest), chunk))
+        parts.append(Part(i, _part_name(i, salt, chunk), chunk))
     return parts
+
+
+def part_spans(sorted_keys, part_size: int, settings: Any) -> list[tuple[str, int, int]]:
+    """(name, start, stop) of the parts `plan_parts` would make of the keys of a sorted Arrow string array: the same
+    names, without a Python string per key (one part's keys at a time)."""
+    salt = settings_digest(settings)
+    return [(_part_name(i, salt, sorted_keys.slice(start, part_size).to_pylist()), start,
+             min(start + part_size, len(sorted_keys)))
+            for i, start in enumerate(range(0, len(sorted_keys), part_size))]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Callable, Iterable, Sequence
+from collections import deque
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from pipeline.core import log, tempdirs
 from pipeline.core.progress import Progress
@@ -93,6 +94,33 @@ def map_units(stage: str, fn: Callable[..., dict], units: Sequence[Any], shared_
             progress.advance(items_of(units[i]))
     progress.finish()
     return results  # type: ignore[return-value]
+
+
+def imap_units(stage: str, fn: Callable[..., dict], units: Iterable[Any], shared_args: tuple, unit: str,
+               total_items: int, items_of: Callable[[Any], int] = lambda u: 1, num_cpus: float = 1) -> Iterator[dict]:
+    """`map_units` over units read as they are submitted, at most twice the cluster's CPUs in flight, results
+    yielded in unit order: the driver holds only the units and results in flight."""
+    import ray
+
+    remote = ray.remote(num_cpus=num_cpus, max_retries=2)(tempdirs.released(fn))
+    shared_refs = tuple(ray.put(a) for a in shared_args)
+    window = max(2, int(ray.cluster_resources().get("CPU", 1)) * 2)
+    progress = Progress(stage, total_items, unit)
+    pending: deque = deque()
+
+    def oldest() -> dict:
+        ref, items = pending.popleft()
+        result = ray.get(ref)
+        progress.advance(items)
+        return result
+
+    for u in units:
+        pending.append((remote.remote(u, *shared_refs), items_of(u)))
+        if len(pending) >= window:
+            yield oldest()
+    while pending:
+        yield oldest()
+    progress.finish()
 
 
 def flatten(results: Iterable[dict], key: str) -> list:

@@ -48,7 +48,9 @@ def _run_stages(cfg: BuildConfig, names: list[str], start: float, quiet: bool) -
         results[name] = stage.run(ctx)
         log.info(f"[{name}] done in {time.monotonic() - t0:.1f} s: {results[name]}")
     result = {"stages": results}
-    stats = summary.summarize_persisted(cfg.out) if set(names) <= MANIFEST_READERS else None
+    writers = [n for n in names if n not in MANIFEST_READERS]
+    # after the `shard` stage, the last to write it, the persisted manifest is current
+    stats = summary.summarize_persisted(cfg.out) if not writers or writers[-1] == "shard" else None
     if stats is not None:  # the stages run read the manifest the `shard` stage persisted and changed nothing in it
         summary.write(cfg.out, stats)
     elif storage.exists(ctx.uri(layout.MANIFEST_CRAWL)):

@@ -10,8 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from pipeline import sampling
-from pipeline.core import parts
-from pipeline.core.committed import committed_record
+from pipeline.core import committed, parts
 from pipeline.core.context import StageContext, StageInputMissing
 from pipeline.ingest import sharding
 from pipeline.io import storage
@@ -94,7 +93,7 @@ class Manifest:
         return dict(sorted(Counter(r["reason"] for r in self.rejects).items()))
 
 
-def _reject(row: dict, reason: str, message: str, stage: str, duplicate_of: str | None = None) -> dict:
+def reject_row(row: dict, reason: str, message: str, stage: str, duplicate_of: str | None = None) -> dict:
     return {"source_uri": row["source_uri"], "source": row.get("source"), "source_metadata": row.get("source_metadata"),
             "reason": reason, "message": message, "duplicate_of": duplicate_of, "sha256": row.get("sha256"),
             "bytes": row.get("bytes"), "stage": stage}
@@ -108,7 +107,7 @@ def _dedup(probed_ok: list[dict]) -> tuple[list[dict], list[dict]]:
         if first is None:
             kept[row["sha256"]] = row
         else:
-            rejects.append(_reject(row, reasons.DUPLICATE, f"same bytes as {first['source_uri']} "
+            rejects.append(reject_row(row, reasons.DUPLICATE, f"same bytes as {first['source_uri']} "
                                    f"(kept as video_id {first['video_id']})", "dedup", first["video_id"]))
     return sorted(kept.values(), key=lambda r: r["video_id"]), rejects
 
@@ -123,7 +122,7 @@ def assemble(ctx: StageContext) -> Manifest:
             probed.extend(read_part(*committed[part.name]))
         else:
             m.probe_pending += len(part.keys)
-    m.rejects = [_reject(r, r["reason"], r["message"], "probe") for r in probed if not r["ok"]]
+    m.rejects = [reject_row(r, r["reason"], r["message"], "probe") for r in probed if not r["ok"]]
     accepted, duplicates = _dedup([r for r in probed if r["ok"]])
     m.rejects += duplicates
     m.candidates = accepted
@@ -140,7 +139,7 @@ def assemble(ctx: StageContext) -> Manifest:
     for row in accepted:
         scene_row = scenes_by_id.get(row["video_id"])
         if scene_row is not None and not scene_row["ok"]:
-            m.rejects.append(_reject(row, scene_row["reason"], scene_row["message"], "scenes"))
+            m.rejects.append(reject_row(row, scene_row["reason"], scene_row["message"], "scenes"))
             continue
         video = {name: row.get(name) for name in tables.VIDEOS.names}
         video["scenes"] = scene_row["scenes"] if scene_row else None
@@ -161,9 +160,10 @@ def payload_settings(ctx: StageContext) -> dict:
     return settings
 
 
-def _committed_record(ctx: StageContext, index: int, digest: str) -> dict | None:
-    return committed_record(ctx.uri(layout.shard_record_path(index)), digest, [ctx.uri(layout.shard_path(index))],
-                            key="content_digest")
+def committed_record(ctx: StageContext, index: int, digest: str) -> dict | None:
+    """The shard's committed record when its tar and record exist and the record names `digest`; else None."""
+    return committed.committed_record(ctx.uri(layout.shard_record_path(index)), digest,
+                                      [ctx.uri(layout.shard_path(index))], key="content_digest")
 
 
 def _plan_shards(ctx: StageContext, m: Manifest) -> None:
@@ -172,7 +172,7 @@ def _plan_shards(ctx: StageContext, m: Manifest) -> None:
     settings = payload_settings(ctx)
     for plan in sharding.assign(m.videos, sh.target_bytes, sh.max_samples, sh.payload, sh.frames_stage):
         digest = sharding.content_digest([sample_metadata(v) for v in plan.videos], settings)
-        record = _committed_record(ctx, plan.index, digest)
+        record = committed_record(ctx, plan.index, digest)
         if record is not None:
             _drop_shard_rejects(m, plan, record)
             for v in plan.videos:
@@ -189,7 +189,7 @@ def _drop_shard_rejects(m: Manifest, plan: sharding.ShardPlan, record: dict) -> 
     for v in plan.videos:
         r = rejected.get(v["video_id"])
         if r is not None:
-            m.rejects.append(_reject(v, r["reason"], r["message"], "shard"))
+            m.rejects.append(reject_row(v, r["reason"], r["message"], "shard"))
     plan.videos = [v for v in plan.videos if v["video_id"] not in rejected]
     m.videos = [v for v in m.videos if v["video_id"] not in rejected]
     m.rejects.sort(key=lambda r: r["source_uri"])

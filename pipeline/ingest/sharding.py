@@ -40,20 +40,28 @@ def estimated_bytes(video: dict, payload: str, frames_stage: str) -> int:
     return n
 
 
+def spans(sizes: Iterable[int], target_bytes: int, max_samples: int) -> list[tuple[int, int]]:
+    """(start, stop) of each shard over items in key order with these estimated sizes: a shard is closed before the
+    item that would take it over `target_bytes` or `max_samples` (an item larger than the target gets its own)."""
+    out: list[tuple[int, int]] = []
+    start = stop = total = 0
+    for stop, size in enumerate(sizes):
+        if stop > start and (total + size > target_bytes or stop - start >= max_samples):
+            out.append((start, stop))
+            start, total = stop, 0
+        total += size
+        stop += 1
+    if stop > start:
+        out.append((start, stop))
+    return out
+
+
 def assign(videos: Iterable[dict], target_bytes: int, max_samples: int, payload: str = "video",
            frames_stage: str = "stage3") -> list[ShardPlan]:
-    shards: list[ShardPlan] = []
-    current = ShardPlan(0)
-    for video in sorted(videos, key=lambda v: v["video_id"]):
-        size = estimated_bytes(video, payload, frames_stage)
-        if current.videos and (current.est_bytes + size > target_bytes or len(current.videos) >= max_samples):
-            shards.append(current)
-            current = ShardPlan(current.index + 1)
-        current.videos.append(video)
-        current.est_bytes += size
-    if current.videos:
-        shards.append(current)
-    return shards
+    ordered = sorted(videos, key=lambda v: v["video_id"])
+    sizes = [estimated_bytes(v, payload, frames_stage) for v in ordered]
+    return [ShardPlan(k, ordered[a:b], sum(sizes[a:b]))
+            for k, (a, b) in enumerate(spans(sizes, target_bytes, max_samples))]
 
 
 def canonical_json(doc: dict) -> bytes:

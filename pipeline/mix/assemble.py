@@ -31,9 +31,7 @@ MANIFEST_COLUMNS = ["video_id", "extension", "shard", "reader_num_frames", "read
 
 
 def _open_parquet(ctx: StageContext, relative: str) -> pq.ParquetFile:
-    """A ParquetFile read lazily (ranged reads on S3), so only the row groups being consumed are in memory."""
-    filesystem, path_of = BuildOutput(ctx.out).arrow_filesystem()
-    return pq.ParquetFile(filesystem.open_input_file(path_of(relative)))
+    return BuildOutput(ctx.out).open_parquet(relative)
 
 
 def _committed_annotations(ctx: StageContext) -> dict[str, set[str]]:

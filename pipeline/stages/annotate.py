@@ -16,9 +16,9 @@ import shutil
 
 from pipeline.core import orphans, tempdirs
 from pipeline.core.committed import committed_record
-from pipeline.core.context import StageContext, StageInputMissing, configure_worker
+from pipeline.core.context import StageContext, configure_worker
 from pipeline.core.parts import settings_digest
-from pipeline.ingest import manifest, sharding
+from pipeline.ingest import sharded_videos, sharding
 from pipeline.io import frames as frame_io
 from pipeline.io import storage
 from schemas import layout, tables
@@ -44,11 +44,11 @@ def tiny_model_name(backend: str) -> str:
 def model_digest(cfg: BuildConfig) -> str:
     """What resume keys annotations on: the checkpoint's weights content hash (cached per machine), so fine-tuned
     weights with the same file names and shapes are annotated again."""
-    from compressors.weights_hash import directory_sha256
-
     a = cfg.annotate
     if a.tiny_demo_model:
         return tiny_model_name(a.backend)
+    from compressors.weights_hash import directory_sha256  # imports torch (the compressors package): only when needed
+
     return directory_sha256(a.checkpoint)
 
 
@@ -66,9 +66,10 @@ def decode_unit(batch: dict, cfg: BuildConfig) -> dict:
         reader = _hico_reader(cfg, unit)
         tmp = tempdirs.mkdtemp(prefix="longvid-annotate-")
         try:
-            paths = sharding.extract_videos(unit["shard_uri"], unit["videos"], tmp)
+            videos = unit_videos(sharded_videos.read_shard(cfg.out, unit["shard"], MANIFEST_COLUMNS))
+            paths = sharding.extract_videos(unit["shard_uri"], videos, tmp)
             inputs = []
-            for v in unit["videos"]:
+            for v in videos:
                 windows = caption_windows(v["scenes"] or [], v["duration_s"], a.min_window_s, a.max_window_s)
                 indices = [window_frames(w, v["vlen"], v["fps"], n_frames) for w in windows]
                 decoded = frame_io.read_frames(paths[v["video_id"]], [i for idx in indices for i in idx])
@@ -166,6 +167,9 @@ def _build_tiny(backend: str, directory: str) -> str:
     return build_tiny_checkpoint(directory, seed=TINY_SEED) or directory
 
 
+MANIFEST_COLUMNS = ["video_id", "extension", "duration_s", "scenes", "reader_num_frames", "reader_fps"]
+
+
 def unit_videos(videos: list[dict]) -> list[dict]:
     """What the annotate stage needs of a shard's manifest rows (and what its digest covers)."""
     return [{"video_id": v["video_id"], "extension": v["extension"], "duration_s": v["duration_s"],
@@ -182,34 +186,32 @@ def unit_digest(ctx: StageContext, shard_sha256: str, videos: list[dict], hico_d
                             "videos": videos})
 
 
-def _units(ctx: StageContext, m: manifest.Manifest) -> tuple[list[dict], list[dict]]:
+def _units(ctx: StageContext) -> tuple[list[dict], list[dict]]:
+    """The committed records and the units to annotate, planned a shard at a time; a unit names its shard, and its
+    decode task reads the shard's rows itself, so the driver never holds every video's scenes."""
     cfg = ctx.cfg
     a = cfg.annotate
     model = model_digest(cfg)
     hico_stage_uri = ctx.uri(layout.hico_dir(cfg.hico.stage))
     has_hico = a.backend == "hico_mllm" and storage.exists(ctx.uri(layout.hico_index_path(cfg.hico.stage)))
     committed, todo = [], []
-    for planned in m.shards:
-        if planned.record is None:
-            raise StageInputMissing(f"shard {planned.plan.name} is not committed: run the `shard` stage first")
-        videos = unit_videos(planned.plan.videos)
-        name = planned.plan.name
+    for shard, rows in sharded_videos.iter_shards(ctx, MANIFEST_COLUMNS):
+        name = shard.name
         hico_digest, hico_random = None, False
         if has_hico:
             rec = ctx.uri(layout.hico_record_path(cfg.hico.stage, name))
             if storage.exists(rec):
                 hico_record = json.loads(storage.read_bytes(rec))
                 hico_digest, hico_random = hico_record.get("digest"), bool(hico_record.get("random_init"))
-        digest = unit_digest(ctx, planned.record["sha256"], videos, hico_digest, model)
+        digest = unit_digest(ctx, shard.sha256, unit_videos(rows.to_pylist()), hico_digest, model)
         out_uris = {t: ctx.uri(layout.annotation_path(t, name)) for t in TABLE_SCHEMAS}
         record_uri = ctx.uri(layout.annotation_record_path(name))
         record = committed_record(record_uri, digest, out_uris.values())
         if record is not None:
             committed.append(record)
             continue
-        todo.append({"shard": name, "shard_uri": ctx.uri(layout.shard_path(planned.plan.index)), "videos": videos,
-                     "digest": digest, "out_uris": out_uris, "record_uri": record_uri,
-                     "hico_uri": hico_stage_uri if hico_digest else None,
+        todo.append({"shard": name, "shard_uri": shard.uri, "digest": digest, "out_uris": out_uris,
+                     "record_uri": record_uri, "hico_uri": hico_stage_uri if hico_digest else None,
                      "hico_random_init": hico_random and a.backend == "hico_mllm"})
     return committed, todo
 
@@ -217,7 +219,7 @@ def _units(ctx: StageContext, m: manifest.Manifest) -> tuple[list[dict], list[di
 QVH_COLUMNS = ["video_id", "query", "start_s", "end_s", "duration_s"]
 
 
-def _write_qvhighlights(ctx: StageContext, m: manifest.Manifest) -> None:
+def _write_qvhighlights(ctx: StageContext, shards: list[str]) -> None:
     """The QVHighlights export, streamed shard by shard into a local file and committed when it changed. Shards hold
     consecutive video_id ranges, so rows sorted within each shard are sorted over the whole build."""
     from annotators.grounding import qvhighlights_record
@@ -225,8 +227,8 @@ def _write_qvhighlights(ctx: StageContext, m: manifest.Manifest) -> None:
     qid = 0
     with storage.local_output_if_changed(ctx.uri(layout.GROUNDING_QVH)) as path, open(path, "w",
                                                                                      encoding="utf-8") as f:
-        for planned in m.shards:
-            uri = ctx.uri(layout.annotation_path("grounding", planned.plan.name))
+        for name in shards:
+            uri = ctx.uri(layout.annotation_path("grounding", name))
             if not storage.exists(uri):
                 continue
             rows = storage.read_parquet(uri, columns=QVH_COLUMNS).to_pylist()
@@ -243,9 +245,7 @@ def run(ctx: StageContext) -> dict:
     from pipeline.stages.hico import resolve_gpus
 
     cfg = ctx.cfg
-    m = manifest.assemble(ctx)
-    manifest.require_probed(m)
-    committed, todo = _units(ctx, m)
+    committed, todo = _units(ctx)
     if committed:
         log.info(f"[annotate] {len(committed)} shards already annotated, {len(todo)} to go")
     records = list(committed)
@@ -268,8 +268,8 @@ def run(ctx: StageContext) -> dict:
                             compute=ray.data.ActorPoolStrategy(size=cfg.annotate.pool_size), num_gpus=gpus,
                             num_cpus=1)
         records += [json.loads(r["record"]) for r in ds.take_all()]
-    _write_qvhighlights(ctx, m)
-    planned = [s.plan.name for s in m.shards]
+    planned = sharded_videos.shard_names(ctx)
+    _write_qvhighlights(ctx, planned)
     removed = orphans.remove_unplanned(ctx, layout.ANNOTATION_RECORDS_DIR, ".json", planned)
     for table in TABLE_SCHEMAS:
         removed += orphans.remove_unplanned(ctx, layout.annotation_dir(table), ".parquet", planned)

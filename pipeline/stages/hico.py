@@ -9,12 +9,13 @@ import logging
 import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator
 
 from pipeline.core import orphans, tempdirs
 from pipeline.core.committed import committed_record
 from pipeline.core.context import StageContext, StageInputMissing, configure_worker
 from pipeline.core.parts import settings_digest
-from pipeline.ingest import manifest, sharding
+from pipeline.ingest import sharded_videos, sharding
 from pipeline.io import frames as frame_io
 from pipeline.io import storage
 from schemas import layout
@@ -86,7 +87,8 @@ class HicoShardEncoder:
         stage = self.cfg.hico.stage
         tmp = tempdirs.mkdtemp(prefix="longvid-hico-")
         try:
-            videos = unit["videos"]
+            videos = shard_videos(sharded_videos.read_shard(self.cfg.out, unit["shard"], MANIFEST_COLUMNS), stage,
+                                  self.cfg)
             paths = sharding.extract_videos(unit["shard_uri"], videos, tmp)
 
             def decode(v: dict):
@@ -119,46 +121,77 @@ class HicoShardEncoder:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _units(ctx: StageContext, m: manifest.Manifest, weights: str) -> tuple[list[dict], list[dict]]:
+MANIFEST_COLUMNS = ["video_id", "extension", "reader_fps", "sampling"]
+
+
+def shard_videos(rows: list[dict], stage: str, cfg: BuildConfig) -> list[dict]:
+    """What encoding needs of a shard's manifest rows (and what its digest covers): the stage's sampled frames."""
+    videos = []
+    for v in rows:
+        plan = next((p for p in v["sampling"] or [] if p["stage"] == stage), None)
+        st = cfg.sampling.stages.get(stage)
+        if plan is None or st is None or (plan["sample"], plan["min_frames"], plan["max_frames"],
+                                          plan["resolution"]) != (st.sample, st.min_frames, st.max_frames,
+                                                                  st.resolution):
+            raise StageInputMissing(f"the manifest's {stage} sampling plan of video {v['video_id']} does not match "
+                                    f"sampling.stages.{stage}: run the `shard` stage first")
+        videos.append({"video_id": v["video_id"], "extension": v["extension"], "fps": v["reader_fps"],
+                       "frame_indices": plan["frame_indices"], "timestamps_s": plan["timestamps_s"],
+                       "resolution": plan["resolution"]})
+    return videos
+
+
+def _units(ctx: StageContext, weights: str) -> Iterator[tuple[dict | None, dict | None]]:
+    """(committed record, None) or (None, unit to encode) per shard, a shard at a time; a unit names its shard, and
+    the encoder reads the shard's rows itself, so the driver never holds every video's frame lists."""
     h = ctx.cfg.hico
-    committed, todo = [], []
-    for planned in m.shards:
-        if planned.record is None:
-            raise StageInputMissing(f"shard {planned.plan.name} is not committed: run the `shard` stage first")
-        if not planned.plan.videos:  # every video of the shard was rejected while sharding
-            continue
-        videos = []
-        for v in planned.plan.videos:
-            plan = next(p for p in v["sampling"] if p["stage"] == h.stage)
-            videos.append({"video_id": v["video_id"], "extension": v["extension"], "fps": v["reader_fps"],
-                           "frame_indices": plan["frame_indices"], "timestamps_s": plan["timestamps_s"],
-                           "resolution": plan["resolution"]})
-        settings = {"shard_sha256": planned.record["sha256"], "weights": weights, "preset": h.encoder.preset,
+    for shard, rows in sharded_videos.iter_shards(ctx, MANIFEST_COLUMNS):
+        videos = shard_videos(rows.to_pylist(), h.stage, ctx.cfg)
+        settings = {"shard_sha256": shard.sha256, "weights": weights, "preset": h.encoder.preset,
                     "tokens_per_frame": h.tokens_per_frame, "merge_dtype": h.merge_dtype, "resize": h.resize,
                     "videos": videos}
         digest = settings_digest(settings)
-        name = planned.plan.name
-        record_uri = ctx.uri(layout.hico_record_path(h.stage, name))
-        out_uri = ctx.uri(layout.hico_part_path(h.stage, name))
+        record_uri = ctx.uri(layout.hico_record_path(h.stage, shard.name))
+        out_uri = ctx.uri(layout.hico_part_path(h.stage, shard.name))
         record = committed_record(record_uri, digest, [out_uri])
         if record is not None:
-            committed.append(record)
+            yield record, None
             continue
-        todo.append({"shard": name, "shard_uri": ctx.uri(layout.shard_path(planned.plan.index)), "out_uri": out_uri,
-                     "record_uri": record_uri, "digest": digest, "videos": videos})
-    return committed, todo
+        yield None, {"shard": shard.name, "shard_uri": shard.uri, "out_uri": out_uri, "record_uri": record_uri,
+                     "digest": digest}
+
+
+class _Index:
+    """The HiCo index's rows, kept as Arrow tables (a record's segments are converted as it arrives)."""
+
+    def __init__(self):
+        self.parts: list = []
+        self.shards = self.clips = 0
+        self.random_init = False
+
+    def add(self, record: dict) -> None:
+        from compressors import token_store
+
+        self.parts.append(token_store.index_table(record["segments"]))
+        self.shards += 1
+        self.clips += record["clips"]
+        self.random_init = self.random_init or bool(record["random_init"])
 
 
 def run(ctx: StageContext) -> dict:
     import ray
 
+    from compressors import token_store
+
     cfg = ctx.cfg
-    m = manifest.assemble(ctx)
-    manifest.require_probed(m)
-    committed, todo = _units(ctx, m, weights_digest(cfg))
-    if committed:
-        log.info(f"[hico] {len(committed)} shards already encoded, {len(todo)} to go")
-    records = list(committed)
+    index, todo = _Index(), []
+    for record, unit in _units(ctx, weights_digest(cfg)):
+        if record is not None:
+            index.add(record)
+        else:
+            todo.append(unit)
+    if index.shards:
+        log.info(f"[hico] {index.shards} shards already encoded, {len(todo)} to go")
     if todo:
         gpus, device = resolve_device(cfg)
         if cfg.hico.encoder.allow_random_init and not cfg.hico.encoder.checkpoint:
@@ -168,13 +201,11 @@ def run(ctx: StageContext) -> dict:
         ds = ds.map_batches(HicoShardEncoder, fn_constructor_kwargs={"cfg": cfg, "device": device}, batch_size=1,
                             compute=ray.data.ActorPoolStrategy(size=cfg.hico.pool_size), num_gpus=gpus,
                             num_cpus=1)
-        records += [json.loads(r["record"]) for r in ds.take_all()]
-    from compressors import token_store
-
-    segments = [s for r in sorted(records, key=lambda r: r["shard"]) for s in r["segments"]]
-    storage.write_bytes_if_changed(ctx.uri(layout.hico_index_path(cfg.hico.stage)), token_store.index_bytes(segments))
-    planned = [s.plan.name for s in m.shards]
+        for row in ds.iter_rows():
+            index.add(json.loads(row["record"]))
+    storage.write_bytes_if_changed(ctx.uri(layout.hico_index_path(cfg.hico.stage)),
+                                   token_store.index_bytes_of(index.parts))
+    planned = sharded_videos.shard_names(ctx)
     orphans.report(NAME, orphans.remove_unplanned(ctx, layout.hico_dir(cfg.hico.stage), ".parquet", planned)
                    + orphans.remove_unplanned(ctx, layout.hico_records_dir(cfg.hico.stage), ".json", planned))
-    return {"shards": len(records), "clips": sum(r["clips"] for r in records),
-            "random_init": any(r["random_init"] for r in records)}
+    return {"shards": index.shards, "clips": index.clips, "random_init": index.random_init}

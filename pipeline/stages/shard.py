@@ -9,17 +9,18 @@ import os
 from pipeline.core import orphans, ray_runtime
 from pipeline.core.context import StageContext, configure_worker
 from pipeline.core.errors import Rejection
-from pipeline.ingest import manifest, sharding
+from pipeline.ingest import manifest, shard_plan, sharding
 from pipeline.ingest.video_record import local_copy_checked
 from pipeline.io import frames as frame_io
 from pipeline.io import storage
-from schemas import hashing, layout
+from schemas import hashing, layout, tables
 from schemas import sample as sample_schema
 
 log = logging.getLogger(__name__)
 
 NAME = "shard"
 DESCRIPTION = "WebDataset tars sorted by video_id, committed atomically, with a wids index"
+SHARDS_PER_TASK = 1  # a shard's tar is the unit of work; the plan reaches the tasks a partition at a time
 
 
 def _frames_for(path: str, video: dict, ctx: StageContext) -> list[bytes]:
@@ -61,28 +62,56 @@ def write_shard(unit: tuple[int, list[dict], str], ctx: StageContext) -> dict:
     return record
 
 
+def write_partition(part: shard_plan.Partition, ctx: StageContext) -> dict:
+    """One Ray task per partition: its shards' manifest rows, and each shard written unless a committed one holds
+    exactly them."""
+    configure_worker(ctx.cfg)
+    records, rows, rejects, written = [], [], [], 0
+    for index, videos, digest in shard_plan.partition_videos(part, ctx):
+        record = manifest.committed_record(ctx, index, digest)
+        if record is None:
+            record = write_shard((index, videos, digest), ctx)
+            written += 1
+        left_out = {r["video_id"]: r for r in record.get(sharding.RECORD_REJECTS, ())}
+        for v in videos:
+            r = left_out.get(v["video_id"])
+            if r is not None:  # source gone or changed since probe: a reject row (stage "shard"), as assemble makes
+                rejects.append(manifest.reject_row(v, r["reason"], r["message"], "shard"))
+                continue
+            v["shard"] = record["shard"]
+            rows.append(v)
+        records.append({k: record[k] for k in ("shard", "nsamples", "filesize", "sha256")})
+    return {"records": records, "written": written, "videos": tables.to_table(rows, tables.VIDEOS),
+            "rejects": rejects}
+
+
 def run(ctx: StageContext) -> dict:
-    m = manifest.assemble(ctx)
-    manifest.require_probed(m)
-    if m.scenes_pending:
-        log.info(f"[shard] note: {m.scenes_pending} videos have no scenes yet (run the `scenes` stage to add them)")
-    records = [s.record for s in m.shards if s.record is not None]
-    units = [(s.plan.index, s.plan.videos, s.digest) for s in m.shards if s.record is None]
-    if records:
-        log.info(f"[shard] {len(records)} shards already committed, {len(units)} to write")
+    plan = shard_plan.build(ctx)
+    manifest.require_probed(plan)
+    if plan.scenes_pending:
+        log.info(f"[shard] note: {plan.scenes_pending} videos have no scenes yet (run the `scenes` stage to add them)")
     storage.remove_stale_temporaries(ctx.uri(layout.SHARDS_DIR))
-    records += ray_runtime.map_units(NAME, write_shard, units, (ctx,), "videos",
-                                     total_items=sum(len(u[1]) for u in units), items_of=lambda u: len(u[1]))
-    records.sort(key=lambda r: r["shard"])
-    left_out = sum(len(r.get(sharding.RECORD_REJECTS, ())) for r in records)
+    records, left_out, written = [], [], 0
+    with shard_plan.videos_writer(ctx) as videos_out:
+        for r in ray_runtime.imap_units(NAME, write_partition, shard_plan.partitions(plan, SHARDS_PER_TASK), (ctx,),
+                                        "videos", total_items=plan.videos.num_rows,
+                                        items_of=lambda p: p.videos.num_rows):
+            videos_out.add(r["videos"])
+            records += r["records"]
+            left_out += r["rejects"]
+            written += r["written"]
+        shard_plan.add_shard_rejects(plan, left_out)
+        shard_plan.reconcile(plan)
+    shard_plan.write_rejects(ctx, plan)
+    if written < len(records):
+        log.info(f"[shard] {len(records) - written} shards already committed, {written} written")
     if left_out:
-        log.warning(f"[shard] {left_out} videos rejected: their source is gone or changed since probe (see "
+        log.warning(f"[shard] {len(left_out)} videos rejected: their source is gone or changed since probe (see "
                     f"{layout.MANIFEST_REJECTS}, stage 'shard')")
     index_doc = sharding.wids_index(records)
     storage.write_bytes_if_changed(ctx.uri(layout.SHARD_INDEX), json.dumps(index_doc, indent=1).encode())
-    planned = [s.plan.name for s in m.shards]
+    planned = [r["shard"] for r in records]
     orphans.report(NAME, orphans.remove_unplanned(ctx, layout.SHARDS_DIR, ".tar", planned)
                    + orphans.remove_unplanned(ctx, layout.SHARD_RECORDS_DIR, ".json", planned))
-    manifest.write(ctx, manifest.assemble(ctx))
     return {"shards": len(records), "shard_bytes": sum(r["filesize"] for r in records),
             "samples": sum(r["nsamples"] for r in records)}

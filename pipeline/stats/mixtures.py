@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.core.columns import runs
 from pipeline.stats.sources import BuildOutput
 from schemas import layout
 from schemas import stats as stats_schema
@@ -69,62 +70,128 @@ def scan_jsonl(out: BuildOutput, relative: str) -> JsonlCounts:
     return counts
 
 
-def _per_record(members: pa.Table) -> pa.Table:
-    """One row per (task, record_id): a sample's duration and visual tokens count once, however many turns it has."""
-    return members.group_by(["task", "record_id"]).aggregate([
-        ("duration_s", "max"), ("visual_tokens", "max"), ("text_chars", "sum"), ("video_id", "count"),
-    ])
+MEMBER_BATCH_ROWS = 65536  # rows of members.parquet read at a time (its row group size)
+PER_RECORD = [("duration_s", "max"), ("visual_tokens", "max"), ("text_chars", "sum")]
 
 
 def _sorted_examples(values) -> list:
     return sorted(values)[:stats_schema.EXAMPLES]
 
 
+@dataclass
+class _Task:
+    """One task's members, aggregated as its rows stream past: per record (a sample's duration and visual tokens
+    count once, however many turns it has), rows, videos and whether any row is random-weight."""
+    partials: list = field(default_factory=list)  # per-record aggregates of each slice (a record may span two)
+    rows: int = 0
+    videos: list = field(default_factory=list)
+    random: bool = False
+
+    def add(self, members: pa.Table) -> None:
+        self.partials.append(members.group_by("record_id", use_threads=False).aggregate(PER_RECORD))
+        self.rows += members.num_rows
+        self.videos.append(pc.unique(members["video_id"]))
+        self.random = self.random or bool(pc.any(members["random"]).as_py())
+
+    def per_record(self) -> pa.Table:
+        """record_id, duration_s_max, visual_tokens_max, text_chars_sum: one row per record, in first-seen order."""
+        if not self.partials:
+            return pa.table({"record_id": pa.array([], pa.string()), "duration_s_max": pa.array([], pa.float64()),
+                             "visual_tokens_max": pa.array([], pa.int64()), "text_chars_sum": pa.array([], pa.int64())})
+        merged = pa.concat_tables(self.partials).group_by("record_id", use_threads=False).aggregate(
+            [("duration_s_max", "max"), ("visual_tokens_max", "max"), ("text_chars_sum", "sum")])
+        return merged.rename_columns(["record_id", "duration_s_max", "visual_tokens_max", "text_chars_sum"])
+
+    def distinct_videos(self) -> int:
+        return len(pc.unique(pa.chunked_array(self.videos, pa.string()))) if self.videos else 0
+
+
+@dataclass
+class _MemberProblems:
+    unknown: set = field(default_factory=set)  # video_ids not in the manifest
+    dangling: list = field(default_factory=list)  # table/source_key of rows pointing at no annotation of their video
+
+
 def collect(out: BuildOutput, annotation_videos: dict[tuple[str, str], pa.Array],
             random_rows: dict[tuple[str, str], pa.Array], accepted: pa.Array) -> MixtureStats:
     """annotation_videos: (table, shard stem) -> video_id of each row; random_rows: the same -> whether a
-    random-weight model made each row; accepted: video_ids of manifest/videos. Members are handled as Arrow
-    tables, per stage."""
+    random-weight model made each row; accepted: video_ids of manifest/videos. Each stage's members are streamed in
+    batches and aggregated one task at a time (the file is sorted by task, record_id, turn)."""
     stages = out.mixture_stages()
     result = MixtureStats(built=bool(stages))
     for stage in stages:
-        members_path = layout.mixture_members_path(stage)
-        members = out.read_table(members_path)
-        missing_cols = set(MIX_MEMBERS.names) - set(members.column_names)
-        if missing_cols:
-            result.mismatches.append(f"{members_path} lacks columns {sorted(missing_cols)} (rerun the `mix` stage)")
-            continue
-        members = members.combine_chunks()
-        other_stage = set(pc.unique(members["stage"]).to_pylist()) - {stage}
-        if other_stage:
-            result.mismatches.append(f"{members_path} has rows of stage {sorted(other_stage)}, not {stage}")
-        files = out.mixture_task_files(stage)
-        per_record = _per_record(members)
-        tasks = sorted(set(pc.unique(members["task"]).to_pylist()) | set(files))
-        random = _check_members(result, stage, members, annotation_videos, random_rows, accepted)
-        members = members.select(["task", "video_id", "source_table"]).append_column("random", random)
-        for task in tasks:
-            mine = members.filter(pc.equal(members["task"], task))
-            result.rows.append(_task_row(out, result, stage, task, files.get(task), per_record, mine))
-        vids = pc.unique(members["video_id"])
-        result.stage_tags.append(pa.table({"video_id": vids, "stage": pa.array([stage] * len(vids), pa.string())}))
+        _collect_stage(out, result, stage, annotation_videos, random_rows, accepted)
     return result
 
 
-def _check_members(result: MixtureStats, stage: str, members: pa.Table,
+def _collect_stage(out: BuildOutput, result: MixtureStats, stage: str,
+                   annotation_videos: dict[tuple[str, str], pa.Array], random_rows: dict[tuple[str, str], pa.Array],
+                   accepted: pa.Array) -> None:
+    members_path = layout.mixture_members_path(stage)
+    parquet = out.open_parquet(members_path)
+    missing_cols = set(MIX_MEMBERS.names) - set(parquet.schema_arrow.names)
+    if missing_cols:
+        result.mismatches.append(f"{members_path} lacks columns {sorted(missing_cols)} (rerun the `mix` stage)")
+        return
+    files = out.mixture_task_files(stage)
+    other_stage: set = set()
+    problems = _MemberProblems()
+    task_rows: dict[str, tuple[dict, list[str]]] = {}
+    stage_videos = []
+    current: tuple[str, _Task] | None = None
+    unsorted = False
+
+    def finish(task: str, members: _Task) -> None:
+        messages: list[str] = []
+        task_rows[task] = (_task_row(out, messages, stage, task, files.get(task), members), messages)
+
+    for batch in parquet.iter_batches(MEMBER_BATCH_ROWS, columns=MIX_MEMBERS.names):
+        members = pa.Table.from_batches([batch]).combine_chunks()
+        other_stage |= set(pc.unique(members["stage"]).to_pylist()) - {stage}
+        random = _check_members(problems, members, annotation_videos, random_rows, accepted)
+        members = members.select(["task", "record_id", "video_id", "duration_s", "visual_tokens", "text_chars"])
+        members = members.append_column("random", random)
+        stage_videos.append(pc.unique(members["video_id"]))
+        for task, first, stop in runs(members["task"]):
+            if current is None or current[0] != task:
+                if current is not None:
+                    finish(*current)
+                unsorted = unsorted or task in task_rows
+                current = (task, _Task())
+            current[1].add(members.slice(first, stop - first))
+    if current is not None:
+        finish(*current)
+    for task in set(files) - set(task_rows):
+        finish(task, _Task())
+
+    if other_stage:
+        result.mismatches.append(f"{members_path} has rows of stage {sorted(other_stage)}, not {stage}")
+    if unsorted:
+        result.mismatches.append(f"{members_path} is not in (task, record_id, turn) order (rerun the `mix` stage)")
+    if problems.unknown:
+        result.mismatches.append(f"{members_path}: {len(problems.unknown)} videos are not in manifest/videos.parquet "
+                                 f"(e.g. {_sorted_examples(problems.unknown)}; rerun the `mix` stage)")
+    if problems.dangling:
+        result.mismatches.append(f"{members_path}: {len(problems.dangling)} rows point at annotation rows that do not "
+                                 f"exist or belong to another video (e.g. {_sorted_examples(problems.dangling)}; the "
+                                 "annotations changed after mixing: rerun the `mix` stage)")
+    for task in sorted(task_rows):
+        row, messages = task_rows[task]
+        result.rows.append(row)
+        result.mismatches += messages
+    vids = pc.unique(pa.chunked_array(stage_videos, pa.string())) if stage_videos else pa.array([], pa.string())
+    result.stage_tags.append(pa.table({"video_id": vids, "stage": pa.array([stage] * len(vids), pa.string())}))
+
+
+def _check_members(problems: _MemberProblems, members: pa.Table,
                    annotation_videos: dict[tuple[str, str], pa.Array], random_rows: dict[tuple[str, str], pa.Array],
                    accepted: pa.Array) -> pa.Array:
-    """Mismatches of the members' videos and source keys; returns, per member row, whether the annotation row it
-    points at came from a random-weight model. Vectorised per (table, shard) group of members."""
-    path = layout.mixture_members_path(stage)
+    """Collects the members' unknown videos and dangling source keys; returns, per member row, whether the
+    annotation row it points at came from a random-weight model. Vectorised per (table, shard) group of members."""
     videos = members["video_id"]
-    unknown = pc.unique(pc.filter(videos, pc.invert(pc.is_in(videos, value_set=accepted)))).to_pylist()
-    if unknown:
-        result.mismatches.append(f"{path}: {len(unknown)} videos are not in manifest/videos.parquet "
-                                 f"(e.g. {_sorted_examples(unknown)}; rerun the `mix` stage)")
+    problems.unknown.update(pc.unique(pc.filter(videos, pc.invert(pc.is_in(videos, value_set=accepted)))).to_pylist())
     n = members.num_rows
     random = np.zeros(n, dtype=bool)
-    dangling = []
     keys = pc.fill_null(members["source_key"], "")
     tables_ = pc.fill_null(members["source_table"], "")
     stems = pc.replace_substring_regex(keys, ":[^:]*$", "")
@@ -150,49 +217,46 @@ def _check_members(result: MixtureStats, stage: str, members: pa.Table,
         else:
             ok = pa.array(np.zeros(len(idx), dtype=bool))
         bad_keys = pc.filter(pc.take(keys, idx), pc.invert(ok)).to_pylist()
-        dangling += [f"{table}/{key}" for key in bad_keys]
-    if dangling:
-        result.mismatches.append(f"{path}: {len(dangling)} rows point at annotation rows that do not exist or belong "
-                                 f"to another video (e.g. {_sorted_examples(dangling)}; the annotations changed "
-                                 "after mixing: rerun the `mix` stage)")
+        problems.dangling += [f"{table}/{key}" for key in bad_keys]
     return pa.array(random)
 
 
-def _task_row(out: BuildOutput, result: MixtureStats, stage: str, task: str, jsonl: str | None,
-              per_record: pa.Table, task_members: pa.Table) -> dict:
-    mine = per_record.filter(pc.equal(per_record["task"], task))
+def _task_row(out: BuildOutput, mismatches: list[str], stage: str, task: str, jsonl: str | None,
+              members: _Task) -> dict:
+    mine = members.per_record()
     record_ids = mine["record_id"]
     n_records = len(record_ids)
     expected = layout.mixture_task_path(stage, task)
     counts = scan_jsonl(out, jsonl) if jsonl else JsonlCounts()
     members_path = layout.mixture_members_path(stage)
     if jsonl is None:
-        result.mismatches.append(f"{expected} is missing but {members_path} lists {n_records} records of task "
-                                 f"{task} (rerun the `mix` stage)")
+        mismatches.append(f"{expected} is missing but {members_path} lists {n_records} records of task "
+                          f"{task} (rerun the `mix` stage)")
     elif counts.lines != n_records:
-        result.mismatches.append(f"{expected} has {counts.lines} lines but {members_path} lists {n_records} "
-                                 f"records of task {task} (rerun the `mix` stage)")
+        mismatches.append(f"{expected} has {counts.lines} lines but {members_path} lists {n_records} "
+                          f"records of task {task} (rerun the `mix` stage)")
     if counts.bad_lines:
-        result.mismatches.append(f"{expected}: lines {counts.bad_lines[:stats_schema.EXAMPLES]} are not JSON records with an id")
+        mismatches.append(f"{expected}: lines {counts.bad_lines[:stats_schema.EXAMPLES]} are not JSON records "
+                          "with an id")
     if counts.duplicate_ids:
-        result.mismatches.append(f"{expected}: ids repeated on several lines: {_sorted_examples(counts.duplicate_ids)}")
+        mismatches.append(f"{expected}: ids repeated on several lines: {_sorted_examples(counts.duplicate_ids)}")
     if jsonl is not None:
         file_ids = counts.id_array()
         only_file = pc.filter(file_ids, pc.invert(pc.is_in(file_ids, value_set=record_ids))).to_pylist()
         only_members = pc.filter(record_ids, pc.invert(pc.is_in(record_ids, value_set=file_ids))).to_pylist()
         if only_file or only_members:
-            result.mismatches.append(f"{expected} and {members_path} disagree on record ids: {len(only_file)} only in "
-                                     f"the file (e.g. {_sorted_examples(only_file)}), {len(only_members)} only in "
-                                     f"the members (e.g. {_sorted_examples(only_members)})")
+            mismatches.append(f"{expected} and {members_path} disagree on record ids: {len(only_file)} only in "
+                              f"the file (e.g. {_sorted_examples(only_file)}), {len(only_members)} only in "
+                              f"the members (e.g. {_sorted_examples(only_members)})")
     return {
         "stage": stage,
         "task": task,
         "samples": counts.lines,
-        "annotations": task_members.num_rows,
-        "videos": pc.count_distinct(task_members["video_id"]).as_py() if task_members.num_rows else 0,
+        "annotations": members.rows,
+        "videos": members.distinct_videos(),
         "hours": round((pc.sum(mine["duration_s_max"]).as_py() or 0.0) / 3600, 6),
         "visual_tokens": pc.sum(mine["visual_tokens_max"]).as_py() or 0,
         "text_tokens": counts.text_tokens,
         "text_chars": pc.sum(mine["text_chars_sum"]).as_py() or 0,
-        "random_init": bool(pc.any(task_members["random"]).as_py()) if task_members.num_rows else False,
+        "random_init": members.random,
     }

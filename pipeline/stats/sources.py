@@ -88,6 +88,13 @@ class BuildOutput:
         with open(uri, encoding="utf-8") as f:
             yield from (line for line in f if line.strip())
 
+    def open_parquet(self, relative: str):
+        """A pyarrow ParquetFile read lazily (ranged reads on S3): only the row groups consumed are in memory."""
+        import pyarrow.parquet as pq
+
+        filesystem, path_of = self.arrow_filesystem()
+        return pq.ParquetFile(filesystem.open_input_file(path_of(relative)))
+
     def arrow_filesystem(self):
         """(pyarrow filesystem, function mapping a relative path to that filesystem's path) for lazy dataset scans.
 

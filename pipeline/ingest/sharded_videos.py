@@ -1,0 +1,87 @@
+"""The sharded videos of a build, read from what the `shard` stage persisted (manifest/videos.parquet, in video_id
+order, and shards/index.json) instead of assembling the manifest again: the stages that work shard by shard (hico,
+annotate) plan from `iter_shards`, which reads the manifest in batches and holds one shard's rows at a time, and
+their tasks read their own shard's rows with `read_shard`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.core.columns import runs
+from pipeline.core.context import StageContext, StageInputMissing
+from pipeline.io import storage
+from pipeline.stats.sources import BuildOutput
+from schemas import layout
+
+BATCH_ROWS = 1024
+
+
+@dataclass(frozen=True)
+class Shard:
+    name: str
+    uri: str
+    sha256: str
+
+
+def shard_names(ctx: StageContext) -> list[str]:
+    """The committed shards, in order (from shards/index.json)."""
+    return [e["url"] for e in _index(ctx)]
+
+
+def _index(ctx: StageContext) -> list[dict]:
+    return json.loads(storage.read_bytes(ctx.require(layout.SHARD_INDEX, "shard")))["shardlist"]
+
+
+def _open(out: str, relative: str) -> pq.ParquetFile:
+    return BuildOutput(out).open_parquet(relative)
+
+
+def iter_shards(ctx: StageContext, columns: list[str]) -> Iterator[tuple[Shard, pa.Table]]:
+    """Each committed shard with its videos' manifest rows (`columns` and `shard`). Raises StageInputMissing when
+    the manifest is missing or a video is in no committed shard."""
+    ctx.require(layout.MANIFEST_VIDEOS, "shard")
+    sha = {e["url"]: e["sha256"] for e in _index(ctx)}
+    wanted = list(dict.fromkeys(["video_id", *columns, "shard"]))
+    current, pieces = None, []
+
+    def close() -> tuple[Shard, pa.Table]:
+        return (Shard(current, ctx.uri(f"{layout.SHARDS_DIR}/{current}"), sha[current]),
+                pa.concat_tables(pieces) if len(pieces) > 1 else pieces[0])
+
+    for batch in _open(ctx.out, layout.MANIFEST_VIDEOS).iter_batches(BATCH_ROWS, columns=wanted):
+        table = pa.Table.from_batches([batch])
+        names = table["shard"]
+        missing = [n for n in names.unique().to_pylist() if n is None or n not in sha]
+        if missing:
+            at = names.to_pylist().index(missing[0])
+            raise StageInputMissing(f"video {table['video_id'][at].as_py()} is in no committed shard: run the "
+                                    "`shard` stage first")
+        for name, start, stop in runs(names):
+            if name != current:
+                if current is not None:
+                    yield close()
+                current, pieces = name, []
+            pieces.append(table.slice(start, stop - start))
+    if current is not None:
+        yield close()
+
+
+def read_shard(out: str, name: str, columns: list[str]) -> list[dict]:
+    """One shard's manifest rows (`columns`), in video_id order: the row groups whose statistics may hold it."""
+    f = _open(out, layout.MANIFEST_VIDEOS)
+    leaves = f.metadata.schema
+    stats_at = next(j for j in range(len(leaves)) if leaves.column(j).path == "shard")  # a leaf, not an Arrow field
+    groups = []
+    for g in range(f.metadata.num_row_groups):
+        st = f.metadata.row_group(g).column(stats_at).statistics
+        if st is None or not st.has_min_max or st.min <= name <= st.max:
+            groups.append(g)
+    table = f.read_row_groups(groups, columns=list(dict.fromkeys([*columns, "shard"])))
+    return table.filter(pc.equal(table["shard"], name)).drop_columns(
+        [] if "shard" in columns else ["shard"]).to_pylist()
