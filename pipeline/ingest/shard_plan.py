@@ -22,7 +22,6 @@ from pipeline.ingest import manifest, sharding
 from pipeline.io import storage
 from schemas import layout, reasons, tables
 
-SIZE_BATCH_ROWS = 1024
 COMBINE_PARTS = 256
 # Row groups of manifest/videos.parquet: a build of up to this many videos gets the single row group a whole-table
 # write gives; larger ones are written one group at a time, so the writer never holds more.
@@ -111,7 +110,7 @@ def _estimated_sizes(ctx: StageContext, videos: pa.Table) -> Iterator[int]:
     stages = ctx.cfg.sampling.stages
     frames = sh.payload == "frames" and sh.frames_stage in stages
     columns = ["bytes", "width", "height", "reader_num_frames", "reader_fps"]
-    for batch in videos.select(columns).to_batches(SIZE_BATCH_ROWS):
+    for batch in videos.select(columns).to_batches(layout.MANIFEST_BATCH_ROWS):
         for v in batch.to_pylist():
             v["sampling"] = (sampling.plan(v["reader_num_frames"], v["reader_fps"],
                                            {sh.frames_stage: stages[sh.frames_stage]}, ctx.cfg.sampling.clip_len)

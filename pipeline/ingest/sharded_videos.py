@@ -19,8 +19,6 @@ from pipeline.io import storage
 from pipeline.stats.sources import BuildOutput
 from schemas import layout
 
-BATCH_ROWS = 1024
-
 
 @dataclass(frozen=True)
 class Shard:
@@ -54,7 +52,7 @@ def iter_shards(ctx: StageContext, columns: list[str]) -> Iterator[tuple[Shard, 
         return (Shard(current, ctx.uri(f"{layout.SHARDS_DIR}/{current}"), sha[current]),
                 pa.concat_tables(pieces) if len(pieces) > 1 else pieces[0])
 
-    for batch in _open(ctx.out, layout.MANIFEST_VIDEOS).iter_batches(BATCH_ROWS, columns=wanted):
+    for batch in _open(ctx.out, layout.MANIFEST_VIDEOS).iter_batches(layout.MANIFEST_BATCH_ROWS, columns=wanted):
         table = pa.Table.from_batches([batch])
         names = table["shard"]
         missing = [n for n in names.unique().to_pylist() if n is None or n not in sha]
