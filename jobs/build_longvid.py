@@ -17,7 +17,6 @@ import sys
 from pipeline import demo
 from pipeline import stages as registry
 from pipeline.core import entry, log, runner
-from pipeline.core.entry import systemic_failure  # noqa: F401  (kept importable from here)
 from schemas import config as config_schema
 
 

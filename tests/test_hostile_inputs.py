@@ -18,6 +18,7 @@ from conftest import ROOT, make_config
 
 from jobs import build_longvid
 from pipeline.core import runner, tempdirs
+from pipeline.core.entry import systemic_failure
 from pipeline.ingest import crawl
 from pipeline.io import storage
 from schemas import layout, reasons
@@ -179,18 +180,26 @@ def test_manifest_escape_through_the_job_exits_2(confined, ray_local, tmp_path):
 # A source that vanishes or changes between probe and scenes
 
 
-def test_scenes_rejects_inputs_gone_or_changed_since_probe(corpus, ray_local, tmp_path):
+def _three_sources(corpus, tmp_path):
+    """(src, out, tmp): three good videos copied into a folder of their own, an output and a job temporary folder."""
     src = tmp_path / "src"
     src.mkdir()
     for name in ("cuts.mp4", "with audio and spaces.mp4", "ünïcode.name.v2.mp4"):
         shutil.copyfile(corpus.root / name, src / name)
-    out = tmp_path / "out"
-    tmp = tmp_path / "tmp"
-    cfg = make_config([src], out, ["scenes.part_size=1", f"storage.tmp_dir={tmp}"], stages=["crawl", "probe"])
-    runner.run_build(cfg, quiet=True)
+    return src, tmp_path / "out", tmp_path / "tmp"
+
+
+def _remove_one_and_change_one(src):
     os.unlink(src / "cuts.mp4")
     with open(src / "ünïcode.name.v2.mp4", "ab") as f:
         f.write(b"changed")
+
+
+def test_scenes_rejects_inputs_gone_or_changed_since_probe(corpus, ray_local, tmp_path):
+    src, out, tmp = _three_sources(corpus, tmp_path)
+    cfg = make_config([src], out, ["scenes.part_size=1", f"storage.tmp_dir={tmp}"], stages=["crawl", "probe"])
+    runner.run_build(cfg, quiet=True)
+    _remove_one_and_change_one(src)
     cfg = make_config([src], out, ["scenes.part_size=1", f"storage.tmp_dir={tmp}"], stages=["scenes"])
     runner.run_build(cfg, quiet=True)
     videos = pq.read_table(out / layout.MANIFEST_VIDEOS).to_pylist()
@@ -206,17 +215,10 @@ def test_shard_rejects_inputs_gone_or_changed_since_probe(corpus, ray_local, tmp
     import json
     import tarfile
 
-    src = tmp_path / "src"
-    src.mkdir()
-    for name in ("cuts.mp4", "with audio and spaces.mp4", "ünïcode.name.v2.mp4"):
-        shutil.copyfile(corpus.root / name, src / name)
-    out = tmp_path / "out"
-    tmp = tmp_path / "tmp"
+    src, out, tmp = _three_sources(corpus, tmp_path)
     sets = [f"storage.tmp_dir={tmp}"]
     runner.run_build(make_config([src], out, sets, stages=["crawl", "probe", "scenes"]), quiet=True)
-    os.unlink(src / "cuts.mp4")
-    with open(src / "ünïcode.name.v2.mp4", "ab") as f:
-        f.write(b"changed")
+    _remove_one_and_change_one(src)
     shard_cfg = make_config([src], out, sets, stages=["shard"])
     runner.run_build(shard_cfg, quiet=True)
 
@@ -395,9 +397,9 @@ def test_disk_full_and_storage_outage_are_one_line_others_are_not():
         except OSError as inner:
             raise RuntimeError("task failed") from inner
     except RuntimeError as wrapped:
-        assert build_longvid.systemic_failure(wrapped) == (
+        assert systemic_failure(wrapped) == (
             "disk: No space left on device: /tmp/x/input.mp4 (free space, or point storage.tmp_dir at a larger disk)")
     outage = storage.StorageUnavailable("http://s3:9000", "PutObject", "s3://b/k", "ReadTimeoutError: x")
-    assert build_longvid.systemic_failure(outage).startswith("storage: S3 endpoint http://s3:9000 failed PutObject")
-    assert build_longvid.systemic_failure(FileNotFoundError(errno.ENOENT, "gone")) is None
-    assert build_longvid.systemic_failure(ConnectionResetError(errno.ECONNRESET, "reset")) is None
+    assert systemic_failure(outage).startswith("storage: S3 endpoint http://s3:9000 failed PutObject")
+    assert systemic_failure(FileNotFoundError(errno.ENOENT, "gone")) is None
+    assert systemic_failure(ConnectionResetError(errno.ECONNRESET, "reset")) is None

@@ -173,8 +173,8 @@ def _empty_build(client, out_key: str) -> None:
 def test_stats_reading_a_build_on_a_failing_endpoint_is_one_line(moto, tmp_path, how):
     """The stats stage lists and scans the output itself (listings, pyarrow's own S3 client): an endpoint that is
     down or hanging there ends in the job's one `error: storage:` line naming endpoint, operation and key."""
-    from jobs.build_longvid import systemic_failure
     from pipeline.core.context import StageContext, configure_worker
+    from pipeline.core.entry import systemic_failure
     from pipeline.stages import stats as stats_stage
     from pipeline.stats import videos as stats_videos
     from pipeline.stats.sources import BuildOutput, arrow_s3_operation
