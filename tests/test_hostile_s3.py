@@ -212,6 +212,41 @@ def test_stats_reading_a_build_on_a_failing_endpoint_is_one_line(moto, tmp_path,
     assert took < 30, f"{took:.0f} s: connect/read timeouts of 1 s and 2 attempts bound the wait"
 
 
+@pytest.mark.parametrize("how", ["killed", "paused"])
+def test_mix_merge_reading_parts_on_a_failing_endpoint_is_storage_unavailable(moto, tmp_path, how):
+    """The `mix` stage's merge reads the manifest and its record parts through pyarrow's own S3 client: an endpoint
+    that is down or hanging there is the same StorageUnavailable (endpoint, operation, object) as for boto3."""
+    from pipeline.core.context import StageContext, configure_worker
+    from pipeline.core.entry import systemic_failure
+    from pipeline.mix import assemble
+
+    endpoint, server, client = moto
+    _empty_build(client, "out")
+    out = f"s3://{SRC}/out"
+    cfg = make_config([f"s3://{SRC}/videos/"], out, [f"storage.s3_endpoint_url={endpoint}", *FAST_FAIL])
+    configure_worker(cfg)
+    ctx = StageContext(cfg)
+    assert list(assemble._batches(ctx, layout.MANIFEST_VIDEOS, 16, ["video_id"])) == []  # readable while it answers
+    if how == "killed":
+        server.kill()
+        server.wait()
+    else:
+        os.kill(server.pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(storage.StorageUnavailable) as scanned:
+            list(assemble._batches(ctx, layout.MANIFEST_VIDEOS, 16, ["video_id"]))
+        took = time.monotonic() - t0
+    finally:
+        if how == "paused":
+            os.kill(server.pid, signal.SIGCONT)
+    assert (scanned.value.endpoint, scanned.value.operation, scanned.value.uri) == (
+        endpoint, "GetObject", f"{out}/{layout.MANIFEST_VIDEOS}")
+    line = systemic_failure(scanned.value)
+    assert line is not None and line.startswith(f"storage: S3 endpoint {endpoint} failed GetObject ") and "\n" not in line
+    assert took < 30, f"{took:.0f} s: connect/read timeouts of 1 s and 2 attempts bound the wait"
+
+
 @pytest.mark.slow  # runs the job in its own process
 def test_output_bucket_the_credentials_cannot_write_is_a_config_error(tmp_path, corpus, monkeypatch):
     """A bucket these credentials may read but not write (an IAM policy denying s3:PutObject, enforced by a

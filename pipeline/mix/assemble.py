@@ -22,7 +22,7 @@ from pipeline.mix import records as mix_records
 from pipeline.mix import validate as mix_validate
 from pipeline.mix.partition import ANNOTATION_SOURCES, Partition
 from pipeline.mix.select import VideoInfo
-from pipeline.stats.sources import BuildOutput
+from pipeline.stats.sources import BuildOutput, arrow_s3_operation
 from schemas import layout, mixture
 
 MEMBERS_ROWS_PER_GROUP = 65536  # row groups of the assembled members.parquet (fixed, so bytes are deterministic)
@@ -30,8 +30,11 @@ PART_BATCH_ROWS = 256  # rows read at a time from each part while merging
 MANIFEST_COLUMNS = ["video_id", "extension", "shard", "reader_num_frames", "reader_fps", "sampling"]
 
 
-def _open_parquet(ctx: StageContext, relative: str) -> pq.ParquetFile:
-    return BuildOutput(ctx.out).open_parquet(relative)
+def _batches(ctx: StageContext, relative: str, batch_rows: int, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    """Batches of a Parquet file, read lazily through pyarrow's own S3 client on S3: an endpoint that is down or
+    hanging there is StorageUnavailable, as it is for boto3's reads."""
+    with arrow_s3_operation("GetObject", ctx.uri(relative)):
+        yield from BuildOutput(ctx.out).open_parquet(relative).iter_batches(batch_rows, columns=columns)
 
 
 def _committed_annotations(ctx: StageContext) -> dict[str, set[str]]:
@@ -60,8 +63,7 @@ def iter_partitions(ctx: StageContext) -> Iterator[Partition]:
                                         "`annotate` stage first")
         current.shards.append((name, ctx.uri(f"{layout.SHARDS_DIR}/{name}"), sha[name]))
 
-    for batch in _open_parquet(ctx, layout.MANIFEST_VIDEOS).iter_batches(layout.MANIFEST_BATCH_ROWS,
-                                                                        columns=MANIFEST_COLUMNS):
+    for batch in _batches(ctx, layout.MANIFEST_VIDEOS, layout.MANIFEST_BATCH_ROWS, MANIFEST_COLUMNS):
         frames = manifest.plan_frame_counts(pa.chunked_array([batch.column("sampling")]))
         for v, planned in zip(batch.drop_columns(["sampling"]).to_pylist(), frames):
             name = v["shard"]
@@ -85,7 +87,7 @@ def iter_partitions(ctx: StageContext) -> Iterator[Partition]:
 
 
 def _part_rows(ctx: StageContext, relative: str, columns: list[str]) -> Iterator[tuple]:
-    for batch in _open_parquet(ctx, relative).iter_batches(PART_BATCH_ROWS, columns=columns):
+    for batch in _batches(ctx, relative, PART_BATCH_ROWS, columns):
         yield from zip(*(batch.column(c).to_pylist() for c in columns))
 
 
