@@ -97,14 +97,15 @@ def map_units(stage: str, fn: Callable[..., dict], units: Sequence[Any], shared_
 
 
 def imap_units(stage: str, fn: Callable[..., dict], units: Iterable[Any], shared_args: tuple, unit: str,
-               total_items: int, items_of: Callable[[Any], int] = lambda u: 1, num_cpus: float = 1) -> Iterator[dict]:
-    """`map_units` over units read as they are submitted, at most twice the cluster's CPUs in flight, results
-    yielded in unit order: the driver holds only the units and results in flight."""
+               total_items: int, items_of: Callable[[Any], int] = lambda u: 1, num_cpus: float = 1,
+               in_flight: int | None = None) -> Iterator[dict]:
+    """`map_units` over units read as they are submitted, at most `in_flight` (default: twice the cluster's CPUs)
+    in flight, results yielded in unit order: the driver holds only the units and results in flight."""
     import ray
 
     remote = ray.remote(num_cpus=num_cpus, max_retries=2)(tempdirs.released(fn))
     shared_refs = tuple(ray.put(a) for a in shared_args)
-    window = max(2, int(ray.cluster_resources().get("CPU", 1)) * 2)
+    window = in_flight or max(2, int(ray.cluster_resources().get("CPU", 1)) * 2)
     progress = Progress(stage, total_items, unit)
     pending: deque = deque()
 

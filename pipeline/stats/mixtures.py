@@ -1,9 +1,11 @@
 """Per curriculum stage and task: samples, hours, visual and text tokens of the mixtures, reconciled against the
 membership tables (every JSONL line is one record_id of members.parquet, and back) and against the annotation tables
-the members point at. Counting rules: schemas/stats.py."""
+the members point at. Each (stage, task) is checked in a Ray task of its own, which reads its rows of members.parquet
+and its JSONL; the driver gets back its row and messages only. Counting rules: schemas/stats.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 
@@ -12,7 +14,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.core.columns import runs
-from pipeline.stats.sources import BuildOutput
+from pipeline.io import storage
+from pipeline.stats.sources import BuildOutput, arrow_s3_operation
 from schemas import layout
 from schemas import stats as stats_schema
 from schemas.mixture import MIX_MEMBERS
@@ -102,85 +105,156 @@ class _Task:
             [("duration_s_max", "max"), ("visual_tokens_max", "max"), ("text_chars_sum", "sum")])
         return merged.rename_columns(["record_id", "duration_s_max", "visual_tokens_max", "text_chars_sum"])
 
+    def distinct_video_ids(self) -> pa.Array:
+        return pc.unique(pa.chunked_array(self.videos, pa.string())) if self.videos else pa.array([], pa.string())
+
     def distinct_videos(self) -> int:
-        return len(pc.unique(pa.chunked_array(self.videos, pa.string()))) if self.videos else 0
+        return len(self.distinct_video_ids())
 
 
 @dataclass
 class _MemberProblems:
     unknown: set = field(default_factory=set)  # video_ids not in the manifest
-    dangling: list = field(default_factory=list)  # table/source_key of rows pointing at no annotation of their video
+    dangling: int = 0  # rows pointing at no annotation row of their video
+    dangling_examples: list = field(default_factory=list)  # the first EXAMPLES of their table/source_key, sorted
+
+
+@dataclass(frozen=True)
+class TaskUnit:
+    """The work of one (curriculum stage, task): its rows of members.parquet (in `row_groups`) and its JSONL."""
+    stage: str
+    task: str
+    jsonl: str | None  # relative path of mixtures/<stage>/<task>.jsonl, None when missing
+    row_groups: tuple[int, ...]  # row groups of members.parquet holding rows of the task
+    batch_rows: int
+
+
+@dataclass
+class _StagePlan:
+    stage: str
+    units: list[TaskUnit] = field(default_factory=list)
+    unsorted: bool = False
+    problem: str | None = None  # a members.parquet that cannot be checked at all
 
 
 def collect(out: BuildOutput, annotation_videos: dict[tuple[str, str], pa.Array],
-            random_rows: dict[tuple[str, str], pa.Array], accepted: pa.Array) -> MixtureStats:
+            random_rows: dict[tuple[str, str], pa.Array], accepted: pa.Array,
+            tasks_in_flight: int | None = None) -> MixtureStats:
     """annotation_videos: (table, shard stem) -> video_id of each row; random_rows: the same -> whether a
-    random-weight model made each row; accepted: video_ids of manifest/videos. Each stage's members are streamed in
-    batches and aggregated one task at a time (the file is sorted by task, record_id, turn)."""
+    random-weight model made each row; accepted: video_ids of manifest/videos. Each (stage, task) is checked by a
+    Ray task (`task_stats`, at most `tasks_in_flight` at a time; in this process when Ray is not running) that reads
+    its own rows of members.parquet and its JSONL and returns only its row and messages: the driver reads no more
+    than the `task` column of each members.parquet, a row group at a time, to know which row groups hold a task."""
     stages = out.mixture_stages()
     result = MixtureStats(built=bool(stages))
-    for stage in stages:
-        _collect_stage(out, result, stage, annotation_videos, random_rows, accepted)
+    plans = [_plan_stage(out, stage) for stage in stages]
+    units = [u for plan in plans for u in plan.units]
+    shared = (out.root, storage.settings(), annotation_videos, random_rows, accepted)
+    by_stage: dict[str, list[dict]] = {}
+    for unit, found in zip(units, _run_units(units, shared, tasks_in_flight)):
+        by_stage.setdefault(unit.stage, []).append(found)
+    for plan in plans:
+        _add_stage(result, plan, by_stage.get(plan.stage, []))
     return result
 
 
-def _collect_stage(out: BuildOutput, result: MixtureStats, stage: str,
-                   annotation_videos: dict[tuple[str, str], pa.Array], random_rows: dict[tuple[str, str], pa.Array],
-                   accepted: pa.Array) -> None:
+def _run_units(units: list[TaskUnit], shared: tuple, in_flight: int | None):
+    import ray
+
+    if not ray.is_initialized():
+        return (task_stats(u, *shared) for u in units)
+    from pipeline.core import ray_runtime
+
+    return ray_runtime.imap_units("stats", task_stats, units, shared, "mixture tasks", total_items=len(units),
+                                  in_flight=in_flight)
+
+
+def _plan_stage(out: BuildOutput, stage: str) -> _StagePlan:
+    """The (stage, task) units: every task of members.parquet or with a JSONL file, with the row groups holding its
+    rows (from the `task` column, read a row group at a time), and whether the file is out of task order (a task
+    whose rows come in more than one run)."""
     members_path = layout.mixture_members_path(stage)
-    parquet = out.open_parquet(members_path)
-    missing_cols = set(MIX_MEMBERS.names) - set(parquet.schema_arrow.names)
-    if missing_cols:
-        result.mismatches.append(f"{members_path} lacks columns {sorted(missing_cols)} (rerun the `mix` stage)")
-        return
+    plan = _StagePlan(stage)
+    with arrow_s3_operation("GetObject", out.uri(members_path)):
+        parquet = out.open_parquet(members_path)
+        missing_cols = set(MIX_MEMBERS.names) - set(parquet.schema_arrow.names)
+        if missing_cols:
+            plan.problem = f"{members_path} lacks columns {sorted(missing_cols)} (rerun the `mix` stage)"
+            return plan
+        groups: dict[str, list[int]] = {}
+        last = None
+        for i in range(parquet.num_row_groups):
+            for task, _, _ in runs(parquet.read_row_group(i, columns=["task"])["task"]):
+                if task != last:
+                    plan.unsorted = plan.unsorted or task in groups
+                    last = task
+                in_groups = groups.setdefault(task, [])
+                if not in_groups or in_groups[-1] != i:
+                    in_groups.append(i)
     files = out.mixture_task_files(stage)
-    other_stage: set = set()
+    plan.units = [TaskUnit(stage, task, files.get(task), tuple(groups.get(task, ())), MEMBER_BATCH_ROWS)
+                  for task in sorted(set(groups) | set(files))]
+    return plan
+
+
+def task_stats(unit: TaskUnit, root: str, settings, annotation_videos: dict, random_rows: dict,
+               accepted: pa.Array) -> dict:
+    """One (stage, task): its stats/stages row, its own mismatch messages, and what the stage-wide messages and
+    stage tags need (other stages named in its rows, unknown videos, dangling rows, its distinct videos)."""
+    storage.configure(**dataclasses.asdict(settings))
+    out = BuildOutput(root)
+    members_path = layout.mixture_members_path(unit.stage)
     problems = _MemberProblems()
-    task_rows: dict[str, tuple[dict, list[str]]] = {}
-    stage_videos = []
-    current: tuple[str, _Task] | None = None
-    unsorted = False
+    members = _Task()
+    other_stages: set = set()
+    if unit.row_groups:
+        with arrow_s3_operation("GetObject", out.uri(members_path)):
+            parquet = out.open_parquet(members_path)
+            for batch in parquet.iter_batches(unit.batch_rows, row_groups=list(unit.row_groups),
+                                              columns=MIX_MEMBERS.names):
+                rows = pa.Table.from_batches([batch])
+                rows = rows.filter(pc.equal(rows["task"], unit.task)).combine_chunks()
+                if not rows.num_rows:
+                    continue
+                other_stages |= set(pc.unique(rows["stage"]).to_pylist()) - {unit.stage}
+                random = _check_members(problems, rows, annotation_videos, random_rows, accepted)
+                rows = rows.select(["task", "record_id", "video_id", "duration_s", "visual_tokens", "text_chars"])
+                members.add(rows.append_column("random", random))
+    messages: list[str] = []
+    row = _task_row(out, messages, unit.stage, unit.task, unit.jsonl, members)
+    return {"row": row, "messages": messages, "other_stages": sorted(other_stages),
+            "unknown": sorted(problems.unknown), "dangling": problems.dangling,
+            "dangling_examples": problems.dangling_examples, "videos": members.distinct_video_ids()}
 
-    def finish(task: str, members: _Task) -> None:
-        messages: list[str] = []
-        task_rows[task] = (_task_row(out, messages, stage, task, files.get(task), members), messages)
 
-    for batch in parquet.iter_batches(MEMBER_BATCH_ROWS, columns=MIX_MEMBERS.names):
-        members = pa.Table.from_batches([batch]).combine_chunks()
-        other_stage |= set(pc.unique(members["stage"]).to_pylist()) - {stage}
-        random = _check_members(problems, members, annotation_videos, random_rows, accepted)
-        members = members.select(["task", "record_id", "video_id", "duration_s", "visual_tokens", "text_chars"])
-        members = members.append_column("random", random)
-        stage_videos.append(pc.unique(members["video_id"]))
-        for task, first, stop in runs(members["task"]):
-            if current is None or current[0] != task:
-                if current is not None:
-                    finish(*current)
-                unsorted = unsorted or task in task_rows
-                current = (task, _Task())
-            current[1].add(members.slice(first, stop - first))
-    if current is not None:
-        finish(*current)
-    for task in set(files) - set(task_rows):
-        finish(task, _Task())
-
+def _add_stage(result: MixtureStats, plan: _StagePlan, found: list[dict]) -> None:
+    """The stage's messages (in the order they always came: stage-wide first, then per task in task order), rows
+    and video tags, from its tasks' results."""
+    members_path = layout.mixture_members_path(plan.stage)
+    if plan.problem:
+        result.mismatches.append(plan.problem)
+        return
+    other_stage = {s for f in found for s in f["other_stages"]}
+    unknown = {v for f in found for v in f["unknown"]}
+    dangling = sum(f["dangling"] for f in found)
     if other_stage:
-        result.mismatches.append(f"{members_path} has rows of stage {sorted(other_stage)}, not {stage}")
-    if unsorted:
+        result.mismatches.append(f"{members_path} has rows of stage {sorted(other_stage)}, not {plan.stage}")
+    if plan.unsorted:
         result.mismatches.append(f"{members_path} is not in (task, record_id, turn) order (rerun the `mix` stage)")
-    if problems.unknown:
-        result.mismatches.append(f"{members_path}: {len(problems.unknown)} videos are not in manifest/videos.parquet "
-                                 f"(e.g. {_sorted_examples(problems.unknown)}; rerun the `mix` stage)")
-    if problems.dangling:
-        result.mismatches.append(f"{members_path}: {len(problems.dangling)} rows point at annotation rows that do not "
-                                 f"exist or belong to another video (e.g. {_sorted_examples(problems.dangling)}; the "
+    if unknown:
+        result.mismatches.append(f"{members_path}: {len(unknown)} videos are not in manifest/videos.parquet "
+                                 f"(e.g. {_sorted_examples(unknown)}; rerun the `mix` stage)")
+    if dangling:
+        examples = _sorted_examples(e for f in found for e in f["dangling_examples"])
+        result.mismatches.append(f"{members_path}: {dangling} rows point at annotation rows that do not "
+                                 f"exist or belong to another video (e.g. {examples}; the "
                                  "annotations changed after mixing: rerun the `mix` stage)")
-    for task in sorted(task_rows):
-        row, messages = task_rows[task]
-        result.rows.append(row)
-        result.mismatches += messages
-    vids = pc.unique(pa.chunked_array(stage_videos, pa.string())) if stage_videos else pa.array([], pa.string())
-    result.stage_tags.append(pa.table({"video_id": vids, "stage": pa.array([stage] * len(vids), pa.string())}))
+    for f in sorted(found, key=lambda f: f["row"]["task"]):
+        result.rows.append(f["row"])
+        result.mismatches += f["messages"]
+    vids = pc.unique(pa.chunked_array([f["videos"] for f in found], pa.string())) if found else \
+        pa.array([], pa.string())
+    result.stage_tags.append(pa.table({"video_id": vids, "stage": pa.array([plan.stage] * len(vids), pa.string())}))
 
 
 def _check_members(problems: _MemberProblems, members: pa.Table,
@@ -216,8 +290,12 @@ def _check_members(problems: _MemberProblems, members: pa.Table,
             random[pc.filter(idx, pc.and_(ok, pc.take(random_rows[(table, stem)], safe))).to_numpy()] = True
         else:
             ok = pa.array(np.zeros(len(idx), dtype=bool))
-        bad_keys = pc.filter(pc.take(keys, idx), pc.invert(ok)).to_pylist()
-        problems.dangling += [f"{table}/{key}" for key in bad_keys]
+        bad_keys = pc.filter(pc.take(keys, idx), pc.invert(ok))
+        problems.dangling += len(bad_keys)
+        if len(bad_keys):
+            first = pc.take(bad_keys, pc.sort_indices(bad_keys)[:stats_schema.EXAMPLES]).to_pylist()
+            problems.dangling_examples = _sorted_examples(problems.dangling_examples +
+                                                          [f"{table}/{key}" for key in first])
     return pa.array(random)
 
 

@@ -129,8 +129,9 @@ def _require(out: BuildOutput, relative: str) -> None:
         raise StageInputMissing(f"{relative} is missing under {out.root}: run the ingest stages first")
 
 
-def compute(out: BuildOutput) -> BuildStats:
-    """All four tables and the list of disagreements (empty when the build reconciles)."""
+def compute(out: BuildOutput, tasks_in_flight: int | None = None) -> BuildStats:
+    """All four tables and the list of disagreements (empty when the build reconciles). The mixture checks run as
+    Ray tasks, at most `tasks_in_flight` at a time (default: twice the cluster's CPUs)."""
     for rel in (layout.MANIFEST_CRAWL, layout.MANIFEST_VIDEOS, layout.MANIFEST_REJECTS):
         _require(out, rel)
     mismatches: list[str] = []
@@ -150,7 +151,7 @@ def compute(out: BuildOutput) -> BuildStats:
     if unknown:
         mismatches.append(f"HiCo tokens of {len(unknown)} videos not in manifest/videos.parquet (e.g. "
                           f"{sorted(unknown)[:stats_schema.EXAMPLES]}; rerun the `hico` stage)")
-    mix = collect_mixtures(out, ann.row_videos, ann.random_rows, accepted_ids)
+    mix = collect_mixtures(out, ann.row_videos, ann.random_rows, accepted_ids, tasks_in_flight)
     mismatches += mix.mismatches
     built = {
         "videos": stats_videos.build(video_table, ann.task_counts, ann.reject_video_counts, hico_clips,

@@ -1,0 +1,82 @@
+"""The `stats` stage's mixture checks run as one Ray task per (curriculum stage, task), each reading its own rows of
+members.parquet and its JSONL: how many run at once, how members.parquet is cut into row groups and whether Ray runs
+at all change no byte of the stats tables, and a disagreement planted in one task is reported with its examples."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from conftest import make_config
+from test_stats import mixed_build
+
+from pipeline.core import ray_runtime, runner
+from pipeline.stats import tables as stats
+from pipeline.stats.sources import BuildOutput
+from pipeline.stats.tables import StatsMismatch
+from schemas import layout
+
+
+@pytest.fixture(scope="module")
+def mixed(annotated_build, tmp_path_factory):
+    return mixed_build(annotated_build, tmp_path_factory)
+
+
+def written_tables(out) -> dict:
+    return {name: pq.read_table(out / layout.stats_table_path(name)) for name in layout.STATS_TABLES}
+
+
+def test_tasks_in_flight_and_row_groups_change_no_byte(mixed, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    shutil.copytree(mixed[0], out)
+    expected = written_tables(out)
+    stages = expected["stages"]
+    assert stages.num_rows >= 8 and len(pc.unique(stages["stage"])) >= 2, "several (stage, task) units"
+    # members.parquet cut into row groups of 5 rows: tasks start and end inside groups, records span groups
+    for stage in pc.unique(stages["stage"]).to_pylist():
+        path = out / layout.mixture_members_path(stage)
+        members = pq.read_table(path)
+        pq.write_table(members, path, row_group_size=5)
+        assert pq.ParquetFile(path).num_row_groups > 2
+
+    ray_runtime.init()
+    one = stats.compute(BuildOutput(str(out)), tasks_in_flight=1)
+    many = stats.compute(BuildOutput(str(out)), tasks_in_flight=16)
+    import ray
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # the same checks in this process, without Ray
+    local = stats.compute(BuildOutput(str(out)))
+    for result in (one, many, local):
+        assert result.mismatches == []
+        for name, table in expected.items():
+            assert result.tables[name].equals(table), name
+
+
+def test_record_ids_planted_in_one_task_are_reported_with_examples(annotated_build, mixed, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(mixed[0], out)
+    stages = pq.read_table(out / layout.stats_table_path("stages")).to_pylist()
+    target = max((r for r in stages if r["stage"] == "stage2"), key=lambda r: (r["samples"], r["task"]))
+    assert target["samples"] >= 3
+    stage, task = target["stage"], target["task"]
+    jsonl = out / layout.mixture_task_path(stage, task)
+    lines = jsonl.read_text(encoding="utf-8").splitlines(keepends=True)
+    replaced = []
+    for i, new_id in ((0, "zz-planted-b"), (len(lines) - 1, "zz-planted-a")):
+        record = json.loads(lines[i])
+        replaced.append(str(record["id"]))
+        record["id"] = new_id
+        lines[i] = json.dumps(record) + "\n"
+    jsonl.write_text("".join(lines), encoding="utf-8")
+
+    with pytest.raises(StatsMismatch) as err:
+        runner.run_build(make_config(annotated_build.sources, out, list(annotated_build.overrides)), ["stats"],
+                         quiet=True)
+    problems = [line.removeprefix("  - ") for line in str(err.value).splitlines()[1:]]
+    assert problems == [
+        f"{layout.mixture_task_path(stage, task)} and {layout.mixture_members_path(stage)} disagree on record ids: "
+        f"2 only in the file (e.g. ['zz-planted-a', 'zz-planted-b']), 2 only in the members "
+        f"(e.g. {sorted(replaced)})"]
