@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Optional
 
 from pipeline.ingest.video_record import local_copy_checked
 from schemas.config import BuildConfig
@@ -42,7 +42,7 @@ def staged(video: dict, cfg: BuildConfig) -> Iterator[Staged]:
 
 
 @contextlib.contextmanager
-def segment_source(video: dict, copy: Optional[Staged], cfg: BuildConfig) -> Iterator[str]:
+def segment_source(video: dict, copy: Staged | None, cfg: BuildConfig) -> Iterator[str]:
     """A local path of the video for one segment: the staged copy when this task runs on its node and it is there,
     else a copy fetched and verified here (a segment placed elsewhere, or a node lost)."""
     if copy is not None and copy.node_id == current_node_id() and os.path.exists(copy.path):
