@@ -68,6 +68,21 @@ def read_crawl(ctx: StageContext) -> list[dict]:
     return storage.read_parquet(ctx.require(layout.MANIFEST_CRAWL, "crawl")).to_pylist()
 
 
+class ArrowRows:
+    """A part's rows handed to its Ray task as an Arrow table (Ray sends only the slice's rows) and iterated there as
+    dicts, one batch at a time: the driver makes no Python object per row."""
+
+    def __init__(self, table):
+        self.table = table
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def __iter__(self):
+        for batch in self.table.to_batches():
+            yield from batch.to_pylist()
+
+
 @dataclass
 class PlannedShard:
     plan: sharding.ShardPlan
