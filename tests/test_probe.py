@@ -207,6 +207,22 @@ def test_isolated_tiny_timeout(corpus):
         assert w.call("probe", 60, path=str(corpus.root / "cuts.mp4"), **LIMITS)["duration_s"] == pytest.approx(12.0)
 
 
+def test_process_worker_keeps_its_child_between_tasks(corpus, monkeypatch):
+    from pipeline.ingest import isolated
+
+    path = str(corpus.root / "cuts.mp4")
+    w = isolated.process_worker()
+    assert isolated.process_worker() is w
+    w.call("probe", 60, path=path, **LIMITS)
+    first = w._proc.pid
+    assert w.call("probe", 60, path=path, **LIMITS)["num_frames"] == 300
+    assert w._proc.pid == first, "a second call (the next part's task) reuses the running child"
+    monkeypatch.setenv("LONGVID_TEST_MARKER", "changed")
+    w.call("probe", 60, path=path, **LIMITS)
+    assert w._proc.pid != first, "a changed environment starts a new child"
+    assert not os.path.exists(f"/proc/{first}"), "the old child was stopped"
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Fetching a local file
 

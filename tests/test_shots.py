@@ -203,3 +203,14 @@ def test_a_split_video_gone_since_probe_is_a_reject_row(joined, ray_local, tmp_p
     rejects = pq.read_table(out / layout.MANIFEST_REJECTS).to_pylist()
     assert [r["reason"] for r in rejects] == [reasons.DOWNLOAD_FAILED]
     assert "cannot read the source for scene detection" in rejects[0]["message"]
+
+
+def test_change_sums_are_exact_with_and_without_opencv():
+    from pipeline.ingest.shots import score as shot_score
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (300, 32 * 18 * 3), dtype=np.uint8)
+    y = rng.integers(0, 256, (300, 32 * 18 * 3), dtype=np.uint8)
+    exact = np.abs(x.astype(np.int64) - y).sum(axis=1)
+    assert np.array_equal(shot_score.block_sums_numpy(x, y), exact)
+    assert np.array_equal(shot_score.abs_change(x, y), exact / (255.0 * x.shape[1]))

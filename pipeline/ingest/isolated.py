@@ -2,11 +2,14 @@
 
 A malformed file can hang a demuxer or crash a native decoder (decord, OpenCV) with a signal; in the child
 that costs one reject row (`timeout` or `unreadable`) instead of the Ray worker. The child is restarted after a
-crash or a time-out and reused otherwise, so the per-file overhead is one JSON round trip.
+crash or a time-out and reused otherwise, so the per-file overhead is one JSON round trip. A Ray worker process
+runs many parts one after another: `process_worker()` keeps one child for all of them, so its start-up (a Python
+process importing PyAV, 0.3-1 s) is paid once per worker process rather than once per part.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -29,10 +32,16 @@ class IsolatedFailure(Rejection):
 class IsolatedWorker:
     def __init__(self):
         self._proc: subprocess.Popen | None = None
+        self._env: dict | None = None
 
-    def _start(self) -> subprocess.Popen:
+    @staticmethod
+    def _child_env() -> dict:
         env = dict(os.environ)
         env["PYTHONPATH"] = pythonpath_with_project(env.get("PYTHONPATH"))
+        return env
+
+    def _start(self) -> subprocess.Popen:
+        env = self._env = self._child_env()
         return subprocess.Popen(
             [sys.executable, "-m", "pipeline.ingest.isolated_worker"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=PROJECT_ROOT,
@@ -41,6 +50,8 @@ class IsolatedWorker:
 
     def call(self, op: str, timeout_s: float, **kwargs: Any) -> Any:
         """Run `op` in the child; return its result or raise IsolatedFailure / the op's own reject."""
+        if self._proc is not None and self._env != self._child_env():
+            self.close()  # a later task changed the environment the child was started with
         if self._proc is None or self._proc.poll() is not None:
             self._proc = self._start()
         proc = self._proc
@@ -92,3 +103,16 @@ class IsolatedWorker:
 
     def __exit__(self, *exc):
         self.close()
+
+
+_process_worker: IsolatedWorker | None = None
+
+
+def process_worker() -> IsolatedWorker:
+    """This process's IsolatedWorker, kept for every later task of the process and closed at exit (one task runs at
+    a time in a Ray worker process; callers that share it between threads serialise their calls)."""
+    global _process_worker
+    if _process_worker is None:
+        _process_worker = IsolatedWorker()
+        atexit.register(_process_worker.close)
+    return _process_worker

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pipeline.core import parts, ray_runtime
 from pipeline.core.context import StageContext, configure_worker
 from pipeline.ingest import manifest, manifest_refresh, shard_plan
-from pipeline.ingest.isolated import IsolatedWorker
+from pipeline.ingest.isolated import IsolatedWorker, process_worker
 from pipeline.ingest.video_record import probe_input
 from pipeline.io import storage
 from schemas import layout, tables
@@ -24,9 +24,10 @@ def probe_part(unit: tuple[str, list[dict]], ctx: StageContext) -> dict:
     """One Ray task: probe the inputs of one part and commit its Parquet file."""
     uri, items = unit
     configure_worker(ctx.cfg)
-    with IsolatedWorker() as worker, ThreadPoolExecutor(ctx.cfg.crawl.download_concurrency) as pool:
-        # downloads run side by side (one slow source holds back no other); the media checks take turns
-        shared = _Serialized(worker)
+    with ThreadPoolExecutor(ctx.cfg.crawl.download_concurrency) as pool:
+        # downloads run side by side (one slow source holds back no other); the media checks take turns in this
+        # process's long-lived child
+        shared = _Serialized(process_worker())
         rows = list(pool.map(lambda item: probe_input(item, ctx.cfg, shared), items))
     storage.write_parquet(uri, tables.to_table(rows, tables.PROBE_PART))
     result = {"ok": sum(r["ok"] for r in rows), "rejected": sum(not r["ok"] for r in rows)}

@@ -1,7 +1,9 @@
 """Shot boundaries from small frames in numpy: hard cuts, fades through black and cross-dissolves.
 
-Each frame is a thumbnail of its Y, U and V planes (32x18 each, averaged down by ffmpeg's scaler; values 0..1).
-Three detectors work on it:
+Each frame is a thumbnail of its Y, U and V planes (32x18 each, averaged down by ffmpeg's scaler). Changes are mean
+absolute differences on a 0..1 scale, computed exactly from the uint8 bytes (integer sums in cache-sized blocks:
+an hour of frames as float32 would be 250 MB of fresh memory per temporary, and the page faults alone cost more than
+the arithmetic). Three detectors work on them:
 
 - hard cut: the mean absolute change from the previous thumbnail is several times the mean change of the frames
   around it (a rolling window, so a shot full of motion needs a bigger jump than a still one) and above a floor;
@@ -47,9 +49,56 @@ class Boundary:
     score: float
 
 
-def thumbnails(frames: np.ndarray) -> np.ndarray:
-    """yuv444p frames [n, 3*w*h] (uint8) → float32 in 0..1, the Y, U and V planes one after the other."""
-    return frames.astype(np.float32) * np.float32(1 / 255)
+BLOCK_ROWS = 2048  # frames per block of the difference sums (a few MB: stays in cache)
+
+
+def abs_change(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Mean absolute difference of uint8 rows x[j] and y[j] on a 0..1 scale (float64, exact up to the division)."""
+    block_sums = _block_sums_cv2 if _cv2() is not None else block_sums_numpy
+    sums = np.empty(len(x), np.int64)
+    for s in range(0, len(x), BLOCK_ROWS):
+        sums[s:s + BLOCK_ROWS] = block_sums(x[s:s + BLOCK_ROWS], y[s:s + BLOCK_ROWS])
+    return sums / (255.0 * max(1, x.shape[1]))
+
+
+def _cv2():
+    """OpenCV when it imports (opencv-python needs libGL.so.1, which a slim image may lack), else None."""
+    global _CV2
+    if _CV2 is False:
+        try:
+            import cv2
+        except ImportError:
+            cv2 = None
+        _CV2 = cv2
+    return _CV2
+
+
+_CV2 = False  # not looked up yet
+
+
+def _block_sums_cv2(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    cv2 = _cv2()
+    return cv2.reduce(cv2.absdiff(x, y), 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S)[:, 0]
+
+
+def block_sums_numpy(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Row sums of |x - y| for uint8 blocks without OpenCV (the same integers, about 10x slower)."""
+    d = np.maximum(x, y)
+    d -= np.minimum(x, y)
+    return d.sum(axis=1, dtype=np.uint32)
+
+
+def plane_mean_std(plane: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row mean and standard deviation of uint8 rows on a 0..1 scale, from exact integer sums."""
+    n = plane.shape[1]
+    total = plane.sum(axis=1, dtype=np.int64)
+    squares = np.empty(len(plane), np.int64)
+    for s in range(0, len(plane), BLOCK_ROWS):
+        block = plane[s:s + BLOCK_ROWS].astype(np.int32)
+        squares[s:s + BLOCK_ROWS] = np.einsum("ij,ij->i", block, block)
+    mean = total / n
+    var = np.maximum(squares / n - mean * mean, 0.0)
+    return mean / 255.0, np.sqrt(var) / 255.0
 
 
 def _rolling(values: np.ndarray, half: int, fn) -> np.ndarray:
@@ -67,7 +116,7 @@ def hard_cuts(change: np.ndarray, rate: float, p: ScoreParams) -> list[tuple[int
     half = max(2, int(round(p.window_s * rate)))
     total = _rolling(change, half, np.sum)
     # the neighbourhood's mean without the frame itself and its two neighbours
-    local = np.convolve(change, np.ones(3, np.float32), mode="same")
+    local = np.convolve(change, np.ones(3), mode="same")
     mean = (total - local) / max(1, 2 * half + 1 - 3)
     ratio = change / np.maximum(mean, 1e-4)
     # a cut is one jump: a dissolve or fast motion raises the frames on either side as well
@@ -93,9 +142,10 @@ def dark_runs(luma_mean: np.ndarray, luma_std: np.ndarray, p: ScoreParams) -> li
     return runs
 
 
-def dissolves(thumbs: np.ndarray, change: np.ndarray, rate: float, p: ScoreParams) -> list[tuple[int, int, float]]:
-    """(centre frame, half span, score) of cross-dissolve candidates, strongest first, spans not overlapping."""
-    n = len(thumbs)
+def dissolves(frames: np.ndarray, change: np.ndarray, rate: float, p: ScoreParams) -> list[tuple[int, int, float]]:
+    """(centre frame, half span, score) of cross-dissolve candidates, strongest first, spans not overlapping;
+    `frames` are the uint8 thumbnails."""
+    n = len(frames)
     path = np.concatenate([[0.0], np.cumsum(change, dtype=np.float64)])
     best = np.zeros(n)
     best_k = np.zeros(n, dtype=np.int64)
@@ -104,7 +154,7 @@ def dissolves(thumbs: np.ndarray, change: np.ndarray, rate: float, p: ScoreParam
         if n <= 2 * k:
             continue
         i = np.arange(k, n - k)
-        net = np.abs(thumbs[i + k] - thumbs[i - k]).mean(axis=1)
+        net = abs_change(frames[2 * k:], frames[:n - 2 * k])
         travelled = path[i + k + 1] - path[i - k + 1]
         r = net / np.maximum(travelled, 1e-6)
         score = net * r * r
@@ -147,11 +197,9 @@ def boundaries(frames: np.ndarray, width: int, height: int, rate: float, start_s
     """Every shot boundary in yuv444p `frames` (frame j at start_s + j / rate, start_s on the 1/rate grid), sorted."""
     if len(frames) < 2:
         return []
-    thumbs = thumbnails(frames)
-    change = np.zeros(len(thumbs), dtype=np.float32)
-    change[1:] = np.abs(np.diff(thumbs, axis=0)).mean(axis=1)
-    luma = thumbs[:, :width * height]
-    luma_mean, luma_std = luma.mean(axis=1), luma.std(axis=1)
+    change = np.zeros(len(frames))
+    change[1:] = abs_change(frames[1:], frames[:-1])
+    luma_mean, luma_std = plane_mean_std(frames[:, :width * height])
 
     gap = max(1, int(round(p.min_gap_s * rate)))
     first = round(start_s * rate)  # start_s is on the frame grid: whole frames keep segment times exact
@@ -162,7 +210,7 @@ def boundaries(frames: np.ndarray, width: int, height: int, rate: float, start_s
         if not any(lo <= i <= hi for _, _, _, lo, hi in found):
             found.append((float(i), "cut", score, i - gap, i + gap))
     cuts = [(lo, hi) for _, _, _, lo, hi in found]
-    for c, k, score in dissolves(thumbs, change, rate, p):
+    for c, k, score in dissolves(frames, change, rate, p):
         if not any(lo <= c + k and c - k <= hi for lo, hi in cuts):
             found.append((float(c), "dissolve", score, c - k, c + k))
     found.sort()
