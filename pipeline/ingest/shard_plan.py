@@ -1,5 +1,7 @@
-"""The `shard` stage's plan over columns: the same manifest `manifest.assemble` builds (crawl list → probe parts →
-dedup → scene parts → shard assignment), computed with Arrow tables so the driver holds no Python object per video.
+"""The manifest and shard plan over columns (the `shard` stage's, and the end of `probe` and `scenes` through
+pipeline/ingest/manifest_refresh.py): the same manifest `manifest.assemble` builds (crawl list → probe parts →
+dedup → scene parts → shard assignment), computed with Arrow tables so the driver holds no Python object per video;
+Ray tasks read the committed parts.
 Sampling plans, sample documents and content digests, the per-row work, are made by `partition_videos` inside the
 Ray task of each partition (a run of consecutive shards); the manifest's videos table is then written row group by
 row group as the partitions come back (`VideosWriter`)."""
@@ -56,8 +58,7 @@ class Partition:
 def read_part_group(uris: list[str], columns: list[str], schema: pa.Schema, ctx: StageContext) -> pa.Table:
     """One Ray task: `columns` of a group of committed parts, in order, as one table."""
     configure_worker(ctx.cfg)
-    empty = pa.schema([schema.field(c) for c in columns]).empty_table()
-    read = [empty] + [storage.read_parquet(uri, columns) for uri in uris]
+    read = [_empty(schema, columns)] + [storage.read_parquet(uri, columns) for uri in uris]
     return pa.concat_tables(read, promote_options="permissive").combine_chunks()
 
 
@@ -74,11 +75,14 @@ def _read_parts(ctx: StageContext, directory: str, spans: list[tuple[str, int, i
         else:
             pending += stop - start
     groups = [uris[i:i + PARTS_PER_READ_TASK] for i in range(0, len(uris), PARTS_PER_READ_TASK)]
-    empty = pa.schema([schema.field(c) for c in columns]).empty_table()
     read = list(ray_runtime.imap_units("manifest", read_part_group, groups, (columns, schema, ctx),
                                        f"{directory.rsplit('/', 1)[-1]} parts", total_items=len(uris),
                                        items_of=len))
-    return pa.concat_tables([empty] + read, promote_options="permissive"), pending
+    return pa.concat_tables([_empty(schema, columns)] + read, promote_options="permissive"), pending
+
+
+def _empty(schema: pa.Schema, columns: list[str]) -> pa.Table:
+    return pa.schema([schema.field(c) for c in columns]).empty_table()
 
 
 def _rejects(rows: pa.Table, reason, message, stage: str, duplicate_of=None) -> pa.Table:
