@@ -14,7 +14,7 @@ import functools
 from pipeline.core import ray_runtime, tempdirs
 from pipeline.core.context import StageContext, configure_worker
 from pipeline.core.errors import Rejection
-from pipeline.ingest import manifest, scenes, stage_in
+from pipeline.ingest import manifest, manifest_refresh, scenes, shard_plan, stage_in
 from pipeline.ingest.isolated import IsolatedFailure, IsolatedWorker
 from pipeline.ingest.shots import frames as shot_frames
 from pipeline.ingest.shots import parallel as shot_parallel
@@ -127,15 +127,16 @@ def scenes_part(unit: tuple[str, list[dict]], ctx: StageContext, pool: list | No
 
 
 def run(ctx: StageContext) -> dict:
-    m = manifest.assemble(ctx)
-    manifest.require_probed(m)
-    by_id = {v["video_id"]: v for v in m.candidates}
+    probed = shard_plan.probed(ctx)  # the accepted videos' probe rows as Arrow, in video_id order
+    manifest.require_probed(probed)
     storage.remove_stale_temporaries(ctx.uri(layout.SCENES_PARTS_DIR))
     units = []
     committed = manifest.committed_parts(ctx, layout.SCENES_PARTS_DIR)
-    for part in manifest.scenes_parts(ctx, list(by_id)):
-        if part.name not in committed:
-            units.append((manifest.part_uri(ctx, layout.SCENES_PARTS_DIR, part), [by_id[k] for k in part.keys]))
+    for name, start, stop in shard_plan.scene_spans(ctx, probed.accepted):
+        if name not in committed:
+            units.append((ctx.uri(f"{layout.SCENES_PARTS_DIR}/{name}"),
+                          manifest.ArrowRows(probed.accepted.slice(start, stop - start))))
+    del probed
     pool = None
     if units and ctx.cfg.scenes.detector == scenes.TRANSNET:
         pool = shot_parallel.transnet_pool(ctx.cfg.scenes.actors, ctx.cfg.scenes.num_gpus)
@@ -146,9 +147,11 @@ def run(ctx: StageContext) -> dict:
                               inputs_of=lambda u: segment_refs.get(u[0], ()))
     finally:
         shot_parallel.release_pool(pool)
-    m = manifest.assemble(ctx)
-    manifest.write(ctx, m)
-    return {"videos": len(m.videos), "scenes": sum(len(v["scenes"] or []) for v in m.videos)}
+    units.clear()  # the part rows and segment results are not needed past here
+    segment_refs.clear()
+    stats, plan = manifest_refresh.refresh(ctx, NAME)
+    ctx.manifest_summary = stats
+    return {"videos": stats["accepted"], "scenes": manifest_refresh.scene_count(plan)}
 
 
 def segment_tasks(units: list[tuple[str, list[dict]]], ctx: StageContext) -> dict[str, list]:
