@@ -11,7 +11,9 @@ the job does, on an in-process Ray with --workers CPUs. Per stage it prints wall
 (VmHWM), the largest Ray worker peak RSS (VmHWM of every worker process, polled), videos per second and the
 driver's storage requests (calls into pipeline.io.storage that reach storage, not nested ones; on S3 the HTTP
 requests botocore sends are counted too). Committed units of the fabricated stages are all present, so shard and
-annotate do only their driver-side assembly; mix does its per-row work (payload copies) in Ray tasks.
+annotate do only their driver-side assembly; mix does its per-row work (payload copies) in Ray tasks. `--stages`
+may also name `probe` and `scenes`: with every part committed they probe and scan nothing and do only their driver
+work (planning the parts, rewriting the manifest, the build summary).
 """
 
 from __future__ import annotations

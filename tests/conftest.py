@@ -70,11 +70,17 @@ def corpus(tmp_path_factory) -> Corpus:
 
 
 @pytest.fixture(scope="session")
-def moto_endpoint(tmp_path_factory):
+def moto_log(tmp_path_factory) -> Path:
+    """The session moto_server's log: one line per request it served (`"GET /bucket/key HTTP/1.1" 200 -`)."""
+    return tmp_path_factory.mktemp("moto") / "moto_server.log"
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(moto_log):
     """One real moto_server on 127.0.0.1 for the session; each test module uses its own buckets."""
     import servers
 
-    with servers.moto_server(tmp_path_factory.mktemp("moto") / "moto_server.log") as url:
+    with servers.moto_server(moto_log) as url:
         yield url
 
 

@@ -156,25 +156,6 @@ def test_rerun_is_a_no_op(build, corpus):
     assert _snapshot(out) == before
 
 
-def test_manifest_reads_each_committed_part_once_per_process(build, corpus, monkeypatch):
-    from pipeline.core.context import StageContext
-    from pipeline.ingest import manifest
-    from pipeline.io import storage
-
-    out, _ = build
-    ctx = StageContext(make_config([corpus.root], out, ["shard.max_samples=2", "probe.part_size=3",
-                                                        "scenes.part_size=2"]))
-    first = manifest.assemble(ctx)  # whatever this process has not read yet
-    reads = []
-    original = storage.read_parquet
-    monkeypatch.setattr(storage, "read_parquet", lambda uri: reads.append(uri) or original(uri))
-    again = manifest.assemble(ctx)
-    assert reads == [ctx.uri(layout.MANIFEST_CRAWL)]  # no probe or scenes part read twice
-    assert again.videos == first.videos and again.rejects == first.rejects
-    again.videos[0]["duration_s"] = -1.0  # rows handed out are the caller's own
-    assert manifest.assemble(ctx).videos[0]["duration_s"] == first.videos[0]["duration_s"]
-
-
 def test_resume_after_losing_work_is_byte_identical(corpus, ray_local, tmp_path):
     overrides = ["shard.max_samples=3", "probe.part_size=4"]
     cfg = make_config([corpus.root], tmp_path, overrides)

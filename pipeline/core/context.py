@@ -17,6 +17,8 @@ class StageInputMissing(LongVidError, RuntimeError):
 @dataclass
 class StageContext:
     cfg: BuildConfig
+    # the build summary a stage computed when it rewrote the manifest tables (`probe`, `scenes`), for the runner
+    manifest_summary: dict | None = None
 
     @property
     def out(self) -> str:

@@ -8,7 +8,7 @@ import time
 from pipeline import stages as registry
 from pipeline.core import preflight, ray_runtime, summary, tempdirs
 from pipeline.core.context import StageContext, configure_worker
-from pipeline.ingest import manifest
+from pipeline.ingest import manifest_refresh
 from pipeline.io import storage
 from schemas import layout
 from schemas.config import BuildConfig, ConfigError
@@ -45,6 +45,8 @@ def _run_stages(cfg: BuildConfig, names: list[str], start: float, quiet: bool) -
         stage = registry.load(name)
         t0 = time.monotonic()
         log.info(f"[{name}] start: {stage.DESCRIPTION}")
+        if name not in MANIFEST_READERS:
+            ctx.manifest_summary = None  # a writer that leaves none set leaves the summary to be computed below
         results[name] = stage.run(ctx)
         log.info(f"[{name}] done in {time.monotonic() - t0:.1f} s: {results[name]}")
     result = {"stages": results}
@@ -53,10 +55,12 @@ def _run_stages(cfg: BuildConfig, names: list[str], start: float, quiet: bool) -
     stats = summary.summarize_persisted(cfg.out) if not writers or writers[-1] == "shard" else None
     if stats is not None:  # the stages run read the manifest the `shard` stage persisted and changed nothing in it
         summary.write(cfg.out, stats)
+    elif ctx.manifest_summary is not None:  # `probe` or `scenes` rewrote the manifest and summarised it
+        stats = ctx.manifest_summary
+        summary.write(cfg.out, stats)
     elif storage.exists(ctx.uri(layout.MANIFEST_CRAWL)):
-        m = manifest.assemble(ctx)
-        stats = summary.summarize(m)
-        if m.complete:
+        stats, _ = manifest_refresh.refresh(ctx, "summary", write=False)
+        if stats["pending_probe"] == 0:
             summary.write(cfg.out, stats)
     if stats is not None:
         result["summary"] = stats

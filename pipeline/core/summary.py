@@ -33,12 +33,46 @@ def summarize(m: Manifest) -> dict:
     }
 
 
+def summarize_plan(plan, outcome) -> dict:
+    """The same summary as `summarize(manifest.assemble(...))`, from the column plan (pipeline/ingest/shard_plan.py)
+    after its partitions ran (`outcome`: the committed shard records and the videos in them)."""
+    return {
+        "inputs": len(plan.crawl_uris),
+        "accepted": plan.videos.num_rows,
+        "rejected": plan.rejects.num_rows,
+        "rejected_by_reason": _reason_counts(plan.rejects["reason"]),
+        "pending_probe": plan.probe_pending,
+        "pending_scenes": plan.scenes_pending,
+        "hours": _hours(plan.videos["duration_s"]),
+        "input_bytes": _total(plan.videos["bytes"]),
+        "shards": len(outcome.records),
+        "shards_planned": len(plan.shards),
+        "shard_bytes": sum(r["filesize"] for r in outcome.records),
+        "sharded_videos": outcome.sharded,
+    }
+
+
+def _reason_counts(reasons) -> dict[str, int]:
+    import pyarrow.compute as pc
+
+    return dict(sorted((r["values"], r["counts"]) for r in pc.value_counts(reasons).to_pylist()))
+
+
+def _hours(durations) -> float:
+    # summed as Python floats in row order, as `summarize` sums them: the rounded figure is the same to the last bit
+    return round(sum(durations.to_pylist()) / 3600, 6)
+
+
+def _total(values) -> int:
+    import pyarrow.compute as pc
+
+    return int(pc.sum(values).as_py() or 0)
+
+
 def summarize_persisted(out_uri: str) -> dict | None:
     """The same summary as `summarize(manifest.assemble(...))`, read from the manifest tables a finished `shard`
     stage persisted (column reads, no per-part work); None when they cannot stand in for it (missing, or some video
     not sharded yet, so the shard plan is not final)."""
-    import pyarrow.compute as pc
-
     from pipeline.stats.sources import BuildOutput
 
     out = BuildOutput(out_uri)
@@ -54,11 +88,11 @@ def summarize_persisted(out_uri: str) -> dict | None:
         "inputs": out.read_table(layout.MANIFEST_CRAWL, columns=["source_uri"]).num_rows,
         "accepted": videos.num_rows,
         "rejected": len(reasons),
-        "rejected_by_reason": dict(sorted((r["values"], r["counts"]) for r in pc.value_counts(reasons).to_pylist())),
+        "rejected_by_reason": _reason_counts(reasons),
         "pending_probe": 0,
         "pending_scenes": videos["scenes"].null_count,
-        "hours": round(sum(videos["duration_s"].to_pylist()) / 3600, 6),
-        "input_bytes": sum(videos["bytes"].to_pylist()),
+        "hours": _hours(videos["duration_s"]),
+        "input_bytes": _total(videos["bytes"]),
         "shards": len(shardlist),
         "shards_planned": len(shardlist),
         "shard_bytes": sum(e["filesize"] for e in shardlist),

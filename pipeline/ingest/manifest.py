@@ -1,6 +1,8 @@
-"""Assemble the manifest from committed work units: crawl list → probe parts → dedup → scene parts → sampling plans
-→ shard records. Every stage rewrites `manifest/videos.parquet` and `manifest/rejects.parquet` from what is
-committed, so the tables always describe the output folder as it is, and an unchanged rerun rewrites no byte.
+"""The manifest from committed work units: crawl list → probe parts → dedup → scene parts → sampling plans → shard
+records. The `probe`, `scenes` and `shard` stages rewrite `manifest/videos.parquet` and `manifest/rejects.parquet`
+from what is committed (over Arrow columns: pipeline/ingest/shard_plan.py), so the tables always describe the output
+folder as it is, and an unchanged rerun rewrites no byte. This module holds the settings, part names and row helpers
+they share, and `assemble`, the row-by-row reference the tests compare them with.
 """
 
 from __future__ import annotations
@@ -42,30 +44,32 @@ def part_uri(ctx: StageContext, directory: str, part: parts.Part) -> str:
     return ctx.uri(f"{directory}/{part.name}")
 
 
-# A committed part never changes (its name is a digest of its inputs and settings, and it is written once,
-# atomically), so the rows read from it are kept for the life of the driver process: assembling the manifest again
-# (every stage does, at its start and end) lists each part folder once and reads only parts not seen before.
-_PART_ROWS: dict[tuple[str, int], list[dict]] = {}
-_PART_ROWS_LIMIT = 200_000  # parts; beyond it the cache starts over rather than grow without bound
-
-
 def committed_parts(ctx: StageContext, directory: str) -> dict[str, tuple[str, int]]:
     """part file name -> (URI, size) of the parts committed in `directory` (one listing; temporaries skipped)."""
     return {rel: (uri, size) for rel, uri, size in storage.list_committed(ctx.uri(directory)) if "/" not in rel}
 
 
-def read_part(uri: str, size: int) -> list[dict]:
-    key = (uri, size)
-    rows = _PART_ROWS.get(key)
-    if rows is None:
-        if len(_PART_ROWS) >= _PART_ROWS_LIMIT:
-            _PART_ROWS.clear()
-        rows = _PART_ROWS[key] = storage.read_parquet(uri).to_pylist()
-    return [dict(r) for r in rows]  # callers own their rows
+def read_part(uri: str) -> list[dict]:
+    return storage.read_parquet(uri).to_pylist()
 
 
 def read_crawl(ctx: StageContext) -> list[dict]:
     return storage.read_parquet(ctx.require(layout.MANIFEST_CRAWL, "crawl")).to_pylist()
+
+
+class ArrowRows:
+    """A part's rows handed to its Ray task as an Arrow table (Ray sends only the slice's rows) and iterated there as
+    dicts, one batch at a time: the driver makes no Python object per row."""
+
+    def __init__(self, table):
+        self.table = table
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def __iter__(self):
+        for batch in self.table.to_batches():
+            yield from batch.to_pylist()
 
 
 @dataclass
@@ -113,13 +117,16 @@ def _dedup(probed_ok: list[dict]) -> tuple[list[dict], list[dict]]:
 
 
 def assemble(ctx: StageContext) -> Manifest:
+    """The manifest row by row, every part read here: the reference the tests check the column path with
+    (pipeline/ingest/shard_plan.py, manifest_refresh.py). No stage or summary calls it; it holds a Python dict and a
+    sampling plan per video."""
     crawl_rows = read_crawl(ctx)
     m = Manifest(crawl=crawl_rows)
     probed = []
     committed = committed_parts(ctx, layout.PROBE_PARTS_DIR)
     for part in probe_parts(ctx, crawl_rows):
         if part.name in committed:
-            probed.extend(read_part(*committed[part.name]))
+            probed.extend(read_part(committed[part.name][0]))
         else:
             m.probe_pending += len(part.keys)
     m.rejects = [reject_row(r, r["reason"], r["message"], "probe") for r in probed if not r["ok"]]
@@ -131,7 +138,7 @@ def assemble(ctx: StageContext) -> Manifest:
     committed = committed_parts(ctx, layout.SCENES_PARTS_DIR)
     for part in scenes_parts(ctx, [r["video_id"] for r in accepted]):
         if part.name in committed:
-            scenes_by_id.update({r["video_id"]: r for r in read_part(*committed[part.name])})
+            scenes_by_id.update({r["video_id"]: r for r in read_part(committed[part.name][0])})
         else:
             m.scenes_pending += len(part.keys)
 
@@ -218,31 +225,10 @@ class ReconcileError(LongVidError, RuntimeError):
     pass
 
 
-def reconcile(m: Manifest) -> None:
-    """Every input is in exactly one of the two tables."""
-    inputs = {r["source_uri"] for r in m.crawl}
-    accepted = [v["source_uri"] for v in m.videos]
-    rejected = [r["source_uri"] for r in m.rejects]
-    both = set(accepted) & set(rejected)
-    seen = Counter(accepted + rejected)
-    twice = [u for u, n in seen.items() if n > 1]
-    lost = inputs - set(seen)
-    extra = set(seen) - inputs
-    if both or twice or lost or extra:
-        raise ReconcileError(f"manifest does not reconcile: {len(lost)} inputs in neither table, {len(twice)} listed "
-                             f"twice, {len(extra)} not in the crawl list (e.g. {sorted(lost | set(twice) | extra)[:3]})")
-
-
-def require_probed(m: Manifest) -> None:
+def require_probed(m) -> None:
+    """`m`: anything with `complete` and `probe_pending` (the column plan, the probed table or a Manifest)."""
     if not m.complete:
         raise StageInputMissing(f"{m.probe_pending} inputs have not been probed yet: run the `probe` stage")
-
-
-def write(ctx: StageContext, m: Manifest) -> None:
-    require_probed(m)
-    reconcile(m)
-    storage.write_parquet(ctx.uri(layout.MANIFEST_VIDEOS), tables.to_table(m.videos, tables.VIDEOS))
-    storage.write_parquet(ctx.uri(layout.MANIFEST_REJECTS), tables.to_table(m.rejects, tables.REJECTS))
 
 
 def sample_metadata(video: dict) -> dict:

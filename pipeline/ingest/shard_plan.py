@@ -1,5 +1,7 @@
-"""The `shard` stage's plan over columns: the same manifest `manifest.assemble` builds (crawl list → probe parts →
-dedup → scene parts → shard assignment), computed with Arrow tables so the driver holds no Python object per video.
+"""The manifest and shard plan over columns (the `shard` stage's, and the end of `probe` and `scenes` through
+pipeline/ingest/manifest_refresh.py): the same manifest `manifest.assemble` builds (crawl list → probe parts →
+dedup → scene parts → shard assignment), computed with Arrow tables so the driver holds no Python object per video;
+Ray tasks read the committed parts.
 Sampling plans, sample documents and content digests, the per-row work, are made by `partition_videos` inside the
 Ray task of each partition (a run of consecutive shards); the manifest's videos table is then written row group by
 row group as the partitions come back (`VideosWriter`)."""
@@ -8,7 +10,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -16,13 +18,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import sampling
-from pipeline.core import parts
-from pipeline.core.context import StageContext
+from pipeline.core import parts, ray_runtime
+from pipeline.core.context import StageContext, configure_worker
 from pipeline.ingest import manifest, sharding
 from pipeline.io import storage
 from schemas import layout, reasons, tables
 
-COMBINE_PARTS = 256
+PARTS_PER_READ_TASK = 256  # committed probe or scene parts one Ray task reads for the plan
 # Row groups of manifest/videos.parquet: a build of up to this many videos gets the single row group a whole-table
 # write gives; larger ones are written one group at a time, so the writer never holds more.
 VIDEOS_ROWS_PER_GROUP = 8192
@@ -53,22 +55,34 @@ class Partition:
     shards: list[tuple[int, int, int]]  # (shard index, first row, end row) within `videos`
 
 
+def read_part_group(uris: list[str], columns: list[str], schema: pa.Schema, ctx: StageContext) -> pa.Table:
+    """One Ray task: `columns` of a group of committed parts, in order, as one table."""
+    configure_worker(ctx.cfg)
+    read = [_empty(schema, columns)] + [storage.read_parquet(uri, columns) for uri in uris]
+    return pa.concat_tables(read, promote_options="permissive").combine_chunks()
+
+
 def _read_parts(ctx: StageContext, directory: str, spans: list[tuple[str, int, int]], schema: pa.Schema,
                 columns: list[str]) -> tuple[pa.Table, int]:
-    """The committed parts among `spans` (one listing, one read each, only `columns`), and the number of keys of the
-    parts not committed yet."""
+    """The committed parts among `spans` (only `columns`), and the number of keys of the parts not committed yet.
+    The driver lists the folder once; Ray tasks read the parts, PARTS_PER_READ_TASK each, a bounded number at a
+    time, and each returns its group as one table."""
     committed = manifest.committed_parts(ctx, directory)
-    empty = pa.schema([schema.field(c) for c in columns]).empty_table()
-    combined, read, pending = [empty], [], 0
+    uris, pending = [], 0
     for name, start, stop in spans:
         if name in committed:
-            read.append(storage.read_parquet(committed[name][0], columns))
-            if len(read) >= COMBINE_PARTS:  # many small tables cost more than their rows
-                combined.append(pa.concat_tables(read, promote_options="permissive").combine_chunks())
-                read = []
+            uris.append(committed[name][0])
         else:
             pending += stop - start
-    return pa.concat_tables(combined + read, promote_options="permissive"), pending
+    groups = [uris[i:i + PARTS_PER_READ_TASK] for i in range(0, len(uris), PARTS_PER_READ_TASK)]
+    read = list(ray_runtime.imap_units("manifest", read_part_group, groups, (columns, schema, ctx),
+                                       f"{directory.rsplit('/', 1)[-1]} parts", total_items=len(uris),
+                                       items_of=len))
+    return pa.concat_tables([_empty(schema, columns)] + read, promote_options="permissive"), pending
+
+
+def _empty(schema: pa.Schema, columns: list[str]) -> pa.Table:
+    return pa.schema([schema.field(c) for c in columns]).empty_table()
 
 
 def _rejects(rows: pa.Table, reason, message, stage: str, duplicate_of=None) -> pa.Table:
@@ -118,21 +132,49 @@ def _estimated_sizes(ctx: StageContext, videos: pa.Table) -> Iterator[int]:
             yield sharding.estimated_bytes(v, sh.payload, sh.frames_stage)
 
 
-def build(ctx: StageContext) -> Plan:
-    crawl_uris = storage.read_parquet(ctx.require(layout.MANIFEST_CRAWL, "crawl"), ["source_uri"])["source_uri"]
-    probe_spans = parts.part_spans(crawl_uris.take(pc.sort_indices(crawl_uris)), ctx.cfg.probe.part_size,
-                                   manifest.probe_settings(ctx))
-    probed, probe_pending = _read_parts(ctx, layout.PROBE_PARTS_DIR, probe_spans, tables.PROBE_PART, PROBE_COLUMNS)
-    ok = pc.fill_null(probed["ok"], False)
-    probe_rejects = probed.filter(pc.invert(ok))
-    rejects = [_rejects(probe_rejects, probe_rejects["reason"], probe_rejects["message"], "probe")]
-    accepted, duplicates = _dedup(probed.filter(ok))
-    rejects.append(duplicates)
+@dataclass
+class Probed:
+    """The crawl list and its committed probe parts, deduplicated: what the `scenes` stage scans and the plan starts
+    from."""
+    crawl_uris: pa.ChunkedArray
+    accepted: pa.Table  # probe rows (PROBE_COLUMNS) that passed probe and dedup, in video_id order
+    rejects: list[pa.Table]  # tables.REJECTS rows of probe failures and duplicates
+    probe_pending: int = 0
 
+    @property
+    def complete(self) -> bool:
+        return self.probe_pending == 0
+
+
+def sorted_crawl(ctx: StageContext, columns: list[str] | None = None) -> pa.Table:
+    """The crawl list (`columns`, or all) in source_uri order: the order of the probe parts' keys."""
+    crawl = storage.read_parquet(ctx.require(layout.MANIFEST_CRAWL, "crawl"), columns)
+    return crawl.take(pc.sort_indices(crawl["source_uri"]))
+
+
+def probed(ctx: StageContext) -> Probed:
+    crawl_uris = sorted_crawl(ctx, ["source_uri"])["source_uri"]
+    probe_spans = parts.part_spans(crawl_uris, ctx.cfg.probe.part_size, manifest.probe_settings(ctx))
+    rows, probe_pending = _read_parts(ctx, layout.PROBE_PARTS_DIR, probe_spans, tables.PROBE_PART, PROBE_COLUMNS)
+    ok = pc.fill_null(rows["ok"], False)
+    probe_rejects = rows.filter(pc.invert(ok))
+    rejects = [_rejects(probe_rejects, probe_rejects["reason"], probe_rejects["message"], "probe")]
+    accepted, duplicates = _dedup(rows.filter(ok))
+    rejects.append(duplicates)
+    return Probed(crawl_uris, accepted, rejects, probe_pending)
+
+
+def scene_spans(ctx: StageContext, accepted: pa.Table) -> list[tuple[str, int, int]]:
+    """(name, first row, end row) of the scene parts over the accepted videos (in video_id order)."""
+    return parts.part_spans(accepted["video_id"], ctx.cfg.scenes.part_size, manifest.scenes_settings(ctx))
+
+
+def build(ctx: StageContext) -> Plan:
+    p = probed(ctx)
+    accepted, rejects = p.accepted, list(p.rejects)
     ids = accepted["video_id"]
-    scene_spans = parts.part_spans(ids, ctx.cfg.scenes.part_size, manifest.scenes_settings(ctx))
-    scenes, scenes_pending = _read_parts(ctx, layout.SCENES_PARTS_DIR, scene_spans, tables.SCENES_PART,
-                                         SCENE_COLUMNS)
+    scenes, scenes_pending = _read_parts(ctx, layout.SCENES_PARTS_DIR, scene_spans(ctx, accepted),
+                                         tables.SCENES_PART, SCENE_COLUMNS)
     at = pc.index_in(ids, value_set=scenes["video_id"])
     scene_rows = scenes.take(at)  # all-null rows where the scene part is not committed
     failed = pc.and_(pc.is_valid(at), pc.invert(pc.fill_null(scene_rows["ok"], False)))
@@ -145,8 +187,8 @@ def build(ctx: StageContext) -> Plan:
                                   schema=pa.schema([tables.VIDEOS.field(n) for n in CARRIED + ["scenes"]]))
 
     all_rejects = pa.concat_tables(rejects)
-    plan = Plan(crawl_uris, videos, all_rejects.take(pc.sort_indices(all_rejects["source_uri"])).combine_chunks(),
-                probe_pending, scenes_pending)
+    plan = Plan(p.crawl_uris, videos, all_rejects.take(pc.sort_indices(all_rejects["source_uri"])).combine_chunks(),
+                p.probe_pending, scenes_pending)
     sh = ctx.cfg.shard
     plan.shards = [(k, a, b) for k, (a, b) in
                    enumerate(sharding.spans(_estimated_sizes(ctx, videos), sh.target_bytes, sh.max_samples))]
@@ -175,6 +217,65 @@ def partition_videos(part: Partition, ctx: StageContext) -> list[tuple[int, list
         digest = sharding.content_digest([manifest.sample_metadata(v) for v in videos], settings)
         out.append((index, videos, digest))
     return out
+
+
+def partition_result(part: Partition, ctx: StageContext,
+                     write_shard: Callable[[tuple[int, list[dict], str], StageContext], dict] | None = None) -> dict:
+    """A partition's manifest rows (tables.VIDEOS), shard-reject rows and committed shard records, as
+    `manifest.assemble` makes them: a shard whose committed record holds exactly its videos names them (and turns the
+    videos it left out into rejects); any other shard is written with `write_shard` (the `shard` stage) or, without
+    it, leaves its videos' `shard` unset."""
+    records, rows, rejects, written = [], [], [], 0
+    for index, videos, digest in partition_videos(part, ctx):
+        record = manifest.committed_record(ctx, index, digest)
+        if record is None and write_shard is not None:
+            record = write_shard((index, videos, digest), ctx)
+            written += 1
+        if record is None:
+            rows += videos
+            continue
+        left_out = {r["video_id"]: r for r in record.get(sharding.RECORD_REJECTS, ())}
+        for v in videos:
+            r = left_out.get(v["video_id"])
+            if r is not None:  # source gone or changed since probe: a reject row (stage "shard")
+                rejects.append(manifest.reject_row(v, r["reason"], r["message"], "shard"))
+                continue
+            v["shard"] = record["shard"]
+            rows.append(v)
+        records.append({k: record[k] for k in ("shard", "nsamples", "filesize", "sha256")})
+    return {"records": records, "written": written, "videos": tables.to_table(rows, tables.VIDEOS),
+            "rejects": rejects}
+
+
+def check_partition(part: Partition, ctx: StageContext) -> dict:
+    """One Ray task: `partition_result` without writing shards (the manifest after `probe` or `scenes`)."""
+    configure_worker(ctx.cfg)
+    return partition_result(part, ctx)
+
+
+@dataclass
+class Outcome:
+    records: list[dict] = field(default_factory=list)  # committed shard records, in shard order
+    left_out: list[dict] = field(default_factory=list)  # reject rows of videos a committed shard left out
+    written: int = 0  # shards written
+    sharded: int = 0  # videos in a committed shard
+
+
+def run_partitions(ctx: StageContext, plan: Plan, stage: str, task: Callable[[Partition, StageContext], dict],
+                   shards_per_partition: int, out: "VideosWriter | None") -> Outcome:
+    """`task` over the plan's partitions (a bounded number in flight), the manifest rows fed to `out` in order; the
+    left-out videos move from the plan's videos to its rejects."""
+    o = Outcome()
+    for r in ray_runtime.imap_units(stage, task, partitions(plan, shards_per_partition), (ctx,), "videos",
+                                    total_items=plan.videos.num_rows, items_of=lambda p: p.videos.num_rows):
+        if out is not None:
+            out.add(r["videos"])
+        o.sharded += r["videos"].num_rows - r["videos"]["shard"].null_count
+        o.records += r["records"]
+        o.left_out += r["rejects"]
+        o.written += r["written"]
+    add_shard_rejects(plan, o.left_out)
+    return o
 
 
 def add_shard_rejects(plan: Plan, rows: list[dict]) -> None:

@@ -6,9 +6,9 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from pipeline.core import ray_runtime
+from pipeline.core import parts, ray_runtime
 from pipeline.core.context import StageContext, configure_worker
-from pipeline.ingest import manifest
+from pipeline.ingest import manifest, manifest_refresh, shard_plan
 from pipeline.ingest.isolated import IsolatedWorker, process_worker
 from pipeline.ingest.video_record import probe_input
 from pipeline.io import storage
@@ -47,21 +47,19 @@ class _Serialized:
 
 
 def run(ctx: StageContext) -> dict:
-    crawl_rows = manifest.read_crawl(ctx)
-    by_uri = {r["source_uri"]: r for r in crawl_rows}
+    crawl = shard_plan.sorted_crawl(ctx)  # Arrow: a part's rows are a slice of it
     storage.remove_stale_temporaries(ctx.uri(layout.PROBE_PARTS_DIR))
     units = []
-    skipped = 0
     committed = manifest.committed_parts(ctx, layout.PROBE_PARTS_DIR)
-    for part in manifest.probe_parts(ctx, crawl_rows):
-        if part.name in committed:
-            skipped += len(part.keys)
-        else:
-            units.append((manifest.part_uri(ctx, layout.PROBE_PARTS_DIR, part), [by_uri[k] for k in part.keys]))
-    if skipped:
-        log.info(f"[probe] {skipped} inputs already probed (committed parts), {len(crawl_rows) - skipped} to go")
-    ray_runtime.map_units(NAME, probe_part, units, (ctx,), "inputs",
-                          total_items=sum(len(u[1]) for u in units), items_of=lambda u: len(u[1]))
-    m = manifest.assemble(ctx)
-    manifest.write(ctx, m)
-    return {"inputs": len(m.crawl), "accepted": len(m.videos), "rejected": len(m.rejects)}
+    for name, start, stop in parts.part_spans(crawl["source_uri"], ctx.cfg.probe.part_size,
+                                              manifest.probe_settings(ctx)):
+        if name not in committed:
+            units.append((ctx.uri(f"{layout.PROBE_PARTS_DIR}/{name}"),
+                          manifest.ArrowRows(crawl.slice(start, stop - start))))
+    todo = sum(len(u[1]) for u in units)
+    if todo < crawl.num_rows:
+        log.info(f"[probe] {crawl.num_rows - todo} inputs already probed (committed parts), {todo} to go")
+    ray_runtime.map_units(NAME, probe_part, units, (ctx,), "inputs", total_items=todo, items_of=lambda u: len(u[1]))
+    stats, _ = manifest_refresh.refresh(ctx, NAME)
+    ctx.manifest_summary = stats
+    return {"inputs": stats["inputs"], "accepted": stats["accepted"], "rejected": stats["rejected"]}

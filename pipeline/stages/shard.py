@@ -6,14 +6,14 @@ import json
 import logging
 import os
 
-from pipeline.core import orphans, ray_runtime
+from pipeline.core import orphans
 from pipeline.core.context import StageContext, configure_worker
 from pipeline.core.errors import Rejection
 from pipeline.ingest import manifest, shard_plan, sharding
 from pipeline.ingest.video_record import local_copy_checked
 from pipeline.io import frames as frame_io
 from pipeline.io import storage
-from schemas import hashing, layout, tables
+from schemas import hashing, layout
 from schemas import sample as sample_schema
 
 log = logging.getLogger(__name__)
@@ -66,23 +66,7 @@ def write_partition(part: shard_plan.Partition, ctx: StageContext) -> dict:
     """One Ray task per partition: its shards' manifest rows, and each shard written unless a committed one holds
     exactly them."""
     configure_worker(ctx.cfg)
-    records, rows, rejects, written = [], [], [], 0
-    for index, videos, digest in shard_plan.partition_videos(part, ctx):
-        record = manifest.committed_record(ctx, index, digest)
-        if record is None:
-            record = write_shard((index, videos, digest), ctx)
-            written += 1
-        left_out = {r["video_id"]: r for r in record.get(sharding.RECORD_REJECTS, ())}
-        for v in videos:
-            r = left_out.get(v["video_id"])
-            if r is not None:  # source gone or changed since probe: a reject row (stage "shard"), as assemble makes
-                rejects.append(manifest.reject_row(v, r["reason"], r["message"], "shard"))
-                continue
-            v["shard"] = record["shard"]
-            rows.append(v)
-        records.append({k: record[k] for k in ("shard", "nsamples", "filesize", "sha256")})
-    return {"records": records, "written": written, "videos": tables.to_table(rows, tables.VIDEOS),
-            "rejects": rejects}
+    return shard_plan.partition_result(part, ctx, write_shard)
 
 
 def run(ctx: StageContext) -> dict:
@@ -91,18 +75,11 @@ def run(ctx: StageContext) -> dict:
     if plan.scenes_pending:
         log.info(f"[shard] note: {plan.scenes_pending} videos have no scenes yet (run the `scenes` stage to add them)")
     storage.remove_stale_temporaries(ctx.uri(layout.SHARDS_DIR))
-    records, left_out, written = [], [], 0
     with shard_plan.videos_writer(ctx) as videos_out:
-        for r in ray_runtime.imap_units(NAME, write_partition, shard_plan.partitions(plan, SHARDS_PER_TASK), (ctx,),
-                                        "videos", total_items=plan.videos.num_rows,
-                                        items_of=lambda p: p.videos.num_rows):
-            videos_out.add(r["videos"])
-            records += r["records"]
-            left_out += r["rejects"]
-            written += r["written"]
-        shard_plan.add_shard_rejects(plan, left_out)
+        outcome = shard_plan.run_partitions(ctx, plan, NAME, write_partition, SHARDS_PER_TASK, videos_out)
         shard_plan.reconcile(plan)
     shard_plan.write_rejects(ctx, plan)
+    records, left_out, written = outcome.records, outcome.left_out, outcome.written
     if written < len(records):
         log.info(f"[shard] {len(records) - written} shards already committed, {written} written")
     if left_out:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pipeline.core import summary
 from pipeline.core.context import StageContext
-from pipeline.ingest import manifest
+from pipeline.ingest import manifest_refresh
 from pipeline.stats import tables as stats
 from pipeline.stats.sources import BuildOutput
 
@@ -22,9 +22,9 @@ def run(ctx: StageContext) -> dict:
     if persisted is not None:
         summary.write(ctx.out, persisted)
     else:
-        m = manifest.assemble(ctx)
-        if m.complete:
-            summary.write(ctx.out, summary.summarize(m))
+        current, _ = manifest_refresh.refresh(ctx, NAME, write=False)
+        if current["pending_probe"] == 0:
+            summary.write(ctx.out, current)
     t = result.tables
     return {"videos": t["videos"].num_rows, "shards": t["shards"].num_rows, "reject_reasons": t["rejects"].num_rows,
             "stage_tasks": t["stages"].num_rows, "mixtures": "built" if result.mixtures_built else "not built",
