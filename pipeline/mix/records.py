@@ -5,17 +5,23 @@ Paths inside them are relative to the folder of the file that holds them. Pure: 
 from __future__ import annotations
 
 import json
+import operator
 import posixpath
 from dataclasses import dataclass, field
 
+import pyarrow as pa
 import yaml
 
 from pipeline.io.storage import parquet_bytes
 from pipeline.mix.select import Sample, VideoInfo
-from schemas import layout, mixture, sampling, tables
+from schemas import layout, mixture, sampling
 from schemas.config import BuildConfig
 
 DURATION_DECIMALS = 6
+_JSON = json.JSONEncoder(ensure_ascii=False)  # what json.dumps(r, ensure_ascii=False) builds on every call
+_IMAGE_LINE = f"{mixture.IMAGE_TOKEN}\n"
+_MEMBERS_ORDER = operator.itemgetter(mixture.MIX_MEMBERS.names.index("task"), mixture.MIX_MEMBERS.names.index(
+    "record_id"), mixture.MIX_MEMBERS.names.index("turn"))
 
 
 @dataclass(frozen=True)
@@ -54,12 +60,16 @@ def frame_dir_name(sample: Sample) -> str:
 
 
 def conversations(sample: Sample, inline_prompt: bool) -> list[dict]:
+    turns = sample.candidate.turns
+    if not turns:
+        return []
     duration = sample.duration_s if inline_prompt else None
-    out = []
-    for i, turn in enumerate(sample.candidate.turns):
-        human = sampling.first_user_turn(turn.question, duration, len(sample.frame_indices)) if i == 0 \
-            else turn.question
-        out += [{"from": "human", "value": human}, {"from": "gpt", "value": turn.answer}]
+    first = turns[0]
+    out = [{"from": "human", "value": sampling.first_user_turn(first.question, duration, len(sample.frame_indices))},
+           {"from": "gpt", "value": first.answer}]
+    for turn in turns[1:]:
+        out.append({"from": "human", "value": turn.question})
+        out.append({"from": "gpt", "value": turn.answer})
     return out
 
 
@@ -75,28 +85,37 @@ def training_record(sample: Sample, video: VideoInfo, read_type: str, inline_pro
     return rec
 
 
-def member_rows(sample: Sample, record: dict, tokens_per_frame: int) -> list[dict]:
+def member_rows(sample: Sample, record: dict, tokens_per_frame: int) -> list[tuple]:
+    """The record's members.parquet rows as tuples in MIX_MEMBERS column order (one per turn)."""
     clip = sample.candidate.clip
-    rows = []
+    start, end = clip if clip else (None, None)
+    frames = len(sample.frame_indices)
+    head = (sample.stage, sample.candidate.task, sample.record_id, sample.candidate.video_id)
     convs = record["conversations"]
+    rows = []
     for k, turn in enumerate(sample.candidate.turns):
-        human = convs[2 * k]["value"].replace(f"{mixture.IMAGE_TOKEN}\n", "", 1)
-        rows.append({"stage": sample.stage, "task": sample.task, "record_id": sample.record_id,
-                     "video_id": sample.video_id, "source_table": turn.source_table, "source_key": turn.source_key,
-                     "duration_s": sample.duration_s, "start_s": clip[0] if clip else None,
-                     "end_s": clip[1] if clip else None, "num_frames": len(sample.frame_indices),
-                     "visual_tokens": len(sample.frame_indices) * tokens_per_frame,
-                     "text_chars": len(human) + len(convs[2 * k + 1]["value"]), "turn": k})
+        human = convs[2 * k]["value"]
+        chars = len(human) - (len(_IMAGE_LINE) if _IMAGE_LINE in human else 0)  # without the first "<image>\n"
+        rows.append((*head, turn.source_table, turn.source_key, sample.duration_s, start, end, frames,
+                     frames * tokens_per_frame, chars + len(convs[2 * k + 1]["value"]), k))
     return rows
 
 
+def members_table(rows: list[tuple]) -> pa.Table:
+    """MIX_MEMBERS from member_rows' tuples, sorted by (task, record_id, turn)."""
+    rows = sorted(rows, key=_MEMBERS_ORDER)
+    columns = [list(c) for c in zip(*rows)] if rows else [[] for _ in mixture.MIX_MEMBERS.names]
+    return pa.table(dict(zip(mixture.MIX_MEMBERS.names, columns)), schema=mixture.MIX_MEMBERS)
+
+
 def jsonl(records: list[dict]) -> bytes:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+    encode = _JSON.encode
+    return "".join([encode(r) + "\n" for r in records]).encode("utf-8")
 
 
 def json_list(records: list[dict]) -> bytes:
     """A JSON list with one record per line (valid JSON, still diffable)."""
-    body = ",\n".join(json.dumps(r, ensure_ascii=False) for r in records)
+    body = ",\n".join(map(_JSON.encode, records))
     return f"[\n{body}\n]\n".encode("utf-8")
 
 
@@ -183,7 +202,7 @@ def stage_files(stage: str, per_task: dict[str, list[Sample]], videos: dict[str,
     mst = cfg.mix.stages[stage]
     inline = cfg.mix.timestamp_prompt == "inline"
     out = StageFiles(stage)
-    members: list[dict] = []
+    members: list[tuple] = []
     records: dict[str, list[dict]] = {}
     shards: set[str] = set()
     for task, samples in per_task.items():
@@ -205,8 +224,7 @@ def stage_files(stage: str, per_task: dict[str, list[Sample]], videos: dict[str,
             out.files[layout.mixture_task_path(stage, task, "json")] = json_list(recs)
     if cfg.mix.internvideo2_5:
         out.files.update(internvideo_files(stage, cfg, records))
-    members.sort(key=lambda r: (r["task"], r["record_id"], r["turn"]))
-    out.files[layout.mixture_members_path(stage)] = parquet_bytes(tables.to_table(members, mixture.MIX_MEMBERS))
+    out.files[layout.mixture_members_path(stage)] = parquet_bytes(members_table(members))
     out.files[layout.mixture_file_path(stage, layout.MIX_WEIGHTS_JSON)] = weights_json(stage, cfg, out.counts)
     out.files[layout.mixture_file_path(stage, layout.MIX_SHARDS_TXT)] = shards_txt(stage, shards)
     out.files[layout.mixture_file_path(stage, layout.MIX_DATA_YAML)] = data_yaml(stage, cfg, out.counts)

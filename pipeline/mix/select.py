@@ -138,16 +138,27 @@ def duration_class(duration_s: float, mix: MixConfig) -> Optional[str]:
     return "long" if duration_s <= mix.long_max_s else None
 
 
-def plan(candidate: Candidate, video: VideoInfo, stage: str, smp: SamplingConfig) -> tuple[float, list[int]]:
+def plan(candidate: Candidate, video: VideoInfo, stage: str, smp: SamplingConfig,
+         memo: Optional[dict] = None) -> tuple[float, list[int]]:
     """(duration the trainer reports, frame indices it samples) for a candidate under a stage's sampling rule;
-    a clip's frames follow the rule over the clip's own frames, offset to its first one."""
+    a clip's frames follow the rule over the clip's own frames, offset to its first one. `memo` (a dict kept for
+    one selection) reuses the rule's result for equal arguments; the lists it hands out are shared, never changed."""
     st = smp.stages[stage]
     if candidate.clip is None:
-        idx = sampling.frame_indices(video.vlen, video.fps, st.min_frames, st.max_frames, st.sample, smp.clip_len)
-        return video.duration_s, idx
+        return video.duration_s, _frame_indices(memo, video.vlen, video.fps, st, smp.clip_len)
     first, frames, duration = mixture.clip_window(video.vlen, video.fps, *candidate.clip)
-    idx = sampling.frame_indices(frames, video.fps, st.min_frames, st.max_frames, st.sample, smp.clip_len)
+    idx = _frame_indices(memo, frames, video.fps, st, smp.clip_len)
     return duration, [first + i for i in idx]
+
+
+def _frame_indices(memo: Optional[dict], vlen: int, fps: float, st, clip_len: int) -> list[int]:
+    args = (vlen, fps, st.min_frames, st.max_frames, st.sample, clip_len)
+    if memo is None:
+        return sampling.frame_indices(*args)
+    idx = memo.get(args)
+    if idx is None:
+        idx = memo[args] = sampling.frame_indices(*args)
+    return idx
 
 
 def order_key(seed: int, record_id: str) -> str:
@@ -159,6 +170,7 @@ def select(cands: list[Candidate], videos: dict[str, VideoInfo], mix: MixConfig,
     """stage -> task -> samples in the seeded order the files list them (caps keep the first max_records; a
     partition of the build selects uncapped and the driver applies the caps while merging partitions)."""
     out: dict[str, dict[str, list[Sample]]] = {}
+    memo: dict = {}
     for stage, st in mix.stages.items():
         per_task: dict[str, list[Sample]] = {}
         plans: dict[tuple, tuple[float, list[int]]] = {}  # every whole-video record of a video shares one plan
@@ -167,7 +179,7 @@ def select(cands: list[Candidate], videos: dict[str, VideoInfo], mix: MixConfig,
                 continue
             key = (c.video_id, c.clip)
             if key not in plans:
-                plans[key] = plan(c, videos[c.video_id], stage, smp)
+                plans[key] = plan(c, videos[c.video_id], stage, smp, memo)
             duration, idx = plans[key]
             if duration_class(duration, mix) not in st.videos:
                 continue

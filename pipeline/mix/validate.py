@@ -20,6 +20,8 @@ from schemas.errors import LongVidError
 
 MAX_LISTED = 12
 REQUIRED_KEYS = ("id", "video", "conversations", "duration")
+RECORD_KEYS = frozenset(mixture.RECORD_KEYS)
+MEMBER_COLUMNS = ("task", "record_id", "video_id", "start_s", "end_s", "num_frames")
 DURATION_TOLERANCE_S = 1e-5
 PROMPT_LEAD = sampling.timestamp_prompt(0.0, 0).split("0", 1)[0]  # "The video lasts for "
 
@@ -48,6 +50,10 @@ class StageCheck:
         self.problems: list[str] = []
         self._dirs: dict[str, set[str]] | None = None  # folder -> its files, built on first need
         self._reread: dict[int, bool] = {}  # frames in a directory -> the trainer takes exactly those
+        # Records of one video or one clip share these: computed once per stage check.
+        self._expected_of: dict[tuple, Expected] = {}  # (video_id, start_s, end_s) -> Expected
+        self._prompt_of: dict[tuple[float, int], str] = {}  # (duration, frames) -> the inline prompt's start
+        self._target_of: dict[tuple[str, str], str] = {}  # (data root, record's video) -> resolved payload path
 
     def files_in(self, folder: str) -> set[str]:
         if self._dirs is None:
@@ -70,11 +76,12 @@ class StageCheck:
         if members is None or datasets is None:
             return self.problems
         member_ids: dict[str, set[str]] = {}
-        for row in members:
-            member_ids.setdefault(row["task"], set()).add(row["record_id"])
-        first_member = {}
-        for row in members:
-            first_member.setdefault(row["record_id"], row)
+        first_member: dict[str, dict] = {}  # record_id -> its first row's video_id, start_s, end_s, num_frames
+        for task, record_id, video_id, start_s, end_s, num_frames in zip(*members):
+            member_ids.setdefault(task, set()).add(record_id)
+            if record_id not in first_member:
+                first_member[record_id] = {"video_id": video_id, "start_s": start_s, "end_s": end_s,
+                                           "num_frames": num_frames}
         tasks = {}
         for ds in datasets:
             path = self.resolve(self.folder, ds["json_path"])
@@ -100,13 +107,14 @@ class StageCheck:
         self._shards()
         return self.problems
 
-    def _members(self) -> list[dict] | None:
+    def _members(self) -> list[list] | None:
+        """The members table's columns the checks use (MEMBER_COLUMNS), as lists."""
         path = layout.mixture_members_path(self.stage)
         table = pq.read_table(io.BytesIO(self.files[path]))
         if table.schema != mixture.MIX_MEMBERS:
             self.fail(path, "schema differs from schemas.mixture.MIX_MEMBERS")
             return None
-        return table.to_pylist()
+        return [table.column(c).to_pylist() for c in MEMBER_COLUMNS]
 
     def _data_yaml(self) -> list[dict] | None:
         path = layout.mixture_file_path(self.stage, layout.MIX_DATA_YAML)
@@ -154,6 +162,13 @@ class StageCheck:
         return records
 
     def _expected(self, member: dict) -> Expected:
+        key = (member["video_id"], member["start_s"], member["end_s"])
+        exp = self._expected_of.get(key)
+        if exp is None:
+            exp = self._expected_of[key] = self._expected_uncached(member)
+        return exp
+
+    def _expected_uncached(self, member: dict) -> Expected:
         video = self.videos[member["video_id"]]
         st = self.smp
         if member["start_s"] is None:
@@ -164,7 +179,7 @@ class StageCheck:
         return Expected(duration, n)
 
     def _record(self, where: str, rec: dict, member: dict, root: str) -> None:
-        extra = set(rec) - set(mixture.RECORD_KEYS)
+        extra = rec.keys() - RECORD_KEYS
         missing = [k for k in REQUIRED_KEYS if k not in rec]
         if extra or missing:
             self.fail(where, f"keys {sorted(extra)} unexpected, {missing} missing")
@@ -191,12 +206,17 @@ class StageCheck:
         if not isinstance(convs, list) or not convs or len(convs) % 2:
             self.fail(where, "conversations is not a non-empty list of human/gpt pairs")
             return
+        images = 0
         for k, turn in enumerate(convs):
-            want = "human" if k % 2 == 0 else "gpt"
-            if not isinstance(turn, dict) or turn.get("from") != want or not str(turn.get("value", "")).strip():
+            want = "gpt" if k % 2 else "human"
+            if not isinstance(turn, dict) or turn.get("from") != want:
                 self.fail(where, f"turn {k} is not a non-empty {want} turn")
                 return
-        images = sum(str(t["value"]).count(mixture.IMAGE_TOKEN) for t in convs)
+            value = str(turn.get("value", ""))
+            if not value.strip():
+                self.fail(where, f"turn {k} is not a non-empty {want} turn")
+                return
+            images += value.count(mixture.IMAGE_TOKEN)
         if images != 1 or not convs[0]["value"].startswith(f"{mixture.IMAGE_TOKEN}\n"):
             self.fail(where, f"needs exactly one {mixture.IMAGE_TOKEN}, opening the first human turn (found {images})")
 
@@ -205,14 +225,20 @@ class StageCheck:
             return
         text = str(convs[0].get("value", "")).removeprefix(f"{mixture.IMAGE_TOKEN}\n")
         if self.cfg.mix.timestamp_prompt == "inline":
-            want = sampling.video_question("", exp.duration_s, exp.num_frames)
+            key = (exp.duration_s, exp.num_frames)
+            want = self._prompt_of.get(key)
+            if want is None:
+                want = self._prompt_of[key] = sampling.video_question("", exp.duration_s, exp.num_frames)
             if not text.startswith(want):
                 self.fail(where, f"inline timestamp prompt is not {want!r} (duration and frames of the stage's rule)")
         elif PROMPT_LEAD in text:
             self.fail(where, "holds a timestamp prompt although the trainer inserts one (timestamp_prompt: trainer)")
 
     def _payload(self, where: str, rec: dict, root: str, exp: Expected) -> None:
-        target = self.resolve(root, str(rec["video"]))
+        key = (root, str(rec["video"]))
+        target = self._target_of.get(key)
+        if target is None:
+            target = self._target_of[key] = self.resolve(*key)
         if self.mst.video_read_type == "decord":
             if target not in self.existing:
                 self.fail(where, f"video {target} does not exist")
