@@ -109,10 +109,11 @@ def _build_records(part: Partition, ctx: StageContext) -> dict:
     outputs: dict[str, bytes] = {}
     tasks: dict[str, list[str]] = {}
     for stage, per_task in selected.items():
-        o = mix_records.stage_files(stage, per_task, videos, cfg)
+        o = mix_records.stage_files(stage, per_task, videos, cfg, with_members_parquet=False)
         existing = _expected_payloads(o, videos, cfg.mix.frame_prefix) | shard_paths
         problems += [f"(partition {part.index}) {p}" for p in
-                     mix_validate.stage_problems(stage, o.files, cfg, videos, part.plan_frames, existing)]
+                     mix_validate.stage_problems(stage, o.files, cfg, videos, part.plan_frames, existing,
+                                                  o.members)]
         img = cfg.mix.stages[stage].video_read_type == "img"
         order_of = {}
         for task, samples in per_task.items():
@@ -127,7 +128,7 @@ def _build_records(part: Partition, ctx: StageContext) -> dict:
             outputs[layout.mix_records_part_path(stage, task, part.index)] = part_bytes(
                 pa.table(cols, schema=mixture.MIX_RECORDS_PART))
             order_of.update(zip(cols["record_id"], cols[mixture.ORDER_COLUMN]))
-        members = pq.read_table(io.BytesIO(o.files[layout.mixture_members_path(stage)]))
+        members = o.members
         order = pa.array([order_of[r] for r in members["record_id"].to_pylist()], pa.string())
         outputs[layout.mix_members_part_path(stage, part.index)] = part_bytes(
             members.add_column(0, mixture.MIX_MEMBERS_PART.field(mixture.ORDER_COLUMN), order)

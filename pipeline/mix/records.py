@@ -45,6 +45,7 @@ class StageFiles:
     counts: dict[str, int] = field(default_factory=dict)  # task -> records
     videos: set[str] = field(default_factory=set)  # video payloads its records reference
     frame_dirs: dict[str, FrameDir] = field(default_factory=dict)  # by name; records of one video share one
+    members: pa.Table | None = None  # the rows of members.parquet (MIX_MEMBERS), also in `files` as Parquet bytes
 
 
 def relative(target: str, folder: str) -> str:
@@ -198,7 +199,9 @@ def internvideo_meta(stage: str, cfg: BuildConfig, counts: dict[str, int]) -> by
 
 
 def stage_files(stage: str, per_task: dict[str, list[Sample]], videos: dict[str, VideoInfo],
-                cfg: BuildConfig) -> StageFiles:
+                cfg: BuildConfig, with_members_parquet: bool = True) -> StageFiles:
+    """with_members_parquet=False leaves members.parquet out of `files` (a partition writes `members` as a part
+    and checks the table itself)."""
     mst = cfg.mix.stages[stage]
     inline = cfg.mix.timestamp_prompt == "inline"
     out = StageFiles(stage)
@@ -224,7 +227,9 @@ def stage_files(stage: str, per_task: dict[str, list[Sample]], videos: dict[str,
             out.files[layout.mixture_task_path(stage, task, "json")] = json_list(recs)
     if cfg.mix.internvideo2_5:
         out.files.update(internvideo_files(stage, cfg, records))
-    out.files[layout.mixture_members_path(stage)] = parquet_bytes(members_table(members))
+    out.members = members_table(members)
+    if with_members_parquet:
+        out.files[layout.mixture_members_path(stage)] = parquet_bytes(out.members)
     out.files[layout.mixture_file_path(stage, layout.MIX_WEIGHTS_JSON)] = weights_json(stage, cfg, out.counts)
     out.files[layout.mixture_file_path(stage, layout.MIX_SHARDS_TXT)] = shards_txt(stage, shards)
     out.files[layout.mixture_file_path(stage, layout.MIX_DATA_YAML)] = data_yaml(stage, cfg, out.counts)

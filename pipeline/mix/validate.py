@@ -9,6 +9,7 @@ import json
 import posixpath
 from dataclasses import dataclass
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
@@ -40,8 +41,9 @@ class Expected:
 
 class StageCheck:
     def __init__(self, stage: str, files: dict[str, bytes], cfg: BuildConfig, videos: dict[str, VideoInfo],
-                 plan_frames: dict[tuple[str, str], int], existing: set[str]):
+                 plan_frames: dict[tuple[str, str], int], existing: set[str], members: pa.Table | None = None):
         self.stage, self.files, self.cfg, self.videos = stage, files, cfg, videos
+        self.members = members  # members.parquet's table when it is not in `files` as bytes
         self.plan_frames = plan_frames  # (video_id, stage) -> frames of the manifest's sampling plan
         self.existing = existing  # files present under the output root (payloads and shards)
         self.mst = cfg.mix.stages[stage]
@@ -110,7 +112,7 @@ class StageCheck:
     def _members(self) -> list[list] | None:
         """The members table's columns the checks use (MEMBER_COLUMNS), as lists."""
         path = layout.mixture_members_path(self.stage)
-        table = pq.read_table(io.BytesIO(self.files[path]))
+        table = self.members if self.members is not None else pq.read_table(io.BytesIO(self.files[path]))
         if table.schema != mixture.MIX_MEMBERS:
             self.fail(path, "schema differs from schemas.mixture.MIX_MEMBERS")
             return None
@@ -303,9 +305,11 @@ def _payload_root(stage: str, read_type: str) -> str:
 
 
 def stage_problems(stage: str, files: dict[str, bytes], cfg: BuildConfig, videos: dict[str, VideoInfo],
-                   plan_frames: dict[tuple[str, str], int], existing: set[str]) -> list[str]:
-    """What is wrong with one curriculum stage's files (empty when nothing)."""
-    return StageCheck(stage, files, cfg, videos, plan_frames, existing).run()
+                   plan_frames: dict[tuple[str, str], int], existing: set[str],
+                   members: pa.Table | None = None) -> list[str]:
+    """What is wrong with one curriculum stage's files (empty when nothing); `members` stands for members.parquet
+    when that is not in `files`."""
+    return StageCheck(stage, files, cfg, videos, plan_frames, existing, members).run()
 
 
 def raise_problems(problems: list[str]) -> None:
