@@ -5,6 +5,7 @@ that rerunning resumes; a missing output bucket is a config error (exit 2); noth
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -160,6 +161,21 @@ def test_s3_object_over_the_limit_is_refused_by_its_size(moto, tmp_path):
     assert e.value.reason == "too_large" and "is 5000 bytes, above the limit of 4096" in e.value.message
 
 
+@contextlib.contextmanager
+def endpoint_failing(server, how: str):
+    """The module's moto_server killed, or paused (SIGSTOP) until the block ends."""
+    if how == "killed":
+        server.kill()
+        server.wait()
+    else:
+        os.kill(server.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        if how == "paused":
+            os.kill(server.pid, signal.SIGCONT)
+
+
 def _empty_build(client, out_key: str) -> None:
     """The three manifest tables of a build that accepted nothing, under s3://SRC/<out_key>/."""
     from schemas import tables
@@ -185,12 +201,7 @@ def test_stats_reading_a_build_on_a_failing_endpoint_is_one_line(moto, tmp_path,
     cfg = make_config([f"s3://{SRC}/videos/"], out, [f"storage.s3_endpoint_url={endpoint}", *FAST_FAIL])
     configure_worker(cfg)
     assert BuildOutput(out).listing("manifest").files == ["crawl.parquet", "rejects.parquet", "videos.parquet"]
-    if how == "killed":
-        server.kill()
-        server.wait()
-    else:
-        os.kill(server.pid, signal.SIGSTOP)
-    try:
+    with endpoint_failing(server, how):
         t0 = time.monotonic()
         with pytest.raises(storage.StorageUnavailable) as listed:
             BuildOutput(out).listing("shards")
@@ -200,9 +211,6 @@ def test_stats_reading_a_build_on_a_failing_endpoint_is_one_line(moto, tmp_path,
         with pytest.raises(storage.StorageUnavailable) as scanned:  # pyarrow's own S3 client, same timeouts
             with arrow_s3_operation("GetObject", f"{out}/{layout.MANIFEST_VIDEOS}"):
                 stats_videos.read_manifest_videos(BuildOutput(out))
-    finally:
-        if how == "paused":
-            os.kill(server.pid, signal.SIGCONT)
     assert (listed.value.endpoint, listed.value.operation, listed.value.uri) == (
         endpoint, "ListObjectsV2", f"{out}/shards/")
     assert scanned.value.uri == f"{out}/{layout.MANIFEST_VIDEOS}" and scanned.value.endpoint == endpoint
@@ -227,19 +235,11 @@ def test_mix_merge_reading_parts_on_a_failing_endpoint_is_storage_unavailable(mo
     configure_worker(cfg)
     ctx = StageContext(cfg)
     assert list(assemble._batches(ctx, layout.MANIFEST_VIDEOS, 16, ["video_id"])) == []  # readable while it answers
-    if how == "killed":
-        server.kill()
-        server.wait()
-    else:
-        os.kill(server.pid, signal.SIGSTOP)
-    try:
+    with endpoint_failing(server, how):
         t0 = time.monotonic()
         with pytest.raises(storage.StorageUnavailable) as scanned:
             list(assemble._batches(ctx, layout.MANIFEST_VIDEOS, 16, ["video_id"]))
         took = time.monotonic() - t0
-    finally:
-        if how == "paused":
-            os.kill(server.pid, signal.SIGCONT)
     assert (scanned.value.endpoint, scanned.value.operation, scanned.value.uri) == (
         endpoint, "GetObject", f"{out}/{layout.MANIFEST_VIDEOS}")
     line = systemic_failure(scanned.value)
