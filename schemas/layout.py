@@ -148,6 +148,11 @@ def mix_members_part_path(stage: str, partition: int) -> str:
     return f"{MIX_PARTS_DIR}/{stage}/members/part-{partition:06d}.parquet"
 
 
+def mix_run_path(part_path: str, level: int, index: int) -> str:
+    """A sorted run merged from a group of parts, beside the parts it merges (`part_path`: any of them)."""
+    return f"{part_path.rsplit('/', 1)[0]}/run-{level}-{index:06d}.parquet"
+
+
 # Auditor tables (the `stats` stage) and the self-contained report (the `report` stage).
 STATS_DIR = "stats"
 STATS_TABLES = ("videos", "shards", "rejects", "stages")

@@ -7,8 +7,7 @@ import random
 import pyarrow as pa
 import pytest
 
-from pipeline.mix import assemble
-from pipeline.mix.merge import merge_sorted
+from pipeline.mix.merge import members_key, merge_sorted
 
 
 def _batches(rows: list[tuple], names: list[str], size: int):
@@ -17,15 +16,16 @@ def _batches(rows: list[tuple], names: list[str], size: int):
         yield pa.RecordBatch.from_pydict({n: [r[i] for r in chunk] for i, n in enumerate(names)})
 
 
-def _merged(parts: list[list[tuple]], names: list[str], key_of, sizes: list[int]) -> list[tuple]:
+def _merged(parts: list[list[tuple]], names: list[str], key_of, sizes: list[int], round_rows=65536) -> list[tuple]:
     out = []
-    for table in merge_sorted([_batches(p, names, s) for p, s in zip(parts, sizes)], key_of):
+    for table in merge_sorted([_batches(p, names, s) for p, s in zip(parts, sizes)], key_of, round_rows):
         out += list(zip(*(table[n].to_pylist() for n in names)))
     return out
 
 
+@pytest.mark.parametrize("round_rows", [1, 5, 65536])
 @pytest.mark.parametrize("seed", range(6))
-def test_order_merge_matches_heapq(seed):
+def test_order_merge_matches_heapq(seed, round_rows):
     rng = random.Random(seed)
     names = ["order", "part", "i"]
     parts = []
@@ -35,7 +35,7 @@ def test_order_merge_matches_heapq(seed):
         parts.append([(k, p, i) for i, k in enumerate(keys)])
     sizes = [rng.choice([1, 2, 3, 7, 256]) for _ in parts]
     expected = list(heapq.merge(*parts, key=lambda r: r[0]))
-    assert _merged(parts, names, lambda t: t["order"], sizes) == expected
+    assert _merged(parts, names, lambda t: t["order"], sizes, round_rows) == expected
 
 
 def test_members_key_sorts_like_the_tuple():
@@ -46,7 +46,7 @@ def test_members_key_sorts_like_the_tuple():
     rng.shuffle(rows)
     parts = [sorted(rows[k::3]) for k in range(3)]
     names = ["task", "record_id", "turn"]
-    merged = _merged(parts, names, assemble._members_key, [4, 5, 1000])
+    merged = _merged(parts, names, members_key, [4, 5, 1000])
     assert merged == sorted(rows)
 
 

@@ -27,8 +27,7 @@ from pipeline.stats.sources import BuildOutput, arrow_s3_operation
 from schemas import layout, mixture
 
 MEMBERS_ROWS_PER_GROUP = 65536  # row groups of the assembled members.parquet (fixed, so bytes are deterministic)
-PART_BATCH_ROWS = mixture.PART_ROWS_PER_GROUP  # rows read at a time from each part while merging (a row group)
-TURN_DIGITS = 10  # a turn number zero-padded to this width sorts as a number within the members' key
+PART_BATCH_ROWS = mixture.PART_ROWS_PER_GROUP  # rows read at a time from each part while merging
 MANIFEST_COLUMNS = ["video_id", "extension", "shard", "reader_num_frames", "reader_fps", "sampling"]
 
 
@@ -88,18 +87,8 @@ def iter_partitions(ctx: StageContext) -> Iterator[Partition]:
         yield current
 
 
-def _part_batches(ctx: StageContext, relative: str, columns: list[str]) -> Iterator[pa.RecordBatch]:
+def part_batches(ctx: StageContext, relative: str, columns: list[str]) -> Iterator[pa.RecordBatch]:
     return _batches(ctx, relative, PART_BATCH_ROWS, columns)
-
-
-def _order_key(rows: pa.Table) -> pa.Array:
-    return rows[mixture.ORDER_COLUMN]
-
-
-def _members_key(rows: pa.Table) -> pa.Array:
-    """(task, record_id, turn) as one string key; the turn zero-padded so it sorts as a number."""
-    turn = pc.utf8_lpad(pc.cast(rows["turn"], pa.string()), TURN_DIGITS, "0")
-    return mix_merge.joined_key(rows["task"], rows["record_id"], turn)
 
 
 @dataclass
@@ -111,9 +100,10 @@ class StageAssembly:
     problems: list[str] = field(default_factory=list)
 
 
-def assemble_stage(ctx: StageContext, stage: str, partitions: dict[str, list[int]], member_parts: list[int],
+def assemble_stage(ctx: StageContext, stage: str, record_parts: dict[str, list[str]], member_parts: list[str],
                    spool: str) -> StageAssembly:
-    """partitions: task -> indices of the partitions with records of it; member_parts: partitions with members."""
+    """record_parts: task -> its sorted record parts or runs (relative paths), in partition order; member_parts:
+    the stage's sorted members parts or runs, in partition order."""
     cfg = ctx.cfg
     out = StageAssembly(stage)
     shards: set[str] = set()
@@ -125,12 +115,10 @@ def assemble_stage(ctx: StageContext, stage: str, partitions: dict[str, list[int
         return path
 
     for task in cfg.mix.stages[stage].tasks:
-        if task not in partitions:
+        if task not in record_parts:
             continue
         cap = cfg.mix.stages[stage].tasks[task].max_records
-        columns = [mixture.ORDER_COLUMN, "line", "internvideo_line", "shard"]
-        streams = [_part_batches(ctx, layout.mix_records_part_path(stage, task, p), columns)
-                   for p in partitions[task]]
+        streams = [part_batches(ctx, rel, mix_merge.RECORD_COLUMNS) for rel in record_parts[task]]
         jsonl = open(spool_path(layout.mixture_task_path(stage, task)), "w", encoding="utf-8")
         json_list = open(spool_path(layout.mixture_task_path(stage, task, "json")), "w",
                          encoding="utf-8") if cfg.mix.json_list else None
@@ -140,7 +128,7 @@ def assemble_stage(ctx: StageContext, stage: str, partitions: dict[str, list[int
         with jsonl:
             if json_list:
                 json_list.write("[\n")
-            for rows in mix_merge.merge_sorted(streams, _order_key):
+            for rows in mix_merge.merge_sorted(streams, mix_merge.order_key):
                 if cap is not None and n + rows.num_rows > cap:
                     rows = rows.slice(0, cap - n)
                 if not rows.num_rows:
@@ -185,12 +173,11 @@ def assemble_stage(ctx: StageContext, stage: str, partitions: dict[str, list[int
     return out
 
 
-def _assemble_members(ctx: StageContext, stage: str, member_parts: list[int], out: StageAssembly,
+def _assemble_members(ctx: StageContext, stage: str, member_parts: list[str], out: StageAssembly,
                       path: str) -> dict[str, int]:
     """Write the stage's members.parquet (rows of the records kept under the caps); task -> distinct records."""
     names = mixture.MIX_MEMBERS.names
-    columns = [mixture.ORDER_COLUMN, *names]
-    streams = [_part_batches(ctx, layout.mix_members_part_path(stage, p), columns) for p in member_parts]
+    streams = [part_batches(ctx, rel, mix_merge.MEMBER_COLUMNS) for rel in member_parts]
     capped = {t: o for t, o in out.last_order.items() if o is not None}
     records: dict[str, int] = {}
     pending: list[pa.Table] = []
@@ -201,7 +188,7 @@ def _assemble_members(ctx: StageContext, stage: str, member_parts: list[int], ou
             writer.write_table(pa.Table.from_arrays([rows[n].combine_chunks() for n in names],
                                                     schema=mixture.MIX_MEMBERS))
 
-        for rows in mix_merge.merge_sorted(streams, _members_key):
+        for rows in mix_merge.merge_sorted(streams, mix_merge.members_key):
             rows = _within_caps(rows, capped)
             if not rows.num_rows:
                 continue

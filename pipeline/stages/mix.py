@@ -22,6 +22,7 @@ from pipeline.io import storage
 from pipeline.mix import assemble as mix_assemble
 from pipeline.mix import files as mix_files
 from pipeline.mix import partition as mix_partition
+from pipeline.mix import runs as mix_runs
 from pipeline.mix import validate as mix_validate
 from schemas import layout
 
@@ -83,22 +84,16 @@ def _build(ctx: StageContext) -> dict:
                     "for tests and demos only")
 
     tasks_of = {r["partition"]: r["tasks"] for r in built}
+    parts = mix_runs.reduce(ctx, {stage: mix_runs.stage_parts(stage, tasks_of) for stage in cfg.mix.stages})
     counts: dict[str, dict[str, int]] = {}
     last_order: dict[tuple[str, str], str | None] = {}
     with tempfile.TemporaryDirectory(prefix="longvid-mix-", dir=tempdirs.root()) as spool:
         assembled = []
-        for stage in cfg.mix.stages:
-            by_task: dict[str, list[int]] = {}
-            members = []
-            for p, tasks in tasks_of.items():
-                if stage in tasks:
-                    members.append(p)
-                    for t in tasks[stage]:
-                        by_task.setdefault(t, []).append(p)
+        for stage, sp in parts.items():
             started = time.monotonic()
-            a = mix_assemble.assemble_stage(ctx, stage, by_task, members, spool)
-            log.info(f"[mix] {stage}: {sum(a.counts.values())} records from {len(members)} partitions merged in "
-                     f"{time.monotonic() - started:.1f} s")
+            a = mix_assemble.assemble_stage(ctx, stage, sp.records, sp.members, spool)
+            log.info(f"[mix] {stage}: {sum(a.counts.values())} records from {len(sp.members)} parts or runs merged "
+                     f"in {time.monotonic() - started:.1f} s")
             problems += a.problems
             counts[stage] = a.counts
             last_order.update({(stage, t): o for t, o in a.last_order.items()})
