@@ -1,23 +1,29 @@
 """The sharded videos of a build, read from what the `shard` stage persisted (manifest/videos.parquet, in video_id
 order, and shards/index.json) instead of assembling the manifest again: the stages that work shard by shard (hico,
 annotate) plan from `iter_shards`, which reads the manifest in batches and holds one shard's rows at a time, and
-their tasks read their own shard's rows with `read_shard`."""
+their tasks read their own shard's rows with `read_shard`. `map_shard_groups` hands groups of consecutive shards
+with their rows to Ray tasks, so the per-shard checks of committed work (record reads, existence checks) are made
+by the tasks, not by the driver."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.core import ray_runtime
 from pipeline.core.columns import runs
 from pipeline.core.context import StageContext, StageInputMissing
 from pipeline.io import storage
 from pipeline.stats.sources import BuildOutput
 from schemas import layout
+
+
+SHARDS_PER_TASK = 64  # shards a planning or export task handles (a few small storage requests per shard)
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,28 @@ def iter_shards(ctx: StageContext, columns: list[str]) -> Iterator[tuple[Shard, 
             pieces.append(table.slice(start, stop - start))
     if current is not None:
         yield close()
+
+
+def shard_groups(ctx: StageContext, columns: list[str], shards_per_group: int | None = None
+                 ) -> Iterator[list[tuple[Shard, pa.Table]]]:
+    """`iter_shards` in groups of up to `shards_per_group` (default SHARDS_PER_TASK) consecutive shards."""
+    shards_per_group = shards_per_group or SHARDS_PER_TASK
+    group: list[tuple[Shard, pa.Table]] = []
+    for item in iter_shards(ctx, columns):
+        group.append(item)
+        if len(group) >= shards_per_group:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def map_shard_groups(ctx: StageContext, stage: str, task: Callable[..., Any], columns: list[str], shared_args: tuple,
+                     shards_per_group: int | None = None) -> Iterator[Any]:
+    """`task(group, *shared_args)` as one Ray task per group of consecutive shards (each with its manifest rows,
+    `columns`), a bounded number in flight; results in shard order."""
+    return ray_runtime.imap_units(stage, task, shard_groups(ctx, columns, shards_per_group), shared_args, "shards",
+                                  total_items=len(_index(ctx)), items_of=len)
 
 
 def read_shard(out: str, name: str, columns: list[str]) -> list[dict]:
