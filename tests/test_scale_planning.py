@@ -120,7 +120,8 @@ def test_annotate_resume_redoes_only_the_changed_shards(fabricated, small_groups
         committed, todo = annotate._units(ctx)
         assert _todo(todo) == [stale, missing]
         assert [r["shard"] for r in committed] == [n for n in names if n not in (stale, missing)]
-        assert todo[0]["record_uri"].endswith(layout.annotation_record_path(stale)) and todo[0]["digest"] == json.loads(record)["digest"]
+        assert todo[0]["record_uri"].endswith(layout.annotation_record_path(stale))
+        assert todo[0]["digest"] == json.loads(record)["digest"]
     finally:
         record_path.write_bytes(record)
         grounding.write_bytes(kept)

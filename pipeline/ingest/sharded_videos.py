@@ -1,9 +1,9 @@
 """The sharded videos of a build, read from what the `shard` stage persisted (manifest/videos.parquet, in video_id
 order, and shards/index.json) instead of assembling the manifest again: the stages that work shard by shard (hico,
 annotate) plan from `iter_shards`, which reads the manifest in batches and holds one shard's rows at a time, and
-their tasks read their own shard's rows with `read_shard`. `map_shard_groups` hands groups of consecutive shards
-with their rows to Ray tasks, so the per-shard checks of committed work (record reads, existence checks) are made
-by the tasks, not by the driver."""
+their tasks read their own shard's rows with `read_shard`. `map_shard_groups` hands groups of consecutive shards to
+Ray tasks, which read their shards' rows (`read_shards`) and make the per-shard checks of committed work (record
+reads, existence checks), so the driver reads only the manifest's video_id and shard columns."""
 
 from __future__ import annotations
 
@@ -76,13 +76,13 @@ def iter_shards(ctx: StageContext, columns: list[str]) -> Iterator[tuple[Shard, 
         yield close()
 
 
-def shard_groups(ctx: StageContext, columns: list[str], shards_per_group: int | None = None
-                 ) -> Iterator[list[tuple[Shard, pa.Table]]]:
-    """`iter_shards` in groups of up to `shards_per_group` (default SHARDS_PER_TASK) consecutive shards."""
+def shard_groups(ctx: StageContext, shards_per_group: int | None = None) -> Iterator[list[Shard]]:
+    """The committed shards of the manifest's videos (`iter_shards` over only the video_id and shard columns), in
+    groups of up to `shards_per_group` (default SHARDS_PER_TASK) consecutive shards."""
     shards_per_group = shards_per_group or SHARDS_PER_TASK
-    group: list[tuple[Shard, pa.Table]] = []
-    for item in iter_shards(ctx, columns):
-        group.append(item)
+    group: list[Shard] = []
+    for shard, _ in iter_shards(ctx, []):
+        group.append(shard)
         if len(group) >= shards_per_group:
             yield group
             group = []
@@ -90,24 +90,40 @@ def shard_groups(ctx: StageContext, columns: list[str], shards_per_group: int | 
         yield group
 
 
-def map_shard_groups(ctx: StageContext, stage: str, task: Callable[..., Any], columns: list[str], shared_args: tuple,
+def map_shard_groups(ctx: StageContext, stage: str, task: Callable[..., Any], shared_args: tuple,
                      shards_per_group: int | None = None) -> Iterator[Any]:
-    """`task(group, *shared_args)` as one Ray task per group of consecutive shards (each with its manifest rows,
-    `columns`), a bounded number in flight; results in shard order."""
-    return ray_runtime.imap_units(stage, task, shard_groups(ctx, columns, shards_per_group), shared_args, "shards",
+    """`task(group, *shared_args)` as one Ray task per group of consecutive shards (a list of Shard; the task reads
+    its shards' rows with `read_shards`), a bounded number in flight; results in shard order."""
+    return ray_runtime.imap_units(stage, task, shard_groups(ctx, shards_per_group), shared_args,
+                                  "shards planned",
                                   total_items=len(_index(ctx)), items_of=len)
 
 
-def read_shard(out: str, name: str, columns: list[str]) -> list[dict]:
-    """One shard's manifest rows (`columns`), in video_id order: the row groups whose statistics may hold it."""
-    f = _open(out, layout.MANIFEST_VIDEOS)
+def _row_groups(f: pq.ParquetFile, first: str, last: str) -> list[int]:
+    """The row groups whose `shard` statistics may hold a shard named between `first` and `last`."""
     leaves = f.metadata.schema
     stats_at = next(j for j in range(len(leaves)) if leaves.column(j).path == "shard")  # a leaf, not an Arrow field
     groups = []
     for g in range(f.metadata.num_row_groups):
         st = f.metadata.row_group(g).column(stats_at).statistics
-        if st is None or not st.has_min_max or st.min <= name <= st.max:
+        if st is None or not st.has_min_max or (st.min <= last and first <= st.max):
             groups.append(g)
-    table = f.read_row_groups(groups, columns=list(dict.fromkeys([*columns, "shard"])))
-    return table.filter(pc.equal(table["shard"], name)).drop_columns(
-        [] if "shard" in columns else ["shard"]).to_pylist()
+    return groups
+
+
+def read_shard(out: str, name: str, columns: list[str]) -> list[dict]:
+    """One shard's manifest rows (`columns`), in video_id order: the row groups whose statistics may hold it."""
+    return next(read_shards(out, [name], columns))
+
+
+def read_shards(out: str, names: list[str], columns: list[str]) -> Iterator[list[dict]]:
+    """The manifest rows (`columns`, in video_id order) of each of some consecutive shards, in the order of `names`,
+    from one read of the row groups whose statistics may hold them (a task plans a group of shards this way)."""
+    f = _open(out, layout.MANIFEST_VIDEOS)
+    table = f.read_row_groups(_row_groups(f, min(names), max(names)), columns=list(dict.fromkeys([*columns, "shard"])))
+    table = table.filter(pc.is_in(table["shard"], value_set=pa.array(names, pa.string()))).combine_chunks()
+    spans = {name: (start, stop) for name, start, stop in runs(table["shard"])}
+    kept = table if "shard" in columns else table.drop_columns(["shard"])
+    for name in names:
+        start, stop = spans.get(name, (0, 0))
+        yield kept.slice(start, stop - start).to_pylist()

@@ -194,20 +194,21 @@ def _units(ctx: StageContext) -> tuple[list[dict], list[dict]]:
     a = cfg.annotate
     has_hico = a.backend == "hico_mllm" and storage.exists(ctx.uri(layout.hico_index_path(cfg.hico.stage)))
     committed, todo = [], []
-    for planned in sharded_videos.map_shard_groups(ctx, NAME, plan_shards, MANIFEST_COLUMNS,
-                                                   (ctx, model_digest(cfg), has_hico)):
+    for planned in sharded_videos.map_shard_groups(ctx, NAME, plan_shards, (ctx, model_digest(cfg), has_hico)):
         committed += planned["committed"]
         todo += planned["todo"]
     return committed, todo
 
 
 def plan_shards(group: list, ctx: StageContext, model: str, has_hico: bool) -> dict:
-    """One Ray task: the committed record or the unit to annotate of each shard of `group` ((Shard, rows) pairs)."""
+    """One Ray task: the committed record or the unit to annotate of each shard of `group` (consecutive Shards;
+    their rows read here)."""
     configure_worker(ctx.cfg)
     cfg = ctx.cfg
     hico_stage_uri = ctx.uri(layout.hico_dir(cfg.hico.stage))
     committed, todo = [], []
-    for shard, rows in group:
+    rows_of = sharded_videos.read_shards(ctx.out, [shard.name for shard in group], MANIFEST_COLUMNS)
+    for shard, rows in zip(group, rows_of):
         name = shard.name
         hico_digest, hico_random = None, False
         if has_hico:
@@ -215,7 +216,7 @@ def plan_shards(group: list, ctx: StageContext, model: str, has_hico: bool) -> d
             if storage.exists(rec):
                 hico_record = json.loads(storage.read_bytes(rec))
                 hico_digest, hico_random = hico_record.get("digest"), bool(hico_record.get("random_init"))
-        digest = unit_digest(ctx, shard.sha256, unit_videos(rows.to_pylist()), hico_digest, model)
+        digest = unit_digest(ctx, shard.sha256, unit_videos(rows), hico_digest, model)
         out_uris = {t: ctx.uri(layout.annotation_path(t, name)) for t in TABLE_SCHEMAS}
         record_uri = ctx.uri(layout.annotation_record_path(name))
         record = committed_record(record_uri, digest, out_uris.values())

@@ -154,15 +154,16 @@ def _units(ctx: StageContext, weights: str) -> Iterator[dict]:
     """Per group of consecutive shards, in shard order, what `plan_shards` found: the committed records' index rows
     and counts, and the units to encode. A unit names its shard, and the encoder reads the shard's rows itself, so
     the driver never holds every video's frame lists."""
-    for planned in sharded_videos.map_shard_groups(ctx, NAME, plan_shards, MANIFEST_COLUMNS, (ctx, weights)):
+    for planned in sharded_videos.map_shard_groups(ctx, NAME, plan_shards, (ctx, weights)):
         if planned["missing"]:
             raise StageInputMissing(planned["missing"])
         yield planned
 
 
 def plan_shards(group: list, ctx: StageContext, weights: str) -> dict:
-    """One Ray task: the committed check of each shard of `group` ((Shard, rows) pairs). Committed records come back
-    as their index rows (an Arrow table), clip count and random_init; the others as units to encode."""
+    """One Ray task: the committed check of each shard of `group` (consecutive Shards; their rows read here).
+    Committed records come back as their index rows (an Arrow table), clip count and random_init; the others as
+    units to encode."""
     from compressors import token_store
 
     configure_worker(ctx.cfg)
@@ -170,9 +171,10 @@ def plan_shards(group: list, ctx: StageContext, weights: str) -> dict:
     index, todo = [], []
     shards = clips = 0
     random_init = False
-    for shard, rows in group:
+    rows_of = sharded_videos.read_shards(ctx.out, [shard.name for shard in group], MANIFEST_COLUMNS)
+    for shard, rows in zip(group, rows_of):
         try:
-            videos = shard_videos(rows.to_pylist(), h.stage, ctx.cfg)
+            videos = shard_videos(rows, h.stage, ctx.cfg)
         except StageInputMissing as e:
             return {"missing": str(e)}
         digest = unit_digest(ctx.cfg, shard.sha256, videos, weights)
