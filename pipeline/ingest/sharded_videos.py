@@ -120,8 +120,15 @@ def read_shards(out: str, names: list[str], columns: list[str]) -> Iterator[list
     """The manifest rows (`columns`, in video_id order) of each of some consecutive shards, in the order of `names`,
     from one read of the row groups whose statistics may hold them (a task plans a group of shards this way)."""
     f = _open(out, layout.MANIFEST_VIDEOS)
-    table = f.read_row_groups(_row_groups(f, min(names), max(names)), columns=list(dict.fromkeys([*columns, "shard"])))
-    table = table.filter(pc.is_in(table["shard"], value_set=pa.array(names, pa.string()))).combine_chunks()
+    wanted = pa.array(names, pa.string())
+    pieces = [pa.Table.from_batches([], schema=f.schema_arrow).select(list(dict.fromkeys([*columns, "shard"])))]
+    # in batches, keeping only these shards' rows: a task holds its own rows, not whole 8,192-row groups
+    for batch in f.iter_batches(layout.MANIFEST_BATCH_ROWS, row_groups=_row_groups(f, min(names), max(names)),
+                                columns=list(dict.fromkeys([*columns, "shard"]))):
+        mine = batch.filter(pc.is_in(batch.column("shard"), value_set=wanted))
+        if mine.num_rows:
+            pieces.append(pa.Table.from_batches([mine]))
+    table = pa.concat_tables(pieces).combine_chunks()
     spans = {name: (start, stop) for name, start, stop in runs(table["shard"])}
     kept = table if "shard" in columns else table.drop_columns(["shard"])
     for name in names:
