@@ -90,6 +90,23 @@ def test_qvhighlights_export_is_one_pass_over_the_shards(fabricated, monkeypatch
     assert (out / layout.GROUNDING_QVH).read_bytes() == got
 
 
+def test_a_record_that_miscounts_its_grounding_rows_stops_the_export(fabricated, small_groups):
+    out, cfg, _, _ = fabricated
+    name = layout.shard_name(GROUP)
+    record_path = out / layout.annotation_record_path(name)
+    record = record_path.read_bytes()
+    export = (out / layout.GROUNDING_QVH).read_bytes()
+    wrong = json.loads(record)
+    wrong["counts"]["grounding"] += 1
+    try:
+        record_path.write_text(json.dumps(wrong))
+        with pytest.raises(Exception, match=f"grounding of {name} holds .* rows, its annotation record"):
+            runner.run_build(cfg, ["annotate"], quiet=True)
+        assert (out / layout.GROUNDING_QVH).read_bytes() == export  # the committed export is left as it was
+    finally:
+        record_path.write_bytes(record)
+
+
 def test_rerun_rewrites_nothing(fabricated, small_groups):
     out, cfg, _, _ = fabricated
     folders = ["annotations", "hico", "shards"]

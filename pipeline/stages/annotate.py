@@ -188,8 +188,9 @@ def unit_digest(ctx: StageContext, shard_sha256: str, videos: list[dict], hico_d
 
 def _units(ctx: StageContext) -> tuple[list[dict], list[dict]]:
     """The committed records and the units to annotate, in shard order. Ray tasks plan groups of consecutive shards
-    (`plan_shards`: the hico record, the digest, the committed check); the driver reads the manifest in batches and
-    collects their records and units, which name only their shard (the decode task reads the shard's rows itself)."""
+    (`plan_shards`: their rows, the hico record, the digest, the committed check); the driver reads only the
+    manifest's shard column and collects the records and units, which name only their shard (the decode task reads
+    the shard's rows itself)."""
     cfg = ctx.cfg
     a = cfg.annotate
     has_hico = a.backend == "hico_mllm" and storage.exists(ctx.uri(layout.hico_index_path(cfg.hico.stage)))
