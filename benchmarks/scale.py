@@ -13,7 +13,10 @@ driver's storage requests (calls into pipeline.io.storage that reach storage, no
 requests botocore sends are counted too). Committed units of the fabricated stages are all present, so shard and
 annotate do only their driver-side assembly; mix does its per-row work (payload copies) in Ray tasks. `--stages`
 may also name `probe` and `scenes`: with every part committed they probe and scan nothing and do only their driver
-work (planning the parts, rewriting the manifest, the build summary).
+work (planning the parts, rewriting the manifest, the build summary). `--stages` may name `hico` too: the build then
+also gets the hico stage's committed outputs (records, index and placeholder token files; added to a reused build
+that lacks them), so hico encodes nothing and does only its planning and index. Without `hico` in `--stages` no hico
+output is fabricated, so the other stages (stats reads the hico index when there is one) measure what they did.
 """
 
 from __future__ import annotations
@@ -291,7 +294,7 @@ def _moto(out: str):
 
 def _measure(args) -> int:
     from bench_common import load_average, markdown
-    from scale_fabricate import LONGVID_QA, fabricate
+    from scale_fabricate import LONGVID_QA, fabricate, fabricate_hico
 
     from pipeline.core.context import StageContext
     from pipeline.io import storage
@@ -300,7 +303,9 @@ def _measure(args) -> int:
     storage.configure(args.s3_endpoint_url)
     cfg = build_config(out, args.work, args.workers, args.s3_endpoint_url)
     marker = storage.join(out, "work/scale-fabricated.json")
+    hico_marker = storage.join(out, "work/scale-hico-fabricated.json")
     want = {"fraction": args.fraction, "seed": args.seed}
+    with_hico = "hico" in args.stages.split(",")
     t0 = time.monotonic()
     if args.reuse and storage.exists(marker) and json.loads(storage.read_bytes(marker)) == want:
         counts = json.loads(storage.read_bytes(storage.join(out, "work/scale-counts.json")))
@@ -311,9 +316,15 @@ def _measure(args) -> int:
         elif storage.is_s3(out):
             storage.remove_files([u for u, _ in storage.list_files(out)])
         counts = fabricate(StageContext(cfg), args.fraction, args.seed,
-                           log=lambda m: print(m, file=sys.stderr, flush=True))
+                           log=lambda m: print(m, file=sys.stderr, flush=True), hico=with_hico)
         storage.write_bytes(storage.join(out, "work/scale-counts.json"), json.dumps(counts).encode())
         storage.write_bytes(marker, json.dumps(want).encode())
+        if with_hico:
+            storage.write_bytes(hico_marker, json.dumps(want).encode())
+    if with_hico and not (storage.exists(hico_marker) and json.loads(storage.read_bytes(hico_marker)) == want):
+        fabricate_hico(StageContext(cfg), args.fraction, args.seed,
+                       log=lambda m: print(m, file=sys.stderr, flush=True))
+        storage.write_bytes(hico_marker, json.dumps(want).encode())
     fabricate_s = time.monotonic() - t0
     reset_outputs(out)
     load = load_average()

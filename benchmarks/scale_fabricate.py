@@ -1,6 +1,7 @@
 """The committed outputs of a LongVid-shaped build, fabricated without real media for `scale.py`: the crawl list,
 probe and scene parts, shards (each video a tiny placeholder of the same few bytes), shard records, and the
-annotate stage's four tables plus its shard records, written with the project's own schemas, layout and writers so
+annotate stage's four tables plus its shard records (and, when asked, the hico stage's records, index and
+placeholder token files), written with the project's own schemas, layout and writers so
 the stages that follow (shard, annotate, mix, stats, report) find every unit committed and do only their driver-side
 assembly and per-row work.
 
@@ -20,11 +21,13 @@ import numpy as np
 import pyarrow as pa
 
 from annotators.windows import caption_windows
+from compressors import token_store
 from pipeline.core.context import StageContext
 from pipeline.ingest import manifest, sharding
 from pipeline.ingest.video_record import video_id_of
 from pipeline.io import storage
 from pipeline.stages import annotate as annotate_stage
+from pipeline.stages import hico as hico_stage
 from schemas import hashing, layout, reasons, sampling, tables
 
 LONGVID_VIDEOS = 114_228
@@ -85,9 +88,44 @@ def scenes_of(duration_s: float, rng: np.random.Generator) -> list[dict]:
     return [{"start_s": a, "end_s": b} for a, b in zip(edges[:-1], edges[1:])]
 
 
-def fabricate(ctx: StageContext, fraction: float, seed: int = 0, log=print) -> dict:
-    """Write every committed unit of a build of `fraction` × LongVid under ctx.out; returns its counts."""
+def _accepted(rows: list[dict]) -> list[dict]:
+    """The probed rows the manifest keeps (the first of each content hash in source_uri order), by video_id."""
+    kept: dict[str, dict] = {}
+    for r in rows:
+        if r["ok"] and r["sha256"] not in kept:
+            kept[r["sha256"]] = r
+    return sorted(kept.values(), key=lambda r: r["video_id"])
+
+
+def _shard_batches(ctx: StageContext, accepted: list[dict], scenes: dict[str, list[dict]]):
+    """(shard index, its manifest rows) of the accepted videos, cut as the shard stage cuts them."""
     cfg = ctx.cfg
+    sh = cfg.shard
+    stages = cfg.sampling.stages
+    batch: list[dict] = []
+    est = 0
+    index = 0
+    for row in accepted + [None]:
+        video = None
+        if row is not None:
+            video = {name: row.get(name) for name in tables.VIDEOS.names}
+            video["scenes"] = scenes.pop(row["video_id"])
+            video["sampling"] = sampling.plan(row["reader_num_frames"], row["reader_fps"], stages,
+                                              cfg.sampling.clip_len)
+            video["shard"] = None
+            size = sharding.estimated_bytes(video, sh.payload, sh.frames_stage)
+        if batch and (video is None or est + size > sh.target_bytes or len(batch) >= sh.max_samples):
+            yield index, batch
+            index += 1
+            batch, est = [], 0
+        if video is not None:
+            batch.append(video)
+            est += size
+
+
+def fabricate(ctx: StageContext, fraction: float, seed: int = 0, log=print, hico: bool = False) -> dict:
+    """Write every committed unit of a build of `fraction` × LongVid under ctx.out; returns its counts. With `hico`,
+    the hico stage's committed outputs too (`fabricate_hico`)."""
     n = videos_for(fraction)
     rows = probe_rows(n, seed)
     storage.write_parquet(ctx.uri(layout.MANIFEST_CRAWL), tables.to_table(
@@ -99,12 +137,8 @@ def fabricate(ctx: StageContext, fraction: float, seed: int = 0, log=print) -> d
                               tables.to_table([by_uri[k] for k in part.keys], tables.PROBE_PART))
     del by_uri
 
-    kept: dict[str, dict] = {}  # sha -> first row (manifest order: source_uri), as the manifest's dedup keeps it
-    for r in rows:
-        if r["ok"] and r["sha256"] not in kept:
-            kept[r["sha256"]] = r
-    accepted = sorted(kept.values(), key=lambda r: r["video_id"])
-    del kept, rows
+    accepted = _accepted(rows)
+    del rows
     rng = np.random.default_rng(seed + 1)
     scenes = {r["video_id"]: scenes_of(r["duration_s"], rng) for r in accepted}
     for part in manifest.scenes_parts(ctx, list(scenes)):
@@ -115,39 +149,78 @@ def fabricate(ctx: StageContext, fraction: float, seed: int = 0, log=print) -> d
 
     counts = {"inputs": n, "videos": len(accepted), "shards": 0, "captions": 0, "qa": 0, "grounding": 0}
     settings = manifest.payload_settings(ctx)
-    sh = cfg.shard
-    stages = cfg.sampling.stages
+    tokens = HicoOutputs(ctx) if hico else None
     with tempfile.TemporaryDirectory(prefix="longvid-scale-") as tmp:
         placeholder = os.path.join(tmp, "placeholder.mp4")
         with open(placeholder, "wb") as f:
             f.write(PLACEHOLDER)
-        batch: list[dict] = []
-        est = 0
-        index = 0
-        for row in accepted + [None]:
-            video = None
-            if row is not None:
-                video = {name: row.get(name) for name in tables.VIDEOS.names}
-                video["scenes"] = scenes.pop(row["video_id"])
-                video["sampling"] = sampling.plan(row["reader_num_frames"], row["reader_fps"], stages,
-                                                  cfg.sampling.clip_len)
-                video["shard"] = None
-                size = sharding.estimated_bytes(video, sh.payload, sh.frames_stage)
-            if batch and (video is None or est + size > sh.target_bytes or len(batch) >= sh.max_samples):
-                _write_shard(ctx, index, batch, settings, placeholder, tmp, counts, rng)
-                index += 1
-                batch, est = [], 0
-            if video is not None:
-                batch.append(video)
-                est += size
-        counts["shards"] = index
+        for index, batch in _shard_batches(ctx, accepted, scenes):
+            shard_sha256 = _write_shard(ctx, index, batch, settings, placeholder, tmp, counts, rng)
+            if tokens is not None:
+                tokens.add(index, shard_sha256, batch)
+            counts["shards"] = index + 1
+    if tokens is not None:
+        tokens.close(log)
     log(f"[fabricate] {counts['shards']} shards, {counts['captions']} captions, {counts['qa']} QA, "
         f"{counts['grounding']} grounding labels")
     return counts
 
 
+def fabricate_hico(ctx: StageContext, fraction: float, seed: int = 0, log=print) -> None:
+    """The hico stage's committed outputs for a build `fabricate` wrote with the same fraction and seed (its shards
+    are recomputed, their sha256 read from the shard records): a placeholder token file, a record and index rows
+    per shard, so the hico stage finds every shard committed and does only its planning."""
+    accepted = _accepted(probe_rows(videos_for(fraction), seed))
+    rng = np.random.default_rng(seed + 1)
+    scenes = {r["video_id"]: scenes_of(r["duration_s"], rng) for r in accepted}
+    tokens = HicoOutputs(ctx)
+    for index, batch in _shard_batches(ctx, accepted, scenes):
+        record = json.loads(storage.read_bytes(ctx.uri(layout.shard_record_path(index))))
+        tokens.add(index, record["sha256"], batch)
+    tokens.close(log)
+
+
+class HicoOutputs:
+    """Writes the hico stage's committed outputs shard by shard: a placeholder token file (the committed check only
+    asks that it exists), a record whose digest is the one the stage computes (`hico.unit_digest`) and whose
+    segments give each video its clips (one row group per shard), and at the end the index of every segment."""
+
+    def __init__(self, ctx: StageContext):
+        self.ctx = ctx
+        self.stage = ctx.cfg.hico.stage
+        self.weights = hico_stage.weights_digest(ctx.cfg)
+        self.index: list[pa.Table] = []
+        self.clips = 0
+
+    def add(self, index: int, shard_sha256: str, videos: list[dict]) -> None:
+        cfg, name = self.ctx.cfg, layout.shard_name(index)
+        # the digest covers the rows as the stage reads them back from manifest/videos.parquet
+        rows = tables.to_table(videos, tables.VIDEOS).select(hico_stage.MANIFEST_COLUMNS).to_pylist()
+        units = hico_stage.shard_videos(rows, self.stage, cfg)
+        segments, offset = [], 0
+        file_name = os.path.basename(layout.hico_part_path(self.stage, name))
+        for v in units:
+            clips = max(1, -(-len(v["frame_indices"]) // cfg.sampling.clip_len))
+            segments.append({"video_id": v["video_id"], "file": file_name, "row_group": 0, "row_offset": offset,
+                             "num_rows": clips})
+            offset += clips
+        storage.write_bytes(self.ctx.uri(layout.hico_part_path(self.stage, name)), PLACEHOLDER)
+        record = {"shard": name, "file": file_name,
+                  "digest": hico_stage.unit_digest(cfg, shard_sha256, units, self.weights), "clips": offset,
+                  "random_init": True, "weights_sha256": None, "checkpoint_layout": None, "segments": segments}
+        storage.write_bytes(self.ctx.uri(layout.hico_record_path(self.stage, name)),
+                            json.dumps(record, indent=1).encode())
+        self.index.append(token_store.index_table(segments))
+        self.clips += offset
+
+    def close(self, log) -> None:
+        storage.write_bytes(self.ctx.uri(layout.hico_index_path(self.stage)), token_store.index_bytes_of(self.index))
+        log(f"[fabricate] hico outputs of {len(self.index)} shards, {self.clips} clips")
+
+
 def _write_shard(ctx: StageContext, index: int, videos: list[dict], settings: dict, placeholder: str, tmp: str,
-                 counts: dict, rng: np.random.Generator) -> None:
+                 counts: dict, rng: np.random.Generator) -> str:
+    """The shard, its record and its annotation tables and record; returns the shard's sha256."""
     name = layout.shard_name(index)
     digest = sharding.content_digest([manifest.sample_metadata(v) for v in videos], settings)
     local_tar = os.path.join(tmp, name)
@@ -172,6 +245,7 @@ def _write_shard(ctx: StageContext, index: int, videos: list[dict], settings: di
     storage.write_bytes(ctx.uri(layout.annotation_record_path(name)), json.dumps(ann_record, indent=1).encode())
     for t in ("captions", "qa", "grounding"):
         counts[t] += tables_[t].num_rows
+    return record["sha256"]
 
 
 PROVENANCE = {"backend": "transformers", "model": "scale-fabricated", "weights_sha256": "0" * 64,

@@ -1,23 +1,29 @@
 """The sharded videos of a build, read from what the `shard` stage persisted (manifest/videos.parquet, in video_id
 order, and shards/index.json) instead of assembling the manifest again: the stages that work shard by shard (hico,
 annotate) plan from `iter_shards`, which reads the manifest in batches and holds one shard's rows at a time, and
-their tasks read their own shard's rows with `read_shard`."""
+their tasks read their own shard's rows with `read_shard`. `map_shard_groups` hands groups of consecutive shards to
+Ray tasks, which read their shards' rows (`read_shards`) and make the per-shard checks of committed work (record
+reads, existence checks), so the driver reads only the manifest's video_id and shard columns."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.core import ray_runtime
 from pipeline.core.columns import runs
 from pipeline.core.context import StageContext, StageInputMissing
 from pipeline.io import storage
 from pipeline.stats.sources import BuildOutput
 from schemas import layout
+
+
+SHARDS_PER_TASK = 64  # shards a planning or export task handles (a few small storage requests per shard)
 
 
 @dataclass(frozen=True)
@@ -70,16 +76,61 @@ def iter_shards(ctx: StageContext, columns: list[str]) -> Iterator[tuple[Shard, 
         yield close()
 
 
-def read_shard(out: str, name: str, columns: list[str]) -> list[dict]:
-    """One shard's manifest rows (`columns`), in video_id order: the row groups whose statistics may hold it."""
-    f = _open(out, layout.MANIFEST_VIDEOS)
+def shard_groups(ctx: StageContext, shards_per_group: int | None = None) -> Iterator[list[Shard]]:
+    """The committed shards of the manifest's videos (`iter_shards` over only the video_id and shard columns), in
+    groups of up to `shards_per_group` (default SHARDS_PER_TASK) consecutive shards."""
+    shards_per_group = shards_per_group or SHARDS_PER_TASK
+    group: list[Shard] = []
+    for shard, _ in iter_shards(ctx, []):
+        group.append(shard)
+        if len(group) >= shards_per_group:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def map_shard_groups(ctx: StageContext, stage: str, task: Callable[..., Any], shared_args: tuple,
+                     shards_per_group: int | None = None) -> Iterator[Any]:
+    """`task(group, *shared_args)` as one Ray task per group of consecutive shards (a list of Shard; the task reads
+    its shards' rows with `read_shards`), a bounded number in flight; results in shard order."""
+    return ray_runtime.imap_units(stage, task, shard_groups(ctx, shards_per_group), shared_args,
+                                  "shards planned",
+                                  total_items=len(_index(ctx)), items_of=len)
+
+
+def _row_groups(f: pq.ParquetFile, first: str, last: str) -> list[int]:
+    """The row groups whose `shard` statistics may hold a shard named between `first` and `last`."""
     leaves = f.metadata.schema
     stats_at = next(j for j in range(len(leaves)) if leaves.column(j).path == "shard")  # a leaf, not an Arrow field
     groups = []
     for g in range(f.metadata.num_row_groups):
         st = f.metadata.row_group(g).column(stats_at).statistics
-        if st is None or not st.has_min_max or st.min <= name <= st.max:
+        if st is None or not st.has_min_max or (st.min <= last and first <= st.max):
             groups.append(g)
-    table = f.read_row_groups(groups, columns=list(dict.fromkeys([*columns, "shard"])))
-    return table.filter(pc.equal(table["shard"], name)).drop_columns(
-        [] if "shard" in columns else ["shard"]).to_pylist()
+    return groups
+
+
+def read_shard(out: str, name: str, columns: list[str]) -> list[dict]:
+    """One shard's manifest rows (`columns`), in video_id order: the row groups whose statistics may hold it."""
+    return next(read_shards(out, [name], columns))
+
+
+def read_shards(out: str, names: list[str], columns: list[str]) -> Iterator[list[dict]]:
+    """The manifest rows (`columns`, in video_id order) of each of some consecutive shards, in the order of `names`,
+    from one read of the row groups whose statistics may hold them (a task plans a group of shards this way)."""
+    f = _open(out, layout.MANIFEST_VIDEOS)
+    wanted = pa.array(names, pa.string())
+    pieces = [pa.Table.from_batches([], schema=f.schema_arrow).select(list(dict.fromkeys([*columns, "shard"])))]
+    # in batches, keeping only these shards' rows: a task holds its own rows, not whole 8,192-row groups
+    for batch in f.iter_batches(layout.MANIFEST_BATCH_ROWS, row_groups=_row_groups(f, min(names), max(names)),
+                                columns=list(dict.fromkeys([*columns, "shard"]))):
+        mine = batch.filter(pc.is_in(batch.column("shard"), value_set=wanted))
+        if mine.num_rows:
+            pieces.append(pa.Table.from_batches([mine]))
+    table = pa.concat_tables(pieces).combine_chunks()
+    spans = {name: (start, stop) for name, start, stop in runs(table["shard"])}
+    kept = table if "shard" in columns else table.drop_columns(["shard"])
+    for name in names:
+        start, stop = spans.get(name, (0, 0))
+        yield kept.slice(start, stop - start).to_pylist()

@@ -14,7 +14,7 @@ import os
 import pickle
 import shutil
 
-from pipeline.core import orphans, tempdirs
+from pipeline.core import orphans, ray_runtime, tempdirs
 from pipeline.core.committed import committed_record
 from pipeline.core.context import StageContext, configure_worker
 from pipeline.core.parts import settings_digest
@@ -187,15 +187,29 @@ def unit_digest(ctx: StageContext, shard_sha256: str, videos: list[dict], hico_d
 
 
 def _units(ctx: StageContext) -> tuple[list[dict], list[dict]]:
-    """The committed records and the units to annotate, planned a shard at a time; a unit names its shard, and its
-    decode task reads the shard's rows itself, so the driver never holds every video's scenes."""
+    """The committed records and the units to annotate, in shard order. Ray tasks plan groups of consecutive shards
+    (`plan_shards`: their rows, the hico record, the digest, the committed check); the driver reads only the
+    manifest's shard column and collects the records and units, which name only their shard (the decode task reads
+    the shard's rows itself)."""
     cfg = ctx.cfg
     a = cfg.annotate
-    model = model_digest(cfg)
-    hico_stage_uri = ctx.uri(layout.hico_dir(cfg.hico.stage))
     has_hico = a.backend == "hico_mllm" and storage.exists(ctx.uri(layout.hico_index_path(cfg.hico.stage)))
     committed, todo = [], []
-    for shard, rows in sharded_videos.iter_shards(ctx, MANIFEST_COLUMNS):
+    for planned in sharded_videos.map_shard_groups(ctx, NAME, plan_shards, (ctx, model_digest(cfg), has_hico)):
+        committed += planned["committed"]
+        todo += planned["todo"]
+    return committed, todo
+
+
+def plan_shards(group: list, ctx: StageContext, model: str, has_hico: bool) -> dict:
+    """One Ray task: the committed record or the unit to annotate of each shard of `group` (consecutive Shards;
+    their rows read here)."""
+    configure_worker(ctx.cfg)
+    cfg = ctx.cfg
+    hico_stage_uri = ctx.uri(layout.hico_dir(cfg.hico.stage))
+    committed, todo = [], []
+    rows_of = sharded_videos.read_shards(ctx.out, [shard.name for shard in group], MANIFEST_COLUMNS)
+    for shard, rows in zip(group, rows_of):
         name = shard.name
         hico_digest, hico_random = None, False
         if has_hico:
@@ -203,7 +217,7 @@ def _units(ctx: StageContext) -> tuple[list[dict], list[dict]]:
             if storage.exists(rec):
                 hico_record = json.loads(storage.read_bytes(rec))
                 hico_digest, hico_random = hico_record.get("digest"), bool(hico_record.get("random_init"))
-        digest = unit_digest(ctx, shard.sha256, unit_videos(rows.to_pylist()), hico_digest, model)
+        digest = unit_digest(ctx, shard.sha256, unit_videos(rows), hico_digest, model)
         out_uris = {t: ctx.uri(layout.annotation_path(t, name)) for t in TABLE_SCHEMAS}
         record_uri = ctx.uri(layout.annotation_record_path(name))
         record = committed_record(record_uri, digest, out_uris.values())
@@ -212,31 +226,47 @@ def _units(ctx: StageContext) -> tuple[list[dict], list[dict]]:
             continue
         todo.append({"shard": name, "shard_uri": shard.uri, "digest": digest, "out_uris": out_uris,
                      "record_uri": record_uri, "hico_uri": hico_stage_uri if hico_digest else None,
-                     "hico_random_init": hico_random and a.backend == "hico_mllm"})
-    return committed, todo
+                     "hico_random_init": hico_random and cfg.annotate.backend == "hico_mllm"})
+    return {"committed": committed, "todo": todo}
 
 
 QVH_COLUMNS = ["video_id", "query", "start_s", "end_s", "duration_s"]
 
 
-def _write_qvhighlights(ctx: StageContext, shards: list[str]) -> None:
-    """The QVHighlights export, streamed shard by shard into a local file and committed when it changed. Shards hold
-    consecutive video_id ranges, so rows sorted within each shard are sorted over the whole build."""
+def _write_qvhighlights(ctx: StageContext, grounding_rows: list[tuple[str, int]]) -> None:
+    """The QVHighlights export: one JSONL, a running qid over the shards in order, rows sorted within each shard
+    (shards hold consecutive video_id ranges, so this is sorted over the whole build). Ray tasks format groups of
+    shards (`qvhighlights_lines`), each starting at the qid its earlier shards' grounding counts give; the driver
+    writes their text in order, a bounded number in flight, into a local file committed when it changed."""
+    groups, qid = [], 0
+    for start in range(0, len(grounding_rows), sharded_videos.SHARDS_PER_TASK):
+        group = grounding_rows[start:start + sharded_videos.SHARDS_PER_TASK]
+        groups.append((qid, group))
+        qid += sum(rows for _, rows in group)
+    with storage.local_output_if_changed(ctx.uri(layout.GROUNDING_QVH)) as path, open(path, "wb") as f:
+        for text in ray_runtime.imap_units(NAME, qvhighlights_lines, groups, (ctx,), "shards exported",
+                                           total_items=len(grounding_rows), items_of=lambda g: len(g[1])):
+            f.write(text)
+
+
+def qvhighlights_lines(group: tuple[int, list[tuple[str, int]]], ctx: StageContext) -> bytes:
+    """One Ray task: the QVHighlights lines of some consecutive shards ((name, grounding rows) pairs), UTF-8, qids
+    from `group[0]` on. A grounding table whose row count is not its record's is an error (the qids would shift)."""
     from annotators.grounding import qvhighlights_record
 
-    qid = 0
-    with storage.local_output_if_changed(ctx.uri(layout.GROUNDING_QVH)) as path, open(path, "w",
-                                                                                     encoding="utf-8") as f:
-        for name in shards:
-            uri = ctx.uri(layout.annotation_path("grounding", name))
-            if not storage.exists(uri):
-                continue
-            rows = storage.read_parquet(uri, columns=QVH_COLUMNS).to_pylist()
-            rows.sort(key=lambda r: (r["video_id"], r["start_s"], r["query"]))
-            for r in rows:
-                f.write(json.dumps(qvhighlights_record(qid, r, ctx.cfg.annotate.qvh_clip_s), ensure_ascii=False))
-                f.write("\n")
-                qid += 1
+    configure_worker(ctx.cfg)
+    qid, shards = group
+    lines = []
+    for name, expected in shards:
+        rows = storage.read_parquet(ctx.uri(layout.annotation_path("grounding", name)), columns=QVH_COLUMNS).to_pylist()
+        if len(rows) != expected:
+            raise RuntimeError(f"annotations/grounding of {name} holds {len(rows)} rows, its annotation record "
+                               f"{expected}: remove {layout.annotation_record_path(name)} and rerun `annotate`")
+        rows.sort(key=lambda r: (r["video_id"], r["start_s"], r["query"]))
+        for r in rows:
+            lines.append(json.dumps(qvhighlights_record(qid, r, ctx.cfg.annotate.qvh_clip_s), ensure_ascii=False))
+            qid += 1
+    return "".join(line + "\n" for line in lines).encode("utf-8")
 
 
 def run(ctx: StageContext) -> dict:
@@ -269,7 +299,8 @@ def run(ctx: StageContext) -> dict:
                             num_cpus=1)
         records += [json.loads(r["record"]) for r in ds.take_all()]
     planned = sharded_videos.shard_names(ctx)
-    _write_qvhighlights(ctx, planned)
+    grounding = {r["shard"]: r["counts"]["grounding"] for r in records}
+    _write_qvhighlights(ctx, [(name, grounding[name]) for name in planned if name in grounding])
     removed = orphans.remove_unplanned(ctx, layout.ANNOTATION_RECORDS_DIR, ".json", planned)
     for table in TABLE_SCHEMAS:
         removed += orphans.remove_unplanned(ctx, layout.annotation_dir(table), ".parquet", planned)

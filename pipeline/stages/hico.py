@@ -141,24 +141,56 @@ def shard_videos(rows: list[dict], stage: str, cfg: BuildConfig) -> list[dict]:
     return videos
 
 
-def _units(ctx: StageContext, weights: str) -> Iterator[tuple[dict | None, dict | None]]:
-    """(committed record, None) or (None, unit to encode) per shard, a shard at a time; a unit names its shard, and
-    the encoder reads the shard's rows itself, so the driver never holds every video's frame lists."""
+def unit_digest(cfg: BuildConfig, shard_sha256: str, videos: list[dict], weights: str) -> str:
+    """A shard's tokens are current when their record holds this digest of the shard, its videos' sampled frames
+    (`shard_videos`), the encoder weights (`weights_digest(cfg)`) and the settings that change tokens."""
+    h = cfg.hico
+    return settings_digest({"shard_sha256": shard_sha256, "weights": weights, "preset": h.encoder.preset,
+                            "tokens_per_frame": h.tokens_per_frame, "merge_dtype": h.merge_dtype, "resize": h.resize,
+                            "videos": videos})
+
+
+def _units(ctx: StageContext, weights: str) -> Iterator[dict]:
+    """Per group of consecutive shards, in shard order, what `plan_shards` found: the committed records' index rows
+    and counts, and the units to encode. A unit names its shard, and the encoder reads the shard's rows itself, so
+    the driver never holds every video's frame lists."""
+    for planned in sharded_videos.map_shard_groups(ctx, NAME, plan_shards, (ctx, weights)):
+        if planned["missing"]:
+            raise StageInputMissing(planned["missing"])
+        yield planned
+
+
+def plan_shards(group: list, ctx: StageContext, weights: str) -> dict:
+    """One Ray task: the committed check of each shard of `group` (consecutive Shards; their rows read here).
+    Committed records come back as their index rows (an Arrow table), clip count and random_init; the others as
+    units to encode."""
+    from compressors import token_store
+
+    configure_worker(ctx.cfg)
     h = ctx.cfg.hico
-    for shard, rows in sharded_videos.iter_shards(ctx, MANIFEST_COLUMNS):
-        videos = shard_videos(rows.to_pylist(), h.stage, ctx.cfg)
-        settings = {"shard_sha256": shard.sha256, "weights": weights, "preset": h.encoder.preset,
-                    "tokens_per_frame": h.tokens_per_frame, "merge_dtype": h.merge_dtype, "resize": h.resize,
-                    "videos": videos}
-        digest = settings_digest(settings)
+    index, todo = [], []
+    shards = clips = 0
+    random_init = False
+    rows_of = sharded_videos.read_shards(ctx.out, [shard.name for shard in group], MANIFEST_COLUMNS)
+    for shard, rows in zip(group, rows_of):
+        try:
+            videos = shard_videos(rows, h.stage, ctx.cfg)
+        except StageInputMissing as e:
+            return {"missing": str(e)}
+        digest = unit_digest(ctx.cfg, shard.sha256, videos, weights)
         record_uri = ctx.uri(layout.hico_record_path(h.stage, shard.name))
         out_uri = ctx.uri(layout.hico_part_path(h.stage, shard.name))
         record = committed_record(record_uri, digest, [out_uri])
         if record is not None:
-            yield record, None
+            index.append(token_store.index_table(record["segments"]))
+            shards += 1
+            clips += record["clips"]
+            random_init = random_init or bool(record["random_init"])
             continue
-        yield None, {"shard": shard.name, "shard_uri": shard.uri, "out_uri": out_uri, "record_uri": record_uri,
-                     "digest": digest}
+        todo.append({"shard": shard.name, "shard_uri": shard.uri, "out_uri": out_uri, "record_uri": record_uri,
+                     "digest": digest})
+    return {"missing": None, "index": index, "shards": shards, "clips": clips, "random_init": random_init,
+            "todo": todo}
 
 
 class _Index:
@@ -177,6 +209,13 @@ class _Index:
         self.clips += record["clips"]
         self.random_init = self.random_init or bool(record["random_init"])
 
+    def add_planned(self, planned: dict) -> None:
+        """The committed records of a `plan_shards` result."""
+        self.parts += planned["index"]
+        self.shards += planned["shards"]
+        self.clips += planned["clips"]
+        self.random_init = self.random_init or planned["random_init"]
+
 
 def run(ctx: StageContext) -> dict:
     import ray
@@ -185,11 +224,9 @@ def run(ctx: StageContext) -> dict:
 
     cfg = ctx.cfg
     index, todo = _Index(), []
-    for record, unit in _units(ctx, weights_digest(cfg)):
-        if record is not None:
-            index.add(record)
-        else:
-            todo.append(unit)
+    for planned in _units(ctx, weights_digest(cfg)):
+        index.add_planned(planned)
+        todo += planned["todo"]
     if index.shards:
         log.info(f"[hico] {index.shards} shards already encoded, {len(todo)} to go")
     if todo:
