@@ -129,9 +129,12 @@ def _require(out: BuildOutput, relative: str) -> None:
         raise StageInputMissing(f"{relative} is missing under {out.root}: run the ingest stages first")
 
 
-def compute(out: BuildOutput, tasks_in_flight: int | None = None) -> BuildStats:
-    """All four tables and the list of disagreements (empty when the build reconciles). The mixture checks run as
-    Ray tasks, at most `tasks_in_flight` at a time (default: twice the cluster's CPUs)."""
+def compute(out: BuildOutput, tasks_in_flight: int | None = None, member_rows: int | None = None,
+            jsonl_bytes: int | None = None) -> BuildStats:
+    """All four tables and the list of disagreements (empty when the build reconciles). The annotation reads and
+    the mixture checks run as Ray tasks, at most `tasks_in_flight` at a time (default: twice the cluster's CPUs);
+    a mixture task larger than `member_rows` rows or `jsonl_bytes` bytes (schemas.stats defaults) is checked in
+    parts. None of these changes a byte of the tables."""
     for rel in (layout.MANIFEST_CRAWL, layout.MANIFEST_VIDEOS, layout.MANIFEST_REJECTS):
         _require(out, rel)
     mismatches: list[str] = []
@@ -144,14 +147,14 @@ def compute(out: BuildOutput, tasks_in_flight: int | None = None) -> BuildStats:
     del crawl
     shards = shard_rows(out, video_table.select(["video_id", "shard", "duration_s"]), mismatches)
     rejects = rejects.to_pylist()  # one row per rejected input (a small share of the inputs)
-    ann = read_annotations(out, accepted_ids, mismatches)
+    ann = read_annotations(out, accepted_ids, mismatches, tasks_in_flight)
     hico_clips, random_hico = read_hico(out, mismatches)
     hico_ids = pa.chunked_array([t["video_id"] for t in hico_clips], pa.string())
     unknown = pc.unique(pc.filter(hico_ids, pc.invert(pc.is_in(hico_ids, value_set=accepted_ids)))).to_pylist()
     if unknown:
         mismatches.append(f"HiCo tokens of {len(unknown)} videos not in manifest/videos.parquet (e.g. "
                           f"{sorted(unknown)[:stats_schema.EXAMPLES]}; rerun the `hico` stage)")
-    mix = collect_mixtures(out, ann.row_videos, ann.random_rows, accepted_ids, tasks_in_flight)
+    mix = collect_mixtures(out, ann.lookup, accepted_ids, tasks_in_flight, member_rows, jsonl_bytes)
     mismatches += mix.mismatches
     built = {
         "videos": stats_videos.build(video_table, ann.task_counts, ann.reject_video_counts, hico_clips,
