@@ -42,7 +42,8 @@ EXAMPLES = 3  # offending ids quoted per consistency message
 # parts) so that each bucket is compared on its own. The split changes no byte of the stats tables.
 MIXTURE_CHECK_MEMBER_ROWS = 524_288
 MIXTURE_CHECK_JSONL_BYTES = 256 << 20
-ANNOTATION_SHARDS_PER_TASK = 64  # shards whose annotation tables and records one reading task takes
+# shards (their records, annotation tables or HiCo records) one reading task of the `stats` stage takes
+STATS_SHARDS_PER_TASK = 64
 
 _PROBE_COLUMNS = [f for f in PROBE_FIELDS if f.name not in ("video_id", "sha256")]
 # Columns of stats/videos.parquet copied unchanged from manifest/videos.parquet.

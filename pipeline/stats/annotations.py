@@ -65,7 +65,7 @@ def read_annotations(out: BuildOutput, accepted: pa.Array, mismatches: list[str]
         for path in out.parquet_parts(layout.annotation_dir(table)):
             files[layout.shard_stem(path.rsplit("/", 1)[-1].removesuffix(".parquet"))][table] = path
     stems = sorted(files)
-    size = stats_schema.ANNOTATION_SHARDS_PER_TASK
+    size = stats_schema.STATS_SHARDS_PER_TASK
     groups = (tuple((stem, files[stem]) for stem in stems[i:i + size]) for i in range(0, len(stems), size))
     ann = Annotations()
     file_messages: list[tuple] = []
@@ -127,20 +127,22 @@ def read_shard_group(group: tuple, root: str, settings, accepted: pa.Array) -> t
                                           f"recorded {recorded} (rerun the `annotate` stage)"))
     summary = {
         "task_counts": pa.concat_tables(task_counts) if task_counts else TASK_COUNTS.empty_table(),
-        "reject_video_counts": pa.concat_tables(reject_video_counts) if reject_video_counts else
-        VIDEO_COUNTS.empty_table(),
+        "reject_video_counts": (pa.concat_tables(reject_video_counts) if reject_video_counts else
+                                VIDEO_COUNTS.empty_table()),
         "reject_counts": sorted(reject_counts.items()),
-        "random_videos": pc.unique(pa.chunked_array(random_videos, pa.string())) if random_videos else
-        pa.array([], pa.string()),
+        "random_videos": (pc.unique(pa.chunked_array(random_videos, pa.string())) if random_videos else
+                          pa.array([], pa.string())),
         "file_messages": file_messages,
         "record_messages": record_messages,
     }
     return summary, lookup
 
 
-def read_hico(out: BuildOutput, mismatches: list[str]) -> tuple[list[pa.Table], list[pa.Array]]:
+def read_hico(out: BuildOutput, mismatches: list[str],
+              tasks_in_flight: int | None = None) -> tuple[list[pa.Table], list[pa.Array]]:
     """(per HiCo stage, a table of clips per video: video_id, stage, rows; arrays of the video_ids with
-    random-weight tokens)."""
+    random-weight tokens). The driver reads each stage's index and lists its records; Ray tasks read the records in
+    groups (`read_hico_records`)."""
     clips: list[pa.Table] = []
     random_videos: list[pa.Array] = []
     for stage in out.hico_stages():
@@ -148,14 +150,30 @@ def read_hico(out: BuildOutput, mismatches: list[str]) -> tuple[list[pa.Table], 
         clips.append(pa.table({"video_id": index["video_id"], "stage": pa.array([stage] * index.num_rows, pa.string()),
                                "rows": index["num_rows"]}))
         records_dir = f"{layout.HICO_RECORDS_DIR}/{stage}"
+        names = out.listing(records_dir).files
+        size = stats_schema.STATS_SHARDS_PER_TASK
+        groups = ([f"{records_dir}/{n}" for n in names[i:i + size]] for i in range(0, len(names), size))
         recorded = 0
-        for name in out.listing(records_dir).files:
-            record = out.read_json(f"{records_dir}/{name}")
-            recorded += record.get("clips", 0)
-            if record.get("random_init"):
-                random_videos.append(pa.array([s["video_id"] for s in record.get("segments", [])], pa.string()))
+        for found, _ in remote.imap_with_payload("stats", read_hico_records, groups, (out.root, storage.settings()),
+                                                 "HiCo records", total=-(-len(names) // size),
+                                                 in_flight=tasks_in_flight):
+            recorded += found["clips"]
+            random_videos += found["random_videos"]
         indexed = pc.sum(index["num_rows"]).as_py() or 0
-        if out.listing(records_dir).files and recorded != indexed:
+        if names and recorded != indexed:
             mismatches.append(f"{layout.hico_index_path(stage)} lists {indexed} clips but the records in "
                               f"{records_dir}/ hold {recorded} (rerun the `hico` stage)")
     return clips, random_videos
+
+
+def read_hico_records(paths: list[str], root: str, settings) -> tuple[dict, None]:
+    """HiCo records: (their clips, and the video_ids of the random-weight ones as Arrow arrays; no payload)."""
+    storage.configure(**dataclasses.asdict(settings))
+    out = BuildOutput(root)
+    clips, random_videos = 0, []
+    for path in paths:
+        record = out.read_json(path)
+        clips += record.get("clips", 0)
+        if record.get("random_init"):
+            random_videos.append(pa.array([s["video_id"] for s in record.get("segments", [])], pa.string()))
+    return {"clips": clips, "random_videos": random_videos}, None

@@ -4,6 +4,8 @@ of one (curriculum stage, task)."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -54,4 +56,4 @@ def split(table_or_array, key: pa.Array | pa.ChunkedArray, buckets: int) -> list
     order = np.argsort(which, kind="stable")
     bounds = np.searchsorted(which[order], np.arange(buckets + 1))
     ordered = table_or_array.take(pa.array(order))
-    return [ordered.slice(int(a), int(b - a)) for a, b in zip(bounds, bounds[1:])]
+    return [ordered.slice(int(a), int(b - a)) for a, b in itertools.pairwise(bounds)]

@@ -5,7 +5,8 @@ hands on by reference to later tasks; without Ray everything runs in this proces
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 
 def ray_running() -> bool:
