@@ -97,25 +97,19 @@ class BuildOutput:
             position = begin  # file offset of the first byte of `pending`
             pending = b""
             skip = start > 0  # the line holding byte start - 1 belongs to the range before
-            while position < end or pending:
+            while True:
                 data = stream.read(block)
-                pending += data
-                while True:
-                    cut = pending.find(b"\n")
-                    if cut < 0 and data:
-                        break
-                    line = pending if cut < 0 else pending[:cut]
+                lines = (pending + data).split(b"\n")
+                pending = lines.pop() if data else b""  # the last piece may go on in the next block
+                for line in lines:
                     line_start = position
-                    consumed = len(pending) if cut < 0 else cut + 1
-                    pending, position = pending[consumed:], position + consumed
+                    position += len(line) + 1
                     if skip:
                         skip = False
                     elif line_start >= end:
                         return
                     elif line.strip():
                         yield line
-                    if cut < 0:
-                        return
                 if not data:
                     return
 
