@@ -86,7 +86,8 @@ def member_part(plan: TaskPlan, index: int, root: str, settings, accepted: pa.Ar
                                 "visual_tokens": pc.cast(rows["visual_tokens"], pa.int64()),
                                 "text_chars": pc.cast(rows["text_chars"], pa.int64())})
             partials.append(_per_record(per_row))
-    per_record = _per_record(pa.concat_tables(partials)) if partials else PER_RECORD.empty_table()
+    per_record = (partials[0] if len(partials) == 1 else _per_record(pa.concat_tables(partials))) if partials else \
+        PER_RECORD.empty_table()
     summary = {"rows": n_rows, "random": random_any, "other_stages": sorted(other_stages),
                "unknown": sorted(problems.unknown), "dangling": problems.dangling,
                "dangling_examples": problems.dangling_examples,
@@ -137,8 +138,10 @@ def bucket_check(member_tables: int, *pieces) -> dict:
     """One hash bucket of a task: `member_tables` PER_RECORD tables (one per member part), then the record ids of
     each JSONL part. Per-record counts summed, and which ids are repeated in the file or on one side only."""
     tables = [t for t in pieces[:member_tables] if t.num_rows]
-    per_record = _per_record(pa.concat_tables(tables).rename_columns(
-        ["record_id", "duration_us", "visual_tokens", "text_chars"])) if tables else PER_RECORD.empty_table()
+    if len(tables) > 1:  # a record cut between member parts: its partial aggregates merged
+        per_record = _per_record(pa.concat_tables(tables))
+    else:  # one part's table holds each of its records once already
+        per_record = tables[0] if tables else PER_RECORD.empty_table()
     record_ids = per_record["record_id"]
     file_ids = pa.chunked_array(pieces[member_tables:], pa.string())
     repeated = pc.value_counts(file_ids) if len(file_ids) else None
