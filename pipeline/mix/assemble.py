@@ -6,18 +6,19 @@ byte-identical whatever the partitioning: every part is sorted, and the merge or
 
 from __future__ import annotations
 
-import heapq
 import json
 import os
 from dataclasses import dataclass, field
 from typing import Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.core.context import StageContext, StageInputMissing
 from pipeline.ingest import manifest
 from pipeline.io import storage
+from pipeline.mix import merge as mix_merge
 from pipeline.mix import records as mix_records
 from pipeline.mix import validate as mix_validate
 from pipeline.mix.partition import ANNOTATION_SOURCES, Partition
@@ -26,7 +27,8 @@ from pipeline.stats.sources import BuildOutput, arrow_s3_operation
 from schemas import layout, mixture
 
 MEMBERS_ROWS_PER_GROUP = 65536  # row groups of the assembled members.parquet (fixed, so bytes are deterministic)
-PART_BATCH_ROWS = 256  # rows read at a time from each part while merging
+PART_BATCH_ROWS = mixture.PART_ROWS_PER_GROUP  # rows read at a time from each part while merging (a row group)
+TURN_DIGITS = 10  # a turn number zero-padded to this width sorts as a number within the members' key
 MANIFEST_COLUMNS = ["video_id", "extension", "shard", "reader_num_frames", "reader_fps", "sampling"]
 
 
@@ -86,9 +88,18 @@ def iter_partitions(ctx: StageContext) -> Iterator[Partition]:
         yield current
 
 
-def _part_rows(ctx: StageContext, relative: str, columns: list[str]) -> Iterator[tuple]:
-    for batch in _batches(ctx, relative, PART_BATCH_ROWS, columns):
-        yield from zip(*(batch.column(c).to_pylist() for c in columns))
+def _part_batches(ctx: StageContext, relative: str, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    return _batches(ctx, relative, PART_BATCH_ROWS, columns)
+
+
+def _order_key(rows: pa.Table) -> pa.Array:
+    return rows[mixture.ORDER_COLUMN]
+
+
+def _members_key(rows: pa.Table) -> pa.Array:
+    """(task, record_id, turn) as one string key; the turn zero-padded so it sorts as a number."""
+    turn = pc.utf8_lpad(pc.cast(rows["turn"], pa.string()), TURN_DIGITS, "0")
+    return mix_merge.joined_key(rows["task"], rows["record_id"], turn)
 
 
 @dataclass
@@ -118,7 +129,8 @@ def assemble_stage(ctx: StageContext, stage: str, partitions: dict[str, list[int
             continue
         cap = cfg.mix.stages[stage].tasks[task].max_records
         columns = [mixture.ORDER_COLUMN, "line", "internvideo_line", "shard"]
-        streams = [_part_rows(ctx, layout.mix_records_part_path(stage, task, p), columns) for p in partitions[task]]
+        streams = [_part_batches(ctx, layout.mix_records_part_path(stage, task, p), columns)
+                   for p in partitions[task]]
         jsonl = open(spool_path(layout.mixture_task_path(stage, task)), "w", encoding="utf-8")
         json_list = open(spool_path(layout.mixture_task_path(stage, task, "json")), "w",
                          encoding="utf-8") if cfg.mix.json_list else None
@@ -128,16 +140,21 @@ def assemble_stage(ctx: StageContext, stage: str, partitions: dict[str, list[int
         with jsonl:
             if json_list:
                 json_list.write("[\n")
-            for order, line, iv_line, shard in heapq.merge(*streams, key=lambda r: r[0]):
+            for rows in mix_merge.merge_sorted(streams, _order_key):
+                if cap is not None and n + rows.num_rows > cap:
+                    rows = rows.slice(0, cap - n)
+                if not rows.num_rows:
+                    break
+                lines = rows["line"].to_pylist()
+                jsonl.write("\n".join(lines) + "\n")
+                if json_list:
+                    json_list.write((",\n" if n else "") + ",\n".join(lines))
+                if iv:
+                    iv.write("\n".join(rows["internvideo_line"].to_pylist()) + "\n")
+                shards.update(pc.unique(rows["shard"]).to_pylist())
+                n, last = n + rows.num_rows, rows[mixture.ORDER_COLUMN][-1].as_py()
                 if cap is not None and n >= cap:
                     break
-                jsonl.write(line + "\n")
-                if json_list:
-                    json_list.write((",\n" if n else "") + line)
-                if iv:
-                    iv.write(iv_line + "\n")
-                shards.add(shard)
-                n, last = n + 1, order
             if json_list:
                 json_list.write("\n]\n")
                 json_list.close()
@@ -173,28 +190,52 @@ def _assemble_members(ctx: StageContext, stage: str, member_parts: list[int], ou
     """Write the stage's members.parquet (rows of the records kept under the caps); task -> distinct records."""
     names = mixture.MIX_MEMBERS.names
     columns = [mixture.ORDER_COLUMN, *names]
-    streams = [_part_rows(ctx, layout.mix_members_part_path(stage, p), columns) for p in member_parts]
-    t_i, r_i, k_i = (columns.index(c) for c in ("task", "record_id", "turn"))
+    streams = [_part_batches(ctx, layout.mix_members_part_path(stage, p), columns) for p in member_parts]
+    capped = {t: o for t, o in out.last_order.items() if o is not None}
     records: dict[str, int] = {}
-    buffer: list[tuple] = []
-    previous = None
+    pending: list[pa.Table] = []
+    pending_rows = 0
+    previous = None  # (task, record_id) of the last row kept
     with pq.ParquetWriter(path, mixture.MIX_MEMBERS, compression="zstd") as writer:
-        def flush():
-            cols = list(zip(*buffer)) if buffer else [[] for _ in columns]
-            writer.write_table(pa.table({n: list(cols[i + 1]) for i, n in enumerate(names)},
-                                        schema=mixture.MIX_MEMBERS))
-            buffer.clear()
+        def write(rows: pa.Table) -> None:
+            writer.write_table(pa.Table.from_arrays([rows[n].combine_chunks() for n in names],
+                                                    schema=mixture.MIX_MEMBERS))
 
-        for row in heapq.merge(*streams, key=lambda r: (r[t_i], r[r_i], r[k_i])):
-            last = out.last_order.get(row[t_i])
-            if last is not None and row[0] > last:
+        for rows in mix_merge.merge_sorted(streams, _members_key):
+            rows = _within_caps(rows, capped)
+            if not rows.num_rows:
                 continue
-            buffer.append(row)
-            if (row[t_i], row[r_i]) != previous:
-                records[row[t_i]] = records.get(row[t_i], 0) + 1
-                previous = (row[t_i], row[r_i])
-            if len(buffer) >= MEMBERS_ROWS_PER_GROUP:
-                flush()
-        if buffer or not records:
-            flush()
+            previous = _count_records(rows, previous, records)
+            pending.append(rows)
+            pending_rows += rows.num_rows
+            if pending_rows >= MEMBERS_ROWS_PER_GROUP:
+                kept = pa.concat_tables(pending)
+                whole = pending_rows - pending_rows % MEMBERS_ROWS_PER_GROUP
+                for start in range(0, whole, MEMBERS_ROWS_PER_GROUP):
+                    write(kept.slice(start, MEMBERS_ROWS_PER_GROUP))
+                pending, pending_rows = [kept.slice(whole)], pending_rows - whole
+        if pending_rows or not records:
+            write(pa.concat_tables(pending) if pending else mixture.MIX_MEMBERS.empty_table())
     return records
+
+
+def _within_caps(rows: pa.Table, capped: dict[str, str]) -> pa.Table:
+    """The rows of records kept under the caps: of a capped task, those ordered at most its last kept record."""
+    drop = None
+    for task, last in capped.items():
+        over = pc.and_(pc.equal(rows["task"], task), pc.greater(rows[mixture.ORDER_COLUMN], last))
+        drop = over if drop is None else pc.or_(drop, over)
+    return rows if drop is None else rows.filter(pc.invert(drop))
+
+
+def _count_records(rows: pa.Table, previous: tuple | None, records: dict[str, int]) -> tuple:
+    """Adds to `records` (task -> distinct records) the records starting in `rows` (sorted by task and record_id,
+    following the row `previous`); returns the (task, record_id) of its last row."""
+    key = mix_merge.joined_key(rows["task"], rows["record_id"])
+    before = pa.concat_arrays([pa.array([None if previous is None else "\x00".join(previous)], pa.string()),
+                               key.slice(0, len(key) - 1)])
+    starts = pc.fill_null(pc.not_equal(key, before), True)
+    for task, count in zip(*(c.to_pylist() for c in pa.table({"task": rows["task"], "start": starts}).filter(
+            starts).group_by("task", use_threads=False).aggregate([("start", "count")]).columns)):
+        records[task] = records.get(task, 0) + count
+    return rows["task"][-1].as_py(), rows["record_id"][-1].as_py()

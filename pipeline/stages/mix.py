@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from typing import Callable, Iterable
 
 from pipeline.core import tempdirs
@@ -94,7 +95,10 @@ def _build(ctx: StageContext) -> dict:
                     members.append(p)
                     for t in tasks[stage]:
                         by_task.setdefault(t, []).append(p)
+            started = time.monotonic()
             a = mix_assemble.assemble_stage(ctx, stage, by_task, members, spool)
+            log.info(f"[mix] {stage}: {sum(a.counts.values())} records from {len(members)} partitions merged in "
+                     f"{time.monotonic() - started:.1f} s")
             problems += a.problems
             counts[stage] = a.counts
             last_order.update({(stage, t): o for t, o in a.last_order.items()})
