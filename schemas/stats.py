@@ -35,6 +35,16 @@ TEXT_TOKEN_PATTERN = re.compile(r"\w+|[^\w\s]")
 REJECT_SCOPES = ("input", "annotation")
 EXAMPLES = 3  # offending ids quoted per consistency message
 
+# How the `stats` stage cuts its work so that no worker grows with the build (pipeline/stats/mixtures.py,
+# pipeline/stats/annotations.py). A (curriculum stage, task) larger than one sub-unit is checked in parts: its rows of
+# members.parquet in runs of whole row groups of about MIXTURE_CHECK_MEMBER_ROWS rows, its JSONL in line-aligned byte
+# ranges of MIXTURE_CHECK_JSONL_BYTES, and the record ids of both exchanged by hash bucket (as many buckets as
+# parts) so that each bucket is compared on its own. The split changes no byte of the stats tables.
+MIXTURE_CHECK_MEMBER_ROWS = 524_288
+MIXTURE_CHECK_JSONL_BYTES = 256 << 20
+# shards (their records, annotation tables or HiCo records) one reading task of the `stats` stage takes
+STATS_SHARDS_PER_TASK = 64
+
 _PROBE_COLUMNS = [f for f in PROBE_FIELDS if f.name not in ("video_id", "sha256")]
 # Columns of stats/videos.parquet copied unchanged from manifest/videos.parquet.
 VIDEO_COPIED_COLUMNS = ("video_id", "source_uri", "shard", *(f.name for f in _PROBE_COLUMNS))

@@ -88,6 +88,31 @@ class BuildOutput:
         with open(uri, encoding="utf-8") as f:
             yield from (line for line in f if line.strip())
 
+    def iter_line_range(self, relative: str, start: int, end: int, block: int = 1 << 20):
+        """Non-blank lines (bytes, newline dropped) of a text file that begin at a byte in [start, end): cutting a
+        file at any offsets gives every line to exactly one range. Read as one stream from `start - 1`."""
+        uri = self.uri(relative)
+        begin = max(start - 1, 0)
+        with _open_from(uri, begin) as stream:
+            position = begin  # file offset of the first byte of `pending`
+            pending = b""
+            skip = start > 0  # the line holding byte start - 1 belongs to the range before
+            while True:
+                data = stream.read(block)
+                lines = (pending + data).split(b"\n")
+                pending = lines.pop() if data else b""  # the last piece may go on in the next block
+                for line in lines:
+                    line_start = position
+                    position += len(line) + 1
+                    if skip:
+                        skip = False
+                    elif line_start >= end:
+                        return
+                    elif line.strip():
+                        yield line
+                if not data:
+                    return
+
     def open_parquet(self, relative: str):
         """A pyarrow ParquetFile read lazily (ranged reads on S3): only the row groups consumed are in memory."""
         import pyarrow.parquet as pq
@@ -108,6 +133,23 @@ class BuildOutput:
         filesystem = s3_filesystem(st.endpoint_url, st.region, connect_timeout_s=st.connect_timeout_s,
                                    request_timeout_s=st.read_timeout_s, max_attempts=st.max_attempts)
         return filesystem, lambda relative: self.uri(relative)[len("s3://"):]
+
+
+@contextlib.contextmanager
+def _open_from(uri: str, offset: int) -> Iterator:
+    """A binary stream of a local file or an S3 object from `offset` to its end (one ranged GET on S3)."""
+    if storage.is_s3(uri):
+        bucket, key = storage.split_s3(uri)
+        with storage.s3_operation("GetObject", uri):
+            body = storage.s3_client().get_object(Bucket=bucket, Key=key, Range=f"bytes={offset}-")["Body"]
+            try:
+                yield body
+            finally:
+                body.close()
+    else:
+        with open(storage.local_path(uri), "rb") as f:
+            f.seek(offset)
+            yield f
 
 
 @contextlib.contextmanager

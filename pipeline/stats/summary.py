@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.stats import tables as stats
 from pipeline.stats.sources import BuildOutput
@@ -14,11 +16,27 @@ MIXTURES_NOT_BUILT = "not built (run the `mix` stage)"
 
 
 def _map_totals(column: pa.ChunkedArray) -> dict[str, int]:
-    totals: Counter = Counter()
-    for entries in column.to_pylist():
-        for key, n in entries or []:
-            totals[key] += n
-    return dict(sorted(totals.items()))
+    """key -> summed values of a map column (one map per video), with Arrow: no Python object per video."""
+    keys, values = [], []
+    for chunk in column.chunks:
+        first, last = (chunk.offsets[0].as_py(), chunk.offsets[-1].as_py()) if len(chunk) else (0, 0)
+        keys.append(chunk.keys.slice(first, last - first))
+        values.append(chunk.items.slice(first, last - first))
+    if not sum(len(k) for k in keys):
+        return {}
+    flat = pa.table({"key": pa.chunked_array(keys), "value": pa.chunked_array(values)})
+    totals = flat.group_by("key", use_threads=False).aggregate([("value", "sum")]).to_pylist()
+    return {r["key"]: r["value_sum"] for r in sorted(totals, key=lambda r: r["key"])}
+
+
+def _total(column: pa.ChunkedArray) -> int:
+    return int(pc.sum(column).as_py() or 0)
+
+
+def _sequential_sum(values: np.ndarray) -> float:
+    """Python's `sum` of floats (added left to right, as the summary always did), without a Python float per
+    value: numpy's accumulate adds in order, unlike np.sum's pairwise summation."""
+    return float(np.add.accumulate(values)[-1]) if len(values) else 0
 
 
 def _stages(tables: dict[str, pa.Table]) -> dict[str, dict]:
@@ -32,11 +50,17 @@ def _stages(tables: dict[str, pa.Table]) -> dict[str, dict]:
         s["tasks"][r["task"]] = r["samples"]
         if r["random_init"]:
             s["random_init"] = True
-    videos = tables["videos"].select(["stage_tags", "duration_s"]).to_pylist()
+    videos = tables["videos"]
+    tags = pa.chunked_array([pc.list_flatten(c) for c in videos["stage_tags"].chunks], pa.string())
+    owners = pa.chunked_array([pc.list_parent_indices(c) for c in videos["stage_tags"].chunks], pa.int64())
+    offsets = np.cumsum([0] + [len(c) for c in videos["stage_tags"].chunks[:-1]], dtype=np.int64)
+    video_of_tag = np.concatenate([o.to_numpy() + offsets[i] for i, o in enumerate(owners.chunks)]) if \
+        owners.num_chunks else np.zeros(0, np.int64)
+    durations = pc.fill_null(videos["duration_s"], 0.0).to_numpy()
     for stage, s in per_stage.items():
-        mine = [v["duration_s"] or 0.0 for v in videos if stage in (v["stage_tags"] or [])]
+        mine = np.unique(video_of_tag[pc.equal(tags, stage).to_numpy(zero_copy_only=False)])  # ascending, once each
         s["videos"] = len(mine)
-        s["video_hours"] = round(sum(mine) / 3600, 6)
+        s["video_hours"] = round(_sequential_sum(durations[mine]) / 3600, 6)
     return dict(sorted(per_stage.items()))
 
 
@@ -64,13 +88,13 @@ def section(out_uri: str, summary: dict) -> dict | None:
     stages = _stages(tables)
     up_to_date = (videos.num_rows == summary["accepted"] and input_rejects == summary["rejected"]
                   and tables["shards"].num_rows == summary["shards"] and sorted(stages) == mixture_stages)
-    random_videos = sum(videos["random_init"].to_pylist())
+    random_videos = int(pc.sum(pc.cast(videos["random_init"], pa.int64())).as_py() or 0)
     doc = {
         "up_to_date": up_to_date,
         "annotations": {
-            "captions": sum(videos["captions"].to_pylist()),
-            "qa": sum(videos["qa"].to_pylist()),
-            "grounding": sum(videos["grounding"].to_pylist()),
+            "captions": _total(videos["captions"]),
+            "qa": _total(videos["qa"]),
+            "grounding": _total(videos["grounding"]),
             "rejected_outputs": sum(r["count"] for r in rejects if r["scope"] == "annotation"),
             "per_task": _map_totals(videos["annotations_per_task"]),
         },

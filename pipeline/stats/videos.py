@@ -96,8 +96,12 @@ def sum_per_video(video_ids: pa.Array, long: pa.Table, value: str) -> pa.Array:
 def scenes_per_minute(scenes: pa.Array, durations: pa.Array) -> pa.Array:
     """scenes / minutes rounded to 6 places (Python's correctly rounded `round`, as the tables always used); null
     without a scene count or a positive duration."""
-    return pa.array([round(s / (d / 60), 6) if s is not None and d > 0 else None
-                     for s, d in zip(scenes.to_pylist(), pc.fill_null(durations, 0.0).to_pylist())], pa.float64())
+    durations = pc.fill_null(durations, 0.0)
+    step = 65536  # Python floats for one slice of videos at a time, not the whole build
+    return pa.concat_arrays([pa.array(
+        [round(s / (d / 60), 6) if s is not None and d > 0 else None
+         for s, d in zip(scenes.slice(i, step).to_pylist(), durations.slice(i, step).to_pylist())], pa.float64())
+        for i in range(0, len(scenes), step)] or [pa.array([], pa.float64())])
 
 
 def _long(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:

@@ -1,0 +1,261 @@
+"""The worker side of the mixture checks of one (curriculum stage, task), cut into bounded parts (TaskPlan): member
+parts (runs of row groups of members.parquet) and JSONL parts (line-aligned byte ranges) each return a small summary
+plus their record ids cut into hash buckets; one bucket check per bucket compares the ids of both sides and sums the
+per-record counts; `combine` turns the summaries into the task's stats/stages row and messages. A task that fits one
+part runs all of it in one Ray task (`check_task`), the same functions in the same order, so no split changes a byte.
+Durations are summed as integer microseconds (the mixtures round them to 6 places), which no order can change."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.io import storage
+from pipeline.stats import buckets as hash_buckets
+from pipeline.stats.sources import BuildOutput, arrow_s3_operation
+from schemas import layout
+from schemas import stats as stats_schema
+from schemas.mixture import MIX_MEMBERS
+
+ID_CHUNK = 65536
+PER_RECORD = pa.schema([("record_id", pa.string()), ("duration_us", pa.int64()), ("visual_tokens", pa.int64()),
+                        ("text_chars", pa.int64())])
+RECORD_AGGREGATES = [("duration_us", "max"), ("visual_tokens", "max"), ("text_chars", "sum")]
+
+
+@dataclass(frozen=True)
+class TaskPlan:
+    """The work of one (curriculum stage, task): its rows of members.parquet (`member_parts`: runs of row groups)
+    and its JSONL (`jsonl_parts`: byte ranges), with their record ids exchanged through `buckets` hash buckets."""
+    stage: str
+    task: str
+    jsonl: str | None  # relative path of mixtures/<stage>/<task>.jsonl, None when missing
+    member_parts: tuple[tuple[int, ...], ...]
+    jsonl_parts: tuple[tuple[int, int], ...]
+    batch_rows: int
+
+    @property
+    def buckets(self) -> int:
+        return max(len(self.member_parts), len(self.jsonl_parts), 1)
+
+
+def _sorted_examples(values) -> list:
+    return sorted(values)[:stats_schema.EXAMPLES]
+
+
+def _first_sorted(values: pa.Array | pa.ChunkedArray) -> list:
+    return pc.take(values, pc.sort_indices(values)[:stats_schema.EXAMPLES]).to_pylist()
+
+
+@dataclass
+class _MemberProblems:
+    unknown: set = field(default_factory=set)  # video_ids not in the manifest
+    dangling: int = 0  # rows pointing at no annotation row of their video
+    dangling_examples: list = field(default_factory=list)  # the first EXAMPLES of their table/source_key, sorted
+
+
+def member_part(plan: TaskPlan, index: int, root: str, settings, accepted: pa.Array, *lookup: dict) -> list:
+    """Member part `index`: [summary, per-record partial aggregates of bucket 0, 1, ...] (PER_RECORD tables)."""
+    storage.configure(**dataclasses.asdict(settings))
+    out = BuildOutput(root)
+    rows_lookup = {key: value for piece in lookup for key, value in piece.items()}
+    members_path = layout.mixture_members_path(plan.stage)
+    problems = _MemberProblems()
+    partials, videos = [], []
+    n_rows, random_any, other_stages = 0, False, set()
+    with arrow_s3_operation("GetObject", out.uri(members_path)):
+        parquet = out.open_parquet(members_path)
+        for batch in parquet.iter_batches(plan.batch_rows, row_groups=list(plan.member_parts[index]),
+                                          columns=MIX_MEMBERS.names):
+            rows = pa.Table.from_batches([batch])
+            rows = rows.filter(pc.equal(rows["task"], plan.task)).combine_chunks()
+            if not rows.num_rows:
+                continue
+            other_stages |= set(pc.unique(rows["stage"]).to_pylist()) - {plan.stage}
+            random = _check_members(problems, rows, rows_lookup, accepted)
+            n_rows += rows.num_rows
+            videos.append(pc.unique(rows["video_id"]))
+            random_any = random_any or bool(pc.any(random).as_py())
+            duration_us = pc.cast(pc.round(pc.multiply(pc.cast(rows["duration_s"], pa.float64()), 1e6)), pa.int64())
+            per_row = pa.table({"record_id": rows["record_id"], "duration_us": duration_us,
+                                "visual_tokens": pc.cast(rows["visual_tokens"], pa.int64()),
+                                "text_chars": pc.cast(rows["text_chars"], pa.int64())})
+            partials.append(_per_record(per_row))
+    per_record = (partials[0] if len(partials) == 1 else _per_record(pa.concat_tables(partials))) if partials else \
+        PER_RECORD.empty_table()
+    summary = {"rows": n_rows, "random": random_any, "other_stages": sorted(other_stages),
+               "unknown": sorted(problems.unknown), "dangling": problems.dangling,
+               "dangling_examples": problems.dangling_examples,
+               "videos": pc.unique(pa.chunked_array(videos, pa.string())) if videos else pa.array([], pa.string())}
+    return [summary, *hash_buckets.split(per_record, per_record["record_id"], plan.buckets)]
+
+
+def _per_record(rows: pa.Table) -> pa.Table:
+    """One row per record_id: the largest duration and visual tokens (a sample counts once, however many turns it
+    has) and the summed text characters."""
+    merged = rows.group_by("record_id", use_threads=False).aggregate(RECORD_AGGREGATES)
+    return merged.rename_columns(PER_RECORD.names).cast(PER_RECORD)
+
+
+def jsonl_part(plan: TaskPlan, index: int, root: str, settings) -> list:
+    """JSONL part `index`: [summary (lines, first bad line numbers counted from the part's start, text tokens),
+    the record ids of bucket 0, 1, ...]."""
+    storage.configure(**dataclasses.asdict(settings))
+    out = BuildOutput(root)
+    start, end = plan.jsonl_parts[index]
+    lines, text_tokens, bad_lines, bad_count = 0, 0, [], 0
+    ids, pending = [], []
+    for raw in out.iter_line_range(plan.jsonl, start, end):
+        lines += 1
+        try:
+            record = json.loads(raw.decode("utf-8"))
+            record_id = str(record["id"])
+            turns = record.get("conversations") or []
+        except (ValueError, KeyError, TypeError):
+            bad_count += 1
+            if len(bad_lines) < stats_schema.EXAMPLES:
+                bad_lines.append(lines)
+            continue
+        pending.append(record_id)
+        if len(pending) >= ID_CHUNK:
+            ids.append(pa.array(pending, pa.string()))
+            pending = []
+        text_tokens += sum(stats_schema.count_text_tokens(str(t.get("value", ""))) for t in turns
+                           if isinstance(t, dict))
+    if pending:
+        ids.append(pa.array(pending, pa.string()))
+    all_ids = pa.concat_arrays(ids) if ids else pa.array([], pa.string())
+    summary = {"lines": lines, "bad_lines": bad_lines, "bad_count": bad_count, "text_tokens": text_tokens}
+    return [summary, *hash_buckets.split(all_ids, all_ids, plan.buckets)]
+
+
+def bucket_check(member_tables: int, *pieces) -> dict:
+    """One hash bucket of a task: `member_tables` PER_RECORD tables (one per member part), then the record ids of
+    each JSONL part. Per-record counts summed, and which ids are repeated in the file or on one side only."""
+    tables = [t for t in pieces[:member_tables] if t.num_rows]
+    if len(tables) > 1:  # a record cut between member parts: its partial aggregates merged
+        per_record = _per_record(pa.concat_tables(tables))
+    else:  # one part's table holds each of its records once already
+        per_record = tables[0] if tables else PER_RECORD.empty_table()
+    record_ids = per_record["record_id"]
+    file_ids = pa.chunked_array(pieces[member_tables:], pa.string())
+    repeated = pc.value_counts(file_ids) if len(file_ids) else None
+    duplicates = pc.filter(repeated.field("values"), pc.greater(repeated.field("counts"), 1)) if repeated else \
+        pa.array([], pa.string())
+    only_file = pc.filter(file_ids, pc.invert(pc.is_in(file_ids, value_set=record_ids)))
+    only_members = pc.filter(record_ids, pc.invert(pc.is_in(record_ids, value_set=file_ids.combine_chunks())))
+    return {"records": len(record_ids), "duration_us": pc.sum(per_record["duration_us"]).as_py() or 0,
+            "visual_tokens": pc.sum(per_record["visual_tokens"]).as_py() or 0,
+            "text_chars": pc.sum(per_record["text_chars"]).as_py() or 0,
+            "duplicates": len(duplicates), "duplicate_examples": _first_sorted(duplicates),
+            "only_file": len(only_file), "only_file_examples": _first_sorted(only_file),
+            "only_members": len(only_members), "only_members_examples": _first_sorted(only_members)}
+
+
+def check_task(plan: TaskPlan, root: str, settings, accepted: pa.Array, *lookup: dict) -> dict:
+    """The whole check of a task in this process: every part and bucket in turn, then `combine`."""
+    members = [member_part(plan, i, root, settings, accepted, *lookup) for i in range(len(plan.member_parts))]
+    jsonls = [jsonl_part(plan, i, root, settings) for i in range(len(plan.jsonl_parts))]
+    found = [bucket_check(len(members), *[m[1 + b] for m in members], *[j[1 + b] for j in jsonls])
+             for b in range(plan.buckets)]
+    return combine(plan, [m[0] for m in members], [j[0] for j in jsonls], found)
+
+
+def combine(plan: TaskPlan, members: list[dict], jsonls: list[dict], found: list[dict]) -> dict:
+    """The task's stats/stages row, its own mismatch messages, and what the stage-wide messages and stage tags need
+    (other stages named in its rows, unknown videos, dangling rows, its distinct videos)."""
+    stage, task, jsonl = plan.stage, plan.task, plan.jsonl
+    n_records = sum(f["records"] for f in found)
+    lines = sum(j["lines"] for j in jsonls)
+    expected = layout.mixture_task_path(stage, task)
+    members_path = layout.mixture_members_path(stage)
+    messages = []
+    if jsonl is None:
+        messages.append(f"{expected} is missing but {members_path} lists {n_records} records of task "
+                        f"{task} (rerun the `mix` stage)")
+    elif lines != n_records:
+        messages.append(f"{expected} has {lines} lines but {members_path} lists {n_records} "
+                        f"records of task {task} (rerun the `mix` stage)")
+    bad_lines, before = [], 0
+    for j in jsonls:
+        bad_lines += [before + n for n in j["bad_lines"]]
+        before += j["lines"]
+    if bad_lines:
+        messages.append(f"{expected}: lines {bad_lines[:stats_schema.EXAMPLES]} are not JSON records with an id")
+    if any(f["duplicates"] for f in found):
+        messages.append(f"{expected}: ids repeated on several lines: "
+                        f"{_sorted_examples(e for f in found for e in f['duplicate_examples'])}")
+    if jsonl is not None:
+        only_file = sum(f["only_file"] for f in found)
+        only_members = sum(f["only_members"] for f in found)
+        if only_file or only_members:
+            messages.append(f"{expected} and {members_path} disagree on record ids: {only_file} only in the file "
+                            f"(e.g. {_sorted_examples(e for f in found for e in f['only_file_examples'])}), "
+                            f"{only_members} only in the members "
+                            f"(e.g. {_sorted_examples(e for f in found for e in f['only_members_examples'])})")
+    videos = pc.unique(pa.chunked_array([m["videos"] for m in members], pa.string())) if members else \
+        pa.array([], pa.string())
+    row = {
+        "stage": stage,
+        "task": task,
+        "samples": lines,
+        "annotations": sum(m["rows"] for m in members),
+        "videos": len(videos),
+        "hours": round(sum(f["duration_us"] for f in found) / 3_600_000_000, 6),
+        "visual_tokens": sum(f["visual_tokens"] for f in found),
+        "text_tokens": sum(j["text_tokens"] for j in jsonls),
+        "text_chars": sum(f["text_chars"] for f in found),
+        "random_init": any(m["random"] for m in members),
+    }
+    return {"row": row, "messages": messages,
+            "other_stages": sorted({s for m in members for s in m["other_stages"]}),
+            "unknown": sorted({v for m in members for v in m["unknown"]}),
+            "dangling": sum(m["dangling"] for m in members),
+            "dangling_examples": _sorted_examples(e for m in members for e in m["dangling_examples"]),
+            "videos": videos}
+
+
+def _check_members(problems: _MemberProblems, members: pa.Table, lookup: dict, accepted: pa.Array) -> pa.Array:
+    """Collects the members' unknown videos and dangling source keys; returns, per member row, whether the
+    annotation row it points at came from a random-weight model. Vectorised per (table, shard) group of members;
+    `lookup` maps (table, shard stem) to (video_id, random_init) of each annotation row."""
+    videos = members["video_id"]
+    problems.unknown.update(pc.unique(pc.filter(videos, pc.invert(pc.is_in(videos, value_set=accepted)))).to_pylist())
+    n = members.num_rows
+    random = np.zeros(n, dtype=bool)
+    keys = pc.fill_null(members["source_key"], "")
+    tables_ = pc.fill_null(members["source_table"], "")
+    stems = pc.replace_substring_regex(keys, ":[^:]*$", "")
+    row_text = pc.replace_substring_regex(keys, "^.*:", "")
+    groups = pa.table({"t": tables_, "s": stems, "i": pa.array(np.arange(n))}).group_by(["t", "s"]).aggregate(
+        [("i", "list")])
+    is_number = pc.match_substring_regex(row_text, "^[0-9]{1,18}$")  # an int64 row number
+    for k in range(groups.num_rows):
+        table, stem = groups["t"][k].as_py(), groups["s"][k].as_py()
+        if not table or not stem:
+            continue
+        idx = groups["i_list"][k].values
+        rows, random_rows = lookup.get((table, stem), (None, None))
+        n_rows = len(rows) if rows is not None else 0
+        number = pc.take(is_number, idx)
+        position = pc.if_else(number, pc.cast(pc.if_else(number, pc.take(row_text, idx), "0"), pa.int64()), -1)
+        valid = pc.and_(pc.greater_equal(position, 0), pc.less(position, n_rows))
+        if n_rows:
+            safe = pc.if_else(valid, position, 0)
+            same = pc.equal(pc.take(rows, safe).cast(pa.string()), pc.take(videos, idx))
+            ok = pc.and_(valid, pc.fill_null(same, False))
+            random[pc.filter(idx, pc.and_(ok, pc.take(random_rows, safe))).to_numpy()] = True
+        else:
+            ok = pa.array(np.zeros(len(idx), dtype=bool))
+        bad_keys = pc.filter(pc.take(keys, idx), pc.invert(ok))
+        problems.dangling += len(bad_keys)
+        if len(bad_keys):
+            first = pc.take(bad_keys, pc.sort_indices(bad_keys)[:stats_schema.EXAMPLES]).to_pylist()
+            problems.dangling_examples = _sorted_examples(problems.dangling_examples +
+                                                          [f"{table}/{key}" for key in first])
+    return pa.array(random)
