@@ -59,7 +59,8 @@ MIX_RECORDS_PART = pa.schema(
     ]
 )
 MIX_MEMBERS_PART = pa.schema([pa.field(ORDER_COLUMN, pa.string(), nullable=False), *MIX_MEMBERS])
-PART_ROWS_PER_GROUP = 256  # small row groups: a merge holds one decoded group per part it reads
+PART_ROWS_PER_GROUP = 1024  # small row groups: a merge holds one decoded group per part it reads
+RUN_ROWS_PER_GROUP = 8192  # runs merged from parts (pipeline/mix/runs.py): a final merge reads few of them
 
 
 def source_key(shard_stem: str, row: int) -> str:

@@ -82,6 +82,23 @@ def merge_sorted(streams: Iterable[Iterator[pa.RecordBatch]], key_of: KeyOf,
         live = [s for s in live if s.rows is not None]
 
 
+def regroup(tables: Iterable[pa.Table], rows: int) -> Iterator[pa.Table]:
+    """The same rows in tables of exactly `rows` rows (the last one shorter), e.g. one per Parquet row group."""
+    pending: list[pa.Table] = []
+    held = 0
+    for table in tables:
+        pending.append(table)
+        held += table.num_rows
+        if held >= rows:
+            whole = pa.concat_tables(pending)
+            full = held - held % rows
+            for start in range(0, full, rows):
+                yield whole.slice(start, rows)
+            pending, held = [whole.slice(full)], held - full
+    if held:
+        yield pa.concat_tables(pending)
+
+
 def joined_key(*columns: pa.ChunkedArray | pa.Array) -> pa.Array:
     """One string key that sorts like the tuple of string columns: joined with NUL, which sorts below every other
     character and does not occur in them."""

@@ -80,7 +80,7 @@ def reduce(ctx: StageContext, parts: dict[str, StageParts]) -> dict[str, StagePa
 
 def merge_run(unit: RunUnit, ctx: StageContext) -> dict:
     """Ray task: the exact merge of a group of sorted parts, written as one sorted run (the columns the next merge
-    reads, in row groups of the parts' size)."""
+    reads, in row groups of `mixture.RUN_ROWS_PER_GROUP` rows)."""
     configure_worker(ctx.cfg)
     columns, key_of = ((mix_merge.RECORD_COLUMNS, mix_merge.order_key) if unit.kind == RECORDS
                        else (mix_merge.MEMBER_COLUMNS, mix_merge.members_key))
@@ -90,7 +90,7 @@ def merge_run(unit: RunUnit, ctx: StageContext) -> dict:
     rows = 0
     with storage.staged_output(ctx.uri(unit.run)) as local:
         with pq.ParquetWriter(local, schema, compression="zstd") as writer:
-            for table in mix_merge.merge_sorted(streams, key_of):
-                writer.write_table(table.select(columns).cast(schema), row_group_size=mixture.PART_ROWS_PER_GROUP)
-                rows += table.num_rows
+            for group in mix_merge.regroup(mix_merge.merge_sorted(streams, key_of), mixture.RUN_ROWS_PER_GROUP):
+                writer.write_table(group.select(columns).cast(schema), row_group_size=mixture.RUN_ROWS_PER_GROUP)
+                rows += group.num_rows
     return {"run": unit.run, "rows": rows}
