@@ -256,6 +256,7 @@ def test_bad_detector(tmp_path):
     ("shard.jpeg_quality=101", "shard.jpeg_quality"),
     ("shard.payload=audio", "shard.payload"),
     ("sampling.clip_len=0", "sampling.clip_len"),
+    ("mix.merge_fan_in=1", "mix.merge_fan_in"),
     ("sampling.stages.stage2.min_frames=0", "sampling.stages.stage2.min_frames"),
 ])
 def test_out_of_range_values(tmp_path, override, key):
