@@ -39,7 +39,8 @@ def fabricate(out: str, parts: int, rows: int, jsonl: str, members: str, seed: i
     from pipeline.mix import merge as mix_merge
     from schemas import layout, mixture
 
-    lines = open(jsonl, encoding="utf-8").read().splitlines()
+    with open(jsonl, encoding="utf-8") as f:
+        lines = f.read().splitlines()
     source = pq.read_table(members)
     rng = np.random.default_rng(seed)
     taken = 0
