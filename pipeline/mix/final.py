@@ -53,7 +53,7 @@ class StageAssembly:
 def merge_task(unit: TaskMerge, ctx: StageContext) -> dict:
     """Ray task: a (stage, task)'s files, spooled when changed."""
     configure_worker(ctx.cfg)
-    started = time.monotonic()
+    started, cpu = time.monotonic(), time.process_time()
     folder = tempdirs.mkdtemp(prefix="longvid-mix-final-")
     try:
         a = mix_assemble.write_task(ctx, unit.stage, unit.task, list(unit.parts), folder)
@@ -61,14 +61,15 @@ def merge_task(unit: TaskMerge, ctx: StageContext) -> dict:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return {"stage": unit.stage, "task": unit.task, "count": a.count, "last_order": a.last_order,
-            "shards": sorted(a.shards), "spooled": spooled, "seconds": time.monotonic() - started}
+            "shards": sorted(a.shards), "spooled": spooled, "seconds": time.monotonic() - started,
+            "cpu_s": time.process_time() - cpu}
 
 
 def merge_members(unit: MembersMerge, ctx: StageContext, *capped_tasks: dict) -> dict:
     """Ray task: a stage's members.parquet, spooled when changed. `capped_tasks`: merge_task's results of the
     stage's capped tasks."""
     configure_worker(ctx.cfg)
-    started = time.monotonic()
+    started, cpu = time.monotonic(), time.process_time()
     capped = {r["task"]: r["last_order"] for r in capped_tasks if r["last_order"] is not None}
     rel = layout.mixture_members_path(unit.stage)
     folder = tempdirs.mkdtemp(prefix="longvid-mix-final-")
@@ -77,7 +78,8 @@ def merge_members(unit: MembersMerge, ctx: StageContext, *capped_tasks: dict) ->
         spooled = _spool(ctx, folder, [rel])
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    return {"stage": unit.stage, "records": records, "spooled": spooled, "seconds": time.monotonic() - started}
+    return {"stage": unit.stage, "records": records, "spooled": spooled, "seconds": time.monotonic() - started,
+            "cpu_s": time.process_time() - cpu}
 
 
 def _spool(ctx: StageContext, folder: str, files: list[str]) -> list[str]:
@@ -118,7 +120,8 @@ def assemble(ctx: StageContext, parts: dict[str, StageParts]) -> list[StageAssem
             r = results[ref] = ray.get(ref)
             what = f"{r['stage']}/{r['task']}: {r['count']}" if "task" in r else \
                 f"{r['stage']}: members.parquet of {sum(r['records'].values())}"
-            log.info(f"[mix] {what} records from {units[ref]} parts or runs merged in {r['seconds']:.1f} s")
+            log.info(f"[mix] {what} records from {units[ref]} parts or runs merged in {r['seconds']:.1f} s "
+                     f"({r['cpu_s']:.1f} CPU s)")
             progress.advance(1)
     progress.finish()
 
