@@ -110,7 +110,7 @@ def _build(ctx: StageContext) -> dict:
     keep = {f for r in paid for f in r["files"]}
     phase = time.monotonic()
     mix_final.commit(ctx, assembled)
-    log.info(f"[mix] committed {sum(len(a.spooled) for a in assembled)} changed files in "
+    log.info(f"[mix] committed: {sum(len(a.spooled) for a in assembled)} changed files moved from the spool in "
              f"{time.monotonic() - phase:.1f} s")
     for a in assembled:
         keep |= set(a.files)
