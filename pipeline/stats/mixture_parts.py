@@ -12,17 +12,20 @@ import json
 from dataclasses import dataclass, field
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.io import storage
 from pipeline.stats import buckets as hash_buckets
+from pipeline.stats import text_tokens as text_tokens_of
 from pipeline.stats.sources import BuildOutput, arrow_s3_operation
 from schemas import layout
 from schemas import stats as stats_schema
 from schemas.mixture import MIX_MEMBERS
 
 ID_CHUNK = 65536
+TEXT_CHUNK = 8192  # conversation turns whose text tokens are counted at once
 PER_RECORD = pa.schema([("record_id", pa.string()), ("duration_us", pa.int64()), ("visual_tokens", pa.int64()),
                         ("text_chars", pa.int64())])
 RECORD_AGGREGATES = [("duration_us", "max"), ("visual_tokens", "max"), ("text_chars", "sum")]
@@ -109,11 +112,11 @@ def jsonl_part(plan: TaskPlan, index: int, root: str, settings) -> list:
     out = BuildOutput(root)
     start, end = plan.jsonl_parts[index]
     lines, text_tokens, bad_lines, bad_count = 0, 0, [], 0
-    ids, pending = [], []
+    ids, pending, texts = [], [], []
     for raw in out.iter_line_range(plan.jsonl, start, end):
         lines += 1
         try:
-            record = json.loads(raw.decode("utf-8"))
+            record = _parse_line(raw)
             record_id = str(record["id"])
             turns = record.get("conversations") or []
         except (ValueError, KeyError, TypeError):
@@ -122,16 +125,41 @@ def jsonl_part(plan: TaskPlan, index: int, root: str, settings) -> list:
                 bad_lines.append(lines)
             continue
         pending.append(record_id)
+        texts += [str(t.get("value", "")) for t in turns if isinstance(t, dict)]
+        if len(texts) >= TEXT_CHUNK:
+            text_tokens += text_tokens_of.count(texts)
+            texts = []
         if len(pending) >= ID_CHUNK:
             ids.append(pa.array(pending, pa.string()))
             pending = []
-        text_tokens += sum(stats_schema.count_text_tokens(str(t.get("value", ""))) for t in turns
-                           if isinstance(t, dict))
+    text_tokens += text_tokens_of.count(texts)
     if pending:
         ids.append(pa.array(pending, pa.string()))
     all_ids = pa.concat_arrays(ids) if ids else pa.array([], pa.string())
     summary = {"lines": lines, "bad_lines": bad_lines, "bad_count": bad_count, "text_tokens": text_tokens}
     return [summary, *hash_buckets.split(all_ids, all_ids, plan.buckets)]
+
+
+def _parse_line(raw: bytes):
+    """One JSONL line as `json.loads` reads it (ValueError when it is not JSON). orjson parses the usual line; the
+    others go through json.loads: lines orjson refuses (NaN, lone surrogates, integers beyond 64 bits, which
+    json.loads accepts) and records whose id or a turn's value is not a string (orjson reads integers beyond 64 bits
+    as floats, whose str would differ)."""
+    try:
+        record = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw.decode("utf-8"))
+    return record if _plain(record) else json.loads(raw.decode("utf-8"))
+
+
+def _plain(record) -> bool:
+    """A dict whose id and dict turns' values are strings (the rest parse the same with orjson and json)."""
+    if type(record) is not dict or type(record.get("id")) is not str:
+        return False
+    turns = record.get("conversations")
+    if not turns:
+        return True
+    return type(turns) is list and all(type(t.get("value", "")) is str for t in turns if type(t) is dict)
 
 
 def bucket_check(member_tables: int, *pieces) -> dict:
