@@ -116,16 +116,15 @@ def jsonl_part(plan: TaskPlan, index: int, root: str, settings) -> list:
     for raw in out.iter_line_range(plan.jsonl, start, end):
         lines += 1
         try:
-            record = _parse_line(raw)
-            record_id = str(record["id"])
-            turns = record.get("conversations") or []
+            record_id, turns, plain_texts = _read_line(raw)
         except (ValueError, KeyError, TypeError):
             bad_count += 1
             if len(bad_lines) < stats_schema.EXAMPLES:
                 bad_lines.append(lines)
             continue
         pending.append(record_id)
-        texts += [str(t.get("value", "")) for t in turns if isinstance(t, dict)]
+        texts += plain_texts if plain_texts is not None else \
+            [str(t.get("value", "")) for t in turns if isinstance(t, dict)]
         if len(texts) >= TEXT_CHUNK:
             text_tokens += text_tokens_of.count(texts)
             texts = []
@@ -140,26 +139,25 @@ def jsonl_part(plan: TaskPlan, index: int, root: str, settings) -> list:
     return [summary, *hash_buckets.split(all_ids, all_ids, plan.buckets)]
 
 
-def _parse_line(raw: bytes):
-    """One JSONL line as `json.loads` reads it (ValueError when it is not JSON). orjson parses the usual line; the
-    others go through json.loads: lines orjson refuses (NaN, lone surrogates, integers beyond 64 bits, which
-    json.loads accepts) and records whose id or a turn's value is not a string (orjson reads integers beyond 64 bits
-    as floats, whose str would differ)."""
+def _read_line(raw: bytes) -> tuple[str, list | None, list[str] | None]:
+    """(str of the record's id, its conversation turns, the text of its dict turns) of one JSONL line as
+    `json.loads` reads it; raises ValueError, KeyError or TypeError for a line that is not a JSON record with an id.
+    orjson parses the usual line, whose id and turn values are strings (the texts then come with it, the turns not);
+    json.loads the rest: lines orjson refuses (NaN, lone surrogates, integers beyond 64 bits, which json.loads
+    accepts) and records with a non-string id or turn value (orjson reads integers beyond 64 bits as floats, whose
+    str would differ), whose texts the caller takes from the turns."""
     try:
         record = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return json.loads(raw.decode("utf-8"))
-    return record if _plain(record) else json.loads(raw.decode("utf-8"))
-
-
-def _plain(record) -> bool:
-    """A dict whose id and dict turns' values are strings (the rest parse the same with orjson and json)."""
-    if type(record) is not dict or type(record.get("id")) is not str:
-        return False
-    turns = record.get("conversations")
-    if not turns:
-        return True
-    return type(turns) is list and all(type(t.get("value", "")) is str for t in turns if type(t) is dict)
+        record = None
+    if type(record) is dict:
+        record_id, turns = record.get("id"), record.get("conversations")
+        if type(record_id) is str and (not turns or type(turns) is list):
+            texts = [t.get("value", "") for t in turns if type(t) is dict] if turns else []
+            if all(type(text) is str for text in texts):
+                return record_id, None, texts
+    record = json.loads(raw.decode("utf-8"))
+    return str(record["id"]), record.get("conversations") or [], None
 
 
 def bucket_check(member_tables: int, *pieces) -> dict:
