@@ -5,6 +5,7 @@ together (a slice would carry its whole buffers into the store, once per bucket)
 from __future__ import annotations
 
 import pickle
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -51,7 +52,9 @@ def summary_and_payload(unit: int, scale: int) -> tuple[dict, pa.Array]:
 
 def test_imap_units_payload_mode_yields_results_in_order_and_payload_refs():
     import ray
+    from ray import cloudpickle
 
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
     ray_runtime.init()
     for in_flight in (1, 3, None):
         seen = list(ray_runtime.imap_units("test", summary_and_payload, iter(range(7)), (10,), "units", 7,
