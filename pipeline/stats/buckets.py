@@ -14,7 +14,7 @@ _BASE = np.uint64(0x100000001B3)  # FNV-1 64-bit prime, as the polynomial base
 _MIX = np.uint64(0xFF51AFD7ED558CCD)  # a 64-bit finaliser constant (MurmurHash3's fmix64)
 
 
-HASH_CHUNK = 65536  # strings hashed at a time: the temporaries take about 40 bytes per byte of a chunk's strings
+HASH_CHUNK = 16384  # strings hashed at a time: the temporaries take about 50 bytes per byte of a chunk's strings
 
 
 def _string_hashes(values: pa.Array) -> np.ndarray:
