@@ -10,7 +10,7 @@ Runs `build_records` in-process on the first --partitions partitions of a fabric
 (a git commit, extracted with `git archive` into a temporary folder) and once with this tree, each in a child
 process that has that tree first on its path. Storage writes are replaced by a sha256 of every part the task would
 write, so both trees' parts are compared byte for byte and nothing in the build changes. Prints per tree the
-process CPU time of the tasks (the least of --repeat runs), µs per record and the ratio to the baseline.
+process CPU time of the tasks (the least of --rounds x --repeat runs, the trees taking turns), µs per record and the ratio to the baseline.
 """
 
 from __future__ import annotations
@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", default=os.path.join(ROOT, "bench-out"))
     ap.add_argument("--baseline", default=BASELINE, help="git commit whose build_records is the baseline")
     ap.add_argument("--partitions", type=int, default=2, help="how many partitions (from the first) to build")
-    ap.add_argument("--repeat", type=int, default=3, help="runs per tree; the least CPU time counts")
+    ap.add_argument("--repeat", type=int, default=2, help="runs per child process; the least CPU time counts")
+    ap.add_argument("--rounds", type=int, default=2, help="child processes per tree, the trees taking turns")
     ap.add_argument("--set", action="append", default=[], help="config override KEY=VALUE (repeatable)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
@@ -123,15 +124,18 @@ def main(argv: list[str] | None = None) -> int:
     load = load_average()
     with tempfile.TemporaryDirectory(prefix="mix-partition-baseline-") as base_tree:
         commit = _extract(args.baseline, base_tree)
-        base = _measure(base_tree, args)
-    current = _measure(ROOT, args)
+        # the trees take turns, so a change in the machine's load reaches both
+        base, current = _measure(base_tree, args), _measure(ROOT, args)
+        for _ in range(args.rounds - 1):
+            base["cpu_s"] += _measure(base_tree, args)["cpu_s"]
+            current["cpu_s"] += _measure(ROOT, args)["cpu_s"]
     same = base["parts"] == current["parts"]
     rows = []
     for name, r in ((f"baseline {commit}", base), ("this tree", current)):
         cpu = min(r["cpu_s"])
         rows.append([name, f"{cpu:.2f}", f"{1e6 * cpu / r['records']:.1f}", f"{cpu / min(base['cpu_s']):.2f}"])
     print(f"mix partition tasks: {args.partitions} partition(s) of {args.build}, {current['videos']} videos, "
-          f"{current['records']} records, {len(current['parts'])} parts; least of {args.repeat} runs; "
+          f"{current['records']} records, {len(current['parts'])} parts; least of {args.rounds} x {args.repeat} runs; "
           f"overrides {args.set or 'none'}; load average {load:.1f} at start")
     print(markdown(["code", "CPU (s)", "µs / record", "ratio"], rows))
     print(f"parts byte-identical to the baseline's: {'yes' if same else 'NO'}")

@@ -5,8 +5,8 @@ Paths inside them are relative to the folder of the file that holds them. Pure: 
 from __future__ import annotations
 
 import json
-import operator
 import posixpath
+from json import encoder as json_encoder
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -20,8 +20,19 @@ from schemas.config import BuildConfig
 DURATION_DECIMALS = 6
 _JSON = json.JSONEncoder(ensure_ascii=False)  # what json.dumps(r, ensure_ascii=False) builds on every call
 _IMAGE_LINE = f"{mixture.IMAGE_TOKEN}\n"
-_MEMBERS_ORDER = operator.itemgetter(mixture.MIX_MEMBERS.names.index("task"), mixture.MIX_MEMBERS.names.index(
-    "record_id"), mixture.MIX_MEMBERS.names.index("turn"))
+
+
+def _record_encoder():
+    """One record as JSON text, the bytes of `_JSON.encode`: the C encoder JSONEncoder.encode makes on every call,
+    made once (records hold no cycles, so no circular-reference markers)."""
+    if json_encoder.c_make_encoder is None:
+        return _JSON.encode
+    encode = json_encoder.c_make_encoder(None, _JSON.default, json_encoder.encode_basestring, None,
+                                         _JSON.key_separator, _JSON.item_separator, False, False, True)
+    return lambda record: "".join(encode(record, 0))
+
+
+encode_record = _record_encoder()
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,7 @@ class StageFiles:
     videos: set[str] = field(default_factory=set)  # video payloads its records reference
     frame_dirs: dict[str, FrameDir] = field(default_factory=dict)  # by name; records of one video share one
     members: pa.Table | None = None  # the rows of members.parquet (MIX_MEMBERS), also in `files` as Parquet bytes
+    lines: dict[str, list[str]] = field(default_factory=dict)  # task -> its records as JSON text, one per line
 
 
 def relative(target: str, folder: str) -> str:
@@ -103,20 +115,27 @@ def member_rows(sample: Sample, record: dict, tokens_per_frame: int) -> list[tup
 
 
 def members_table(rows: list[tuple]) -> pa.Table:
-    """MIX_MEMBERS from member_rows' tuples, sorted by (task, record_id, turn)."""
-    rows = sorted(rows, key=_MEMBERS_ORDER)
+    """MIX_MEMBERS from member_rows' tuples, in their order."""
     columns = [list(c) for c in zip(*rows)] if rows else [[] for _ in mixture.MIX_MEMBERS.names]
     return pa.table(dict(zip(mixture.MIX_MEMBERS.names, columns)), schema=mixture.MIX_MEMBERS)
 
 
 def jsonl(records: list[dict]) -> bytes:
-    encode = _JSON.encode
-    return "".join([encode(r) + "\n" for r in records]).encode("utf-8")
+    return jsonl_of_lines(list(map(encode_record, records)))
+
+
+def jsonl_of_lines(lines: list[str]) -> bytes:
+    """JSONL of records already encoded (one line each, without its newline)."""
+    return "".join([line + "\n" for line in lines]).encode("utf-8")
 
 
 def json_list(records: list[dict]) -> bytes:
+    return json_list_of_lines(list(map(encode_record, records)))
+
+
+def json_list_of_lines(lines: list[str]) -> bytes:
     """A JSON list with one record per line (valid JSON, still diffable)."""
-    body = ",\n".join(map(_JSON.encode, records))
+    body = ",\n".join(lines)
     return f"[\n{body}\n]\n".encode("utf-8")
 
 
@@ -203,30 +222,34 @@ def stage_files(stage: str, per_task: dict[str, list[Sample]], videos: dict[str,
     """with_members_parquet=False leaves members.parquet out of `files` (a partition writes `members` as a part
     and checks the table itself)."""
     mst = cfg.mix.stages[stage]
+    read_type = mst.video_read_type
     inline = cfg.mix.timestamp_prompt == "inline"
+    tokens_per_frame = cfg.hico.tokens_per_frame
     out = StageFiles(stage)
-    members: list[tuple] = []
     records: dict[str, list[dict]] = {}
     shards: set[str] = set()
     for task, samples in per_task.items():
-        recs = []
-        for s in samples:
-            video = videos[s.video_id]
-            rec = training_record(s, video, mst.video_read_type, inline)
-            recs.append(rec)
-            members += member_rows(s, rec, cfg.hico.tokens_per_frame)
-            shards.add(video.shard)
-            if mst.video_read_type == "decord":
-                out.videos.add(s.video_id)
-            else:
-                out.frame_dirs[rec["video"]] = FrameDir(stage, rec["video"], s.video_id, tuple(s.frame_indices))
+        recs = [training_record(s, videos[s.candidate.video_id], read_type, inline) for s in samples]
         records[task] = recs
+        lines = out.lines[task] = list(map(encode_record, recs))
         out.counts[task] = len(recs)
-        out.files[layout.mixture_task_path(stage, task)] = jsonl(recs)
+        out.files[layout.mixture_task_path(stage, task)] = jsonl_of_lines(lines)
         if cfg.mix.json_list:
-            out.files[layout.mixture_task_path(stage, task, "json")] = json_list(recs)
+            out.files[layout.mixture_task_path(stage, task, "json")] = json_list_of_lines(lines)
+        shards.update({videos[v].shard for v in {s.candidate.video_id for s in samples}})
+        if read_type == "decord":
+            out.videos.update(s.candidate.video_id for s in samples)
+        else:
+            for s, rec in zip(samples, recs):
+                if rec["video"] not in out.frame_dirs:
+                    out.frame_dirs[rec["video"]] = FrameDir(stage, rec["video"], s.video_id, tuple(s.frame_indices))
     if cfg.mix.internvideo2_5:
         out.files.update(internvideo_files(stage, cfg, records))
+    # members.parquet's order: by task, record_id, turn (a record's rows are its turns in order)
+    members: list[tuple] = []
+    for task in sorted(per_task):
+        for s, rec in sorted(zip(per_task[task], records[task]), key=lambda sr: sr[0].record_id):
+            members += member_rows(s, rec, tokens_per_frame)
     out.members = members_table(members)
     if with_members_parquet:
         out.files[layout.mixture_members_path(stage)] = parquet_bytes(out.members)
