@@ -98,26 +98,33 @@ def training_record(sample: Sample, video: VideoInfo, read_type: str, inline_pro
     return rec
 
 
-def member_rows(sample: Sample, record: dict, tokens_per_frame: int) -> list[tuple]:
-    """The record's members.parquet rows as tuples in MIX_MEMBERS column order (one per turn)."""
-    clip = sample.candidate.clip
-    start, end = clip if clip else (None, None)
-    frames = len(sample.frame_indices)
-    head = (sample.stage, sample.candidate.task, sample.record_id, sample.candidate.video_id)
-    convs = record["conversations"]
-    rows = []
-    for k, turn in enumerate(sample.candidate.turns):
-        human = convs[2 * k]["value"]
-        chars = len(human) - (len(_IMAGE_LINE) if _IMAGE_LINE in human else 0)  # without the first "<image>\n"
-        rows.append((*head, turn.source_table, turn.source_key, sample.duration_s, start, end, frames,
-                     frames * tokens_per_frame, chars + len(convs[2 * k + 1]["value"]), k))
-    return rows
-
-
-def members_table(rows: list[tuple]) -> pa.Table:
-    """MIX_MEMBERS from member_rows' tuples, in their order."""
-    columns = [list(c) for c in zip(*rows)] if rows else [[] for _ in mixture.MIX_MEMBERS.names]
-    return pa.table(dict(zip(mixture.MIX_MEMBERS.names, columns)), schema=mixture.MIX_MEMBERS)
+def members_table(records: list[tuple[Sample, dict]], tokens_per_frame: int) -> pa.Table:
+    """MIX_MEMBERS: a row per turn of each (sample, its training record), in the order given."""
+    if all(len(s.candidate.turns) == 1 for s, _ in records):  # the usual case: a row per record
+        rows = [(s, rec["conversations"], 0, s.candidate.turns[0]) for s, rec in records]
+    else:
+        rows = [(s, rec["conversations"], k, turn) for s, rec in records
+                for k, turn in enumerate(s.candidate.turns)]
+    clips = [s.candidate.clip for s, _, _, _ in rows]
+    frames = [len(s.frame_indices) for s, _, _, _ in rows]
+    image_line = len(_IMAGE_LINE)
+    humans = [convs[2 * k]["value"] for _, convs, k, _ in rows]
+    columns = {"stage": [s.stage for s, _, _, _ in rows],
+               "task": [s.candidate.task for s, _, _, _ in rows],
+               "record_id": [s.record_id for s, _, _, _ in rows],
+               "video_id": [s.candidate.video_id for s, _, _, _ in rows],
+               "source_table": [turn.source_table for _, _, _, turn in rows],
+               "source_key": [turn.source_key for _, _, _, turn in rows],
+               "duration_s": [s.duration_s for s, _, _, _ in rows],
+               "start_s": [c[0] if c else None for c in clips],
+               "end_s": [c[1] if c else None for c in clips],
+               "num_frames": frames,
+               "visual_tokens": [n * tokens_per_frame for n in frames],
+               # characters of the turn's question and answer, without the first "<image>\n"
+               "text_chars": [len(human) - (image_line if _IMAGE_LINE in human else 0) + len(convs[2 * k + 1]["value"])
+                              for human, (_, convs, k, _) in zip(humans, rows)],
+               "turn": [k for _, _, k, _ in rows]}
+    return pa.table(columns, schema=mixture.MIX_MEMBERS)
 
 
 def jsonl(records: list[dict]) -> bytes:
@@ -224,7 +231,6 @@ def stage_files(stage: str, per_task: dict[str, list[Sample]], videos: dict[str,
     mst = cfg.mix.stages[stage]
     read_type = mst.video_read_type
     inline = cfg.mix.timestamp_prompt == "inline"
-    tokens_per_frame = cfg.hico.tokens_per_frame
     out = StageFiles(stage)
     records: dict[str, list[dict]] = {}
     shards: set[str] = set()
@@ -246,11 +252,8 @@ def stage_files(stage: str, per_task: dict[str, list[Sample]], videos: dict[str,
     if cfg.mix.internvideo2_5:
         out.files.update(internvideo_files(stage, cfg, records))
     # members.parquet's order: by task, record_id, turn (a record's rows are its turns in order)
-    members: list[tuple] = []
-    for task in sorted(per_task):
-        for s, rec in sorted(zip(per_task[task], records[task]), key=lambda sr: sr[0].record_id):
-            members += member_rows(s, rec, tokens_per_frame)
-    out.members = members_table(members)
+    out.members = members_table([pair for task in sorted(per_task) for pair in sorted(
+        zip(per_task[task], records[task]), key=lambda pair: pair[0].record_id)], cfg.hico.tokens_per_frame)
     if with_members_parquet:
         out.files[layout.mixture_members_path(stage)] = parquet_bytes(out.members)
     out.files[layout.mixture_file_path(stage, layout.MIX_WEIGHTS_JSON)] = weights_json(stage, cfg, out.counts)

@@ -35,7 +35,7 @@ class Turn(NamedTuple):  # a tuple: one is made per annotation row
     topic: str = ""  # the annotation's own question or query: one record never asks it twice (open and mc forms)
 
 
-@dataclass
+@dataclass(slots=True)
 class Candidate:
     """One future training record, the same in every stage it feeds."""
 
@@ -46,7 +46,7 @@ class Candidate:
     clip: Optional[tuple[float, float]] = None  # (start, end) seconds as written into the record
 
 
-@dataclass
+@dataclass(slots=True)
 class Sample:
     """A candidate placed in a stage: its record id, the duration the trainer sees and the stage's frames."""
 
@@ -176,8 +176,18 @@ def plan(candidate: Candidate, video: VideoInfo, stage: str, smp: SamplingConfig
     st = smp.stages[stage]
     if candidate.clip is None:
         return video.duration_s, _frame_indices(memo, video.vlen, video.fps, st, smp.clip_len)
-    first, frames, duration = mixture.clip_window(video.vlen, video.fps, *candidate.clip)
+    first, frames, duration = _clip_window(memo, video, candidate.clip)
     return duration, ClipFrames(_frame_indices(memo, frames, video.fps, st, smp.clip_len), first)
+
+
+def _clip_window(memo: Optional[dict], video: VideoInfo, clip: tuple[float, float]) -> tuple[int, int, float]:
+    if memo is None:
+        return mixture.clip_window(video.vlen, video.fps, *clip)
+    key = (video.vlen, video.fps, clip)  # every stage places the same clips
+    window = memo.get(key)
+    if window is None:
+        window = memo[key] = mixture.clip_window(video.vlen, video.fps, *clip)
+    return window
 
 
 def _frame_indices(memo: Optional[dict], vlen: int, fps: float, st, clip_len: int) -> list[int]:

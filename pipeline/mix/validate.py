@@ -57,7 +57,7 @@ class StageCheck:
         # Records of one video or one clip share these: computed once per stage check.
         self._expected_of: dict[tuple, Expected] = {}  # (video_id, start_s, end_s) -> Expected
         self._prompt_of: dict[tuple[float, int], str] = {}  # (duration, frames) -> the inline prompt's start
-        self._payload_problem: dict[tuple[str, str, int], tuple[str, ...]] = {}  # (root, video, frames) -> problems
+        self._payload_problems: dict[tuple[str, str, int], tuple[str, ...]] = {}  # (root, video, frames) -> problems
         self.img = self.mst.video_read_type == "img"
         self.inline = cfg.mix.timestamp_prompt == "inline"
 
@@ -169,9 +169,10 @@ class StageCheck:
                 continue
             check(path, n, rec, member, root)
         ids = [r.get("id") for r in records]
-        if len(set(ids)) != len(ids):
+        unique = set(ids)
+        if len(unique) != len(ids):
             self.fail(path, "record ids repeat")
-        if set(ids) != member_ids or len(records) != len(member_ids):
+        if unique != member_ids or len(records) != len(member_ids):
             self.fail(path, f"{len(records)} records but members.parquet lists {len(member_ids)} of this task")
         return records
 
@@ -186,8 +187,7 @@ class StageCheck:
         return Expected(duration, n)
 
     def _record(self, path: str, n: int, rec: dict, member: tuple, root: str) -> None:
-        """One parsed record against its first members row (video_id, start_s, end_s, num_frames); where a
-        problem is ("<path> line <n>") is only formatted when there is one."""
+        """One parsed record against its first members row (video_id, start_s, end_s, num_frames)."""
         keys = rec.keys()
         if not (keys <= RECORD_KEYS and keys >= REQUIRED):
             extra = keys - RECORD_KEYS
@@ -198,31 +198,35 @@ class StageCheck:
         if rec.get("video_id") != video_id:
             self.fail(f"{path} line {n}", f"video_id {rec.get('video_id')!r} is not the members' {video_id}")
             return
+        where = f"{path} line {n}"
         convs = rec["conversations"]
-        problems = []
         problem = _conversations_problem(convs)
         if problem:
-            problems.append(problem)
+            self.fail(where, problem)
         key = (video_id, start_s, end_s)
         exp = self._expected_of.get(key)
         if exp is None:
             exp = self._expected_of[key] = self._expected_uncached(video_id, start_s, end_s)
         if num_frames != exp.num_frames:
-            problems.append(f"members.parquet says {num_frames} frames, the sampling rule {exp.num_frames}")
+            self.fail(where, f"members.parquet says {num_frames} frames, the sampling rule {exp.num_frames}")
         duration = rec["duration"]
         if not isinstance(duration, (int, float)) or abs(duration - exp.duration_s) > DURATION_TOLERANCE_S:
-            problems.append(f"duration {rec['duration']!r} is not the sample's {exp.duration_s:.6f} s")
+            self.fail(where, f"duration {rec['duration']!r} is not the sample's {exp.duration_s:.6f} s")
         if self.img:
             if "start" in rec or "end" in rec:
-                problems.append("start/end on a frame directory (it holds only the clip's frames already)")
+                self.fail(where, "start/end on a frame directory (it holds only the clip's frames already)")
         elif rec.get("start") != start_s or rec.get("end") != end_s:
-            problems.append("start/end differ from the clip in members.parquet")
+            self.fail(where, "start/end differ from the clip in members.parquet")
         problem = self._prompt(convs, exp)
         if problem:
-            problems.append(problem)
-        problems += self._payload(rec, root, exp)
+            self.fail(where, problem)
+        video = rec["video"]
+        key = (root, video if type(video) is str else str(video), exp.num_frames)
+        problems = self._payload_problems.get(key)
+        if problems is None:
+            problems = self._payload_problems[key] = self._payload(self.resolve(root, key[1]), exp.num_frames)
         for problem in problems:
-            self.fail(f"{path} line {n}", problem)
+            self.fail(where, problem)
 
     def _prompt(self, convs, exp: Expected) -> str | None:
         if not isinstance(convs, list) or not convs or not isinstance(convs[0], dict):
@@ -242,15 +246,9 @@ class StageCheck:
             return "holds a timestamp prompt although the trainer inserts one (timestamp_prompt: trainer)"
         return None
 
-    def _payload(self, rec: dict, root: str, exp: Expected) -> tuple[str, ...]:
-        """What is wrong with the file or frame directory the record points at; records of one video (or clip)
-        point at the same one, so each (payload, frames) is checked once and its answer reused."""
-        key = (root, str(rec["video"]), exp.num_frames)
-        if key not in self._payload_problem:
-            self._payload_problem[key] = self._payload_uncached(self.resolve(root, key[1]), exp.num_frames)
-        return self._payload_problem[key]
-
-    def _payload_uncached(self, target: str, n: int) -> tuple[str, ...]:
+    def _payload(self, target: str, n: int) -> tuple[str, ...]:
+        """What is wrong with the video file or frame directory `target` of a record of `n` frames (records of
+        one video or clip share one: the stage check asks once per (payload, frames))."""
         if not self.img:
             return () if target in self.existing else (f"video {target} does not exist",)
         problems = []
@@ -258,9 +256,9 @@ class StageCheck:
         st = self.smp
         again = sampling.frame_indices(n, 1.0, st.min_frames, st.max_frames, st.sample, self.cfg.sampling.clip_len)
         if again != list(range(n)):
-            problems.append(f"the trainer would not take exactly the {n} frames in {target} (video_read_type img samples "
-                    f"them again at 1 fps): use decord for {self.stage}, or make its max_frames a multiple of "
-                    "sampling.clip_len")
+            problems.append(f"the trainer would not take exactly the {n} frames in {target} (video_read_type img "
+                            f"samples them again at 1 fps): use decord for {self.stage}, or make its max_frames a "
+                            "multiple of sampling.clip_len")
         want = {mixture.frame_file_name(self.cfg.mix.frame_prefix, k) for k in range(n)}
         if self.files_in(target) != want:
             problems.append(f"frame directory {target} holds {len(self.files_in(target))} files, not the {n} "
@@ -308,6 +306,14 @@ class StageCheck:
 
 
 def _conversations_problem(convs) -> str | None:
+    if type(convs) is list and len(convs) == 2:  # one turn, as most records: the checks below, straight through
+        human, gpt = convs
+        if type(human) is dict and type(gpt) is dict and human.get("from") == "human" and gpt.get("from") == "gpt":
+            question, answer = human.get("value"), gpt.get("value")
+            if (type(question) is str and type(answer) is str and question.startswith(IMAGE_LINE)
+                    and answer and not answer.isspace()
+                    and question.count(mixture.IMAGE_TOKEN) + answer.count(mixture.IMAGE_TOKEN) == 1):
+                return None
     if not isinstance(convs, list) or not convs or len(convs) % 2:
         return "conversations is not a non-empty list of human/gpt pairs"
     images = 0
