@@ -9,7 +9,8 @@ Runs `build_records` in-process on the first --partitions partitions of a fabric
 `benchmarks/scale.py --stages shard,annotate` when --build has no manifest yet), once with the code of --baseline
 (a git commit, extracted with `git archive` into a temporary folder) and once with this tree, each in a child
 process that has that tree first on its path. Storage writes are replaced by a sha256 of every part the task would
-write, so both trees' parts are compared byte for byte and nothing in the build changes. Prints per tree the
+write (not counted in the CPU time), so both trees' parts are compared byte for byte and nothing in the build
+changes. Prints per tree the
 process CPU time of the tasks (the least of --rounds x --repeat runs, the trees taking turns), µs per record and the ratio to the baseline.
 """
 
@@ -32,7 +33,7 @@ BASELINE = "105de36"  # main before the partition tasks' CPU work of issue 11
 
 def run_child(tree: str, build: str, partitions: int, repeat: int, overrides: list[str]) -> dict:
     sys.path.insert(0, tree)
-    sys.path.insert(0, HERE)
+    sys.path.insert(0, os.path.join(tree, "benchmarks"))  # the tree's own scale.py, which puts its tree first
     import pyarrow.parquet as pq
     import scale
 
@@ -51,12 +52,16 @@ def run_child(tree: str, build: str, partitions: int, repeat: int, overrides: li
     written: dict[str, str] = {}
     records = 0
 
+    capture_s = 0.0
+
     def capture(uri: str, data: bytes, *_, **__) -> None:
-        nonlocal records
+        nonlocal records, capture_s
+        t0 = time.process_time()
         rel = os.path.relpath(uri, build)
         written[rel] = hashlib.sha256(data).hexdigest()
         if "/records/" in rel:
             records += pq.read_metadata(io.BytesIO(data)).num_rows
+        capture_s += time.process_time() - t0
 
     storage.write_bytes = capture
     cpu = []
@@ -65,13 +70,14 @@ def run_child(tree: str, build: str, partitions: int, repeat: int, overrides: li
         records = 0
         total = 0.0
         for part in parts:
+            capture_s = 0.0
             t0 = time.process_time()
             result = partition.build_records(part, ctx)
-            total += time.process_time() - t0
+            total += time.process_time() - t0 - capture_s
             if result["problems"]:
                 raise SystemExit(f"partition {part.index}: {result['problems'][:3]}")
         cpu.append(total)
-    return {"cpu_s": cpu, "records": records, "videos": sum(len(p.videos) for p in parts),
+    return {"cpu_s": cpu, "records": records, "code": os.path.dirname(os.path.dirname(partition.__file__)), "videos": sum(len(p.videos) for p in parts),
             "parts": dict(sorted(written.items()))}
 
 
@@ -129,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.rounds - 1):
             base["cpu_s"] += _measure(base_tree, args)["cpu_s"]
             current["cpu_s"] += _measure(ROOT, args)["cpu_s"]
+    for tree, r in ((base_tree, base), (ROOT, current)):
+        if os.path.realpath(r["code"]) != os.path.realpath(os.path.join(tree, "pipeline")):
+            raise SystemExit(f"measured {r['code']}, not {tree}'s code")
     same = base["parts"] == current["parts"]
     rows = []
     for name, r in ((f"baseline {commit}", base), ("this tree", current)):
@@ -138,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{current['records']} records, {len(current['parts'])} parts; least of {args.rounds} x {args.repeat} runs; "
           f"overrides {args.set or 'none'}; load average {load:.1f} at start")
     print(markdown(["code", "CPU (s)", "µs / record", "ratio"], rows))
+    print("every run (s): baseline " + ", ".join(f"{c:.2f}" for c in base["cpu_s"]) + "; this tree "
+          + ", ".join(f"{c:.2f}" for c in current["cpu_s"]))
     print(f"parts byte-identical to the baseline's: {'yes' if same else 'NO'}")
     if not same:
         diff = sorted(k for k in set(base["parts"]) | set(current["parts"])

@@ -98,32 +98,37 @@ def training_record(sample: Sample, video: VideoInfo, read_type: str, inline_pro
     return rec
 
 
-def members_table(records: list[tuple[Sample, dict]], tokens_per_frame: int) -> pa.Table:
-    """MIX_MEMBERS: a row per turn of each (sample, its training record), in the order given."""
-    if all(len(s.candidate.turns) == 1 for s, _ in records):  # the usual case: a row per record
-        rows = [(s, rec["conversations"], 0, s.candidate.turns[0]) for s, rec in records]
+def members_table(samples: list[Sample], records: list[dict], tokens_per_frame: int) -> pa.Table:
+    """MIX_MEMBERS: a row per turn of each sample (and its training record), in the order given."""
+    if all(len(s.candidate.turns) == 1 for s in samples):  # the usual case: a row per record
+        rows, turn_no = samples, [0] * len(samples)
+        turns = [s.candidate.turns[0] for s in samples]
+        convs = [r["conversations"] for r in records]
+        humans, gpts = [c[0]["value"] for c in convs], [c[1]["value"] for c in convs]
     else:
-        rows = [(s, rec["conversations"], k, turn) for s, rec in records
-                for k, turn in enumerate(s.candidate.turns)]
-    clips = [s.candidate.clip for s, _, _, _ in rows]
-    frames = [len(s.frame_indices) for s, _, _, _ in rows]
+        at = [(i, k) for i, s in enumerate(samples) for k in range(len(s.candidate.turns))]
+        rows, turn_no = [samples[i] for i, _ in at], [k for _, k in at]
+        turns = [samples[i].candidate.turns[k] for i, k in at]
+        humans = [records[i]["conversations"][2 * k]["value"] for i, k in at]
+        gpts = [records[i]["conversations"][2 * k + 1]["value"] for i, k in at]
+    cands = [s.candidate for s in rows]
+    clips = [c.clip for c in cands]
+    frames = [len(s.frame_indices) for s in rows]
     image_line = len(_IMAGE_LINE)
-    humans = [convs[2 * k]["value"] for _, convs, k, _ in rows]
-    columns = {"stage": [s.stage for s, _, _, _ in rows],
-               "task": [s.candidate.task for s, _, _, _ in rows],
-               "record_id": [s.record_id for s, _, _, _ in rows],
-               "video_id": [s.candidate.video_id for s, _, _, _ in rows],
-               "source_table": [turn.source_table for _, _, _, turn in rows],
-               "source_key": [turn.source_key for _, _, _, turn in rows],
-               "duration_s": [s.duration_s for s, _, _, _ in rows],
+    columns = {"stage": [s.stage for s in rows],
+               "task": [c.task for c in cands],
+               "record_id": [s.record_id for s in rows],
+               "video_id": [c.video_id for c in cands],
+               "source_table": [t.source_table for t in turns],
+               "source_key": [t.source_key for t in turns],
+               "duration_s": [s.duration_s for s in rows],
                "start_s": [c[0] if c else None for c in clips],
                "end_s": [c[1] if c else None for c in clips],
                "num_frames": frames,
                "visual_tokens": [n * tokens_per_frame for n in frames],
                # characters of the turn's question and answer, without the first "<image>\n"
-               "text_chars": [len(human) - (image_line if _IMAGE_LINE in human else 0) + len(convs[2 * k + 1]["value"])
-                              for human, (_, convs, k, _) in zip(humans, rows)],
-               "turn": [k for _, _, k, _ in rows]}
+               "text_chars": [len(h) - (image_line if _IMAGE_LINE in h else 0) + len(g) for h, g in zip(humans, gpts)],
+               "turn": turn_no}
     return pa.table(columns, schema=mixture.MIX_MEMBERS)
 
 
@@ -252,8 +257,14 @@ def stage_files(stage: str, per_task: dict[str, list[Sample]], videos: dict[str,
     if cfg.mix.internvideo2_5:
         out.files.update(internvideo_files(stage, cfg, records))
     # members.parquet's order: by task, record_id, turn (a record's rows are its turns in order)
-    out.members = members_table([pair for task in sorted(per_task) for pair in sorted(
-        zip(per_task[task], records[task]), key=lambda pair: pair[0].record_id)], cfg.hico.tokens_per_frame)
+    by_id: list[Sample] = []
+    by_id_records: list[dict] = []
+    for task in sorted(per_task):
+        ids = [s.record_id for s in per_task[task]]
+        order = sorted(range(len(ids)), key=ids.__getitem__)
+        by_id += [per_task[task][i] for i in order]
+        by_id_records += [records[task][i] for i in order]
+    out.members = members_table(by_id, by_id_records, cfg.hico.tokens_per_frame)
     if with_members_parquet:
         out.files[layout.mixture_members_path(stage)] = parquet_bytes(out.members)
     out.files[layout.mixture_file_path(stage, layout.MIX_WEIGHTS_JSON)] = weights_json(stage, cfg, out.counts)
