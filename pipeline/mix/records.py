@@ -76,10 +76,12 @@ def conversations(sample: Sample, inline_prompt: bool) -> list[dict]:
     turns = sample.candidate.turns
     if not turns:
         return []
-    duration = sample.duration_s if inline_prompt else None
     first = turns[0]
-    out = [{"from": "human", "value": sampling.first_user_turn(first.question, duration, len(sample.frame_indices))},
-           {"from": "gpt", "value": first.answer}]
+    if inline_prompt:
+        human = sampling.first_user_turn(first.question, sample.duration_s, len(sample.frame_indices))
+    else:
+        human = sampling.first_user_turn(first.question)
+    out = [{"from": "human", "value": human}, {"from": "gpt", "value": first.answer}]
     for turn in turns[1:]:
         out.append({"from": "human", "value": turn.question})
         out.append({"from": "gpt", "value": turn.answer})
