@@ -143,10 +143,6 @@ def jsonl_of_lines(lines: list[str]) -> bytes:
     return "".join([line + "\n" for line in lines]).encode("utf-8")
 
 
-def json_list(records: list[dict]) -> bytes:
-    return json_list_of_lines(list(map(encode_record, records)))
-
-
 def json_list_of_lines(lines: list[str]) -> bytes:
     """A JSON list with one record per line (valid JSON, still diffable)."""
     body = ",\n".join(lines)
