@@ -96,22 +96,32 @@ def map_units(stage: str, fn: Callable[..., dict], units: Sequence[Any], shared_
     return results  # type: ignore[return-value]
 
 
-def imap_units(stage: str, fn: Callable[..., dict], units: Iterable[Any], shared_args: tuple, unit: str,
-               total_items: int, items_of: Callable[[Any], int] = lambda u: 1, num_cpus: float = 1,
-               in_flight: int | None = None) -> Iterator[dict]:
-    """`map_units` over units read as they are submitted, at most `in_flight` (default: twice the cluster's CPUs)
-    in flight, results yielded in unit order: the driver holds only the units and results in flight."""
+def default_in_flight(in_flight: int | None = None) -> int:
+    """`in_flight`, or by default twice the cluster's CPUs (at least 2): how many tasks a driver keeps submitted."""
     import ray
 
-    remote = ray.remote(num_cpus=num_cpus, max_retries=2)(tempdirs.released(fn))
+    return in_flight or max(2, int(ray.cluster_resources().get("CPU", 1)) * 2)
+
+
+def imap_units(stage: str, fn: Callable[..., Any], units: Iterable[Any], shared_args: tuple, unit: str,
+               total_items: int, items_of: Callable[[Any], int] = lambda u: 1, num_cpus: float = 1,
+               in_flight: int | None = None, payload: bool = False) -> Iterator[Any]:
+    """`map_units` over units read as they are submitted, at most `in_flight` (default: twice the cluster's CPUs)
+    in flight, results yielded in unit order: the driver holds only the units and results in flight.
+
+    With `payload`, `fn` returns (result, payload) as two objects and this yields (result, payload's ObjectRef): the
+    driver fetches the result only and hands the payload on by reference to later tasks."""
+    import ray
+
+    remote = ray.remote(num_cpus=num_cpus, max_retries=2, num_returns=2 if payload else 1)(tempdirs.released(fn))
     shared_refs = tuple(ray.put(a) for a in shared_args)
-    window = in_flight or max(2, int(ray.cluster_resources().get("CPU", 1)) * 2)
+    window = default_in_flight(in_flight)
     progress = Progress(stage, total_items, unit)
     pending: deque = deque()
 
-    def oldest() -> dict:
+    def oldest() -> Any:
         ref, items = pending.popleft()
-        result = ray.get(ref)
+        result = (ray.get(ref[0]), ref[1]) if payload else ray.get(ref)
         progress.advance(items)
         return result
 

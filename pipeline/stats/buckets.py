@@ -14,9 +14,18 @@ _BASE = np.uint64(0x100000001B3)  # FNV-1 64-bit prime, as the polynomial base
 _MIX = np.uint64(0xFF51AFD7ED558CCD)  # a 64-bit finaliser constant (MurmurHash3's fmix64)
 
 
+HASH_CHUNK = 16384  # strings hashed at a time: the temporaries take about 50 bytes per byte of a chunk's strings
+
+
 def _string_hashes(values: pa.Array) -> np.ndarray:
     """sum(byte[i] * BASE^(len-1-i)) mod 2^64 of each string's UTF-8 bytes, then mixed; null counts as ''."""
     values = pc.fill_null(values, "").cast(pa.large_string())
+    if len(values) <= HASH_CHUNK:
+        return _chunk_hashes(values)
+    return np.concatenate([_chunk_hashes(values.slice(i, HASH_CHUNK)) for i in range(0, len(values), HASH_CHUNK)])
+
+
+def _chunk_hashes(values: pa.Array) -> np.ndarray:
     n = len(values)
     offsets = np.frombuffer(values.buffers()[1], dtype=np.int64)[values.offset:values.offset + n + 1]
     data = values.buffers()[2]
@@ -55,5 +64,5 @@ def split(table_or_array, key: pa.Array | pa.ChunkedArray, buckets: int) -> list
     which = bucket_of(key, buckets)
     order = np.argsort(which, kind="stable")
     bounds = np.searchsorted(which[order], np.arange(buckets + 1))
-    ordered = table_or_array.take(pa.array(order))
-    return [ordered.slice(int(a), int(b - a)) for a, b in itertools.pairwise(bounds)]
+    # a take per bucket, not slices of one take: a slice pickles (into Ray's object store) its whole buffers
+    return [table_or_array.take(pa.array(order[a:b])) for a, b in itertools.pairwise(bounds)]

@@ -12,17 +12,20 @@ import json
 from dataclasses import dataclass, field
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.io import storage
 from pipeline.stats import buckets as hash_buckets
+from pipeline.stats import text_tokens as text_tokens_of
 from pipeline.stats.sources import BuildOutput, arrow_s3_operation
 from schemas import layout
 from schemas import stats as stats_schema
 from schemas.mixture import MIX_MEMBERS
 
 ID_CHUNK = 65536
+TEXT_CHUNK = 8192  # conversation turns whose text tokens are counted at once
 PER_RECORD = pa.schema([("record_id", pa.string()), ("duration_us", pa.int64()), ("visual_tokens", pa.int64()),
                         ("text_chars", pa.int64())])
 RECORD_AGGREGATES = [("duration_us", "max"), ("visual_tokens", "max"), ("text_chars", "sum")]
@@ -63,7 +66,7 @@ def member_part(plan: TaskPlan, index: int, root: str, settings, accepted: pa.Ar
     """Member part `index`: [summary, per-record partial aggregates of bucket 0, 1, ...] (PER_RECORD tables)."""
     storage.configure(**dataclasses.asdict(settings))
     out = BuildOutput(root)
-    rows_lookup = {key: value for piece in lookup for key, value in piece.items()}
+    rows_lookup = _FlatLookup.of({key: value for piece in lookup for key, value in piece.items()})
     members_path = layout.mixture_members_path(plan.stage)
     problems = _MemberProblems()
     partials, videos = [], []
@@ -109,29 +112,52 @@ def jsonl_part(plan: TaskPlan, index: int, root: str, settings) -> list:
     out = BuildOutput(root)
     start, end = plan.jsonl_parts[index]
     lines, text_tokens, bad_lines, bad_count = 0, 0, [], 0
-    ids, pending = [], []
+    ids, pending, texts = [], [], []
     for raw in out.iter_line_range(plan.jsonl, start, end):
         lines += 1
         try:
-            record = json.loads(raw.decode("utf-8"))
-            record_id = str(record["id"])
-            turns = record.get("conversations") or []
+            record_id, turns, plain_texts = _read_line(raw)
         except (ValueError, KeyError, TypeError):
             bad_count += 1
             if len(bad_lines) < stats_schema.EXAMPLES:
                 bad_lines.append(lines)
             continue
         pending.append(record_id)
+        texts += plain_texts if plain_texts is not None else \
+            [str(t.get("value", "")) for t in turns if isinstance(t, dict)]
+        if len(texts) >= TEXT_CHUNK:
+            text_tokens += text_tokens_of.count(texts)
+            texts = []
         if len(pending) >= ID_CHUNK:
             ids.append(pa.array(pending, pa.string()))
             pending = []
-        text_tokens += sum(stats_schema.count_text_tokens(str(t.get("value", ""))) for t in turns
-                           if isinstance(t, dict))
+    text_tokens += text_tokens_of.count(texts)
     if pending:
         ids.append(pa.array(pending, pa.string()))
     all_ids = pa.concat_arrays(ids) if ids else pa.array([], pa.string())
     summary = {"lines": lines, "bad_lines": bad_lines, "bad_count": bad_count, "text_tokens": text_tokens}
     return [summary, *hash_buckets.split(all_ids, all_ids, plan.buckets)]
+
+
+def _read_line(raw: bytes) -> tuple[str, list | None, list[str] | None]:
+    """(str of the record's id, its conversation turns, the text of its dict turns) of one JSONL line as
+    `json.loads` reads it; raises ValueError, KeyError or TypeError for a line that is not a JSON record with an id.
+    orjson parses the usual line, whose id and turn values are strings (the texts then come with it, the turns not);
+    json.loads the rest: lines orjson refuses (NaN, lone surrogates, integers beyond 64 bits, which json.loads
+    accepts) and records with a non-string id or turn value (orjson reads integers beyond 64 bits as floats, whose
+    str would differ), whose texts the caller takes from the turns."""
+    try:
+        record = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        record = None
+    if type(record) is dict:
+        record_id, turns = record.get("id"), record.get("conversations")
+        if type(record_id) is str and (not turns or type(turns) is list):
+            texts = [t.get("value", "") for t in turns if type(t) is dict] if turns else []
+            if all(type(text) is str for text in texts):
+                return record_id, None, texts
+    record = json.loads(raw.decode("utf-8"))
+    return str(record["id"]), record.get("conversations") or [], None
 
 
 def bucket_check(member_tables: int, *pieces) -> dict:
@@ -220,42 +246,71 @@ def combine(plan: TaskPlan, members: list[dict], jsonls: list[dict], found: list
             "videos": videos}
 
 
-def _check_members(problems: _MemberProblems, members: pa.Table, lookup: dict, accepted: pa.Array) -> pa.Array:
+@dataclass(frozen=True)
+class _FlatLookup:
+    """The annotation row lookup as flat arrays, so that member rows are checked in whole batches: the rows of
+    lookup group g (`keys[g]` = table NUL shard stem) are `offsets[g]` to `offsets[g] + lengths[g]` of `codes`
+    (indices into `names`, the video_id of each annotation row; -1 for none) and `random`."""
+    keys: pa.Array
+    offsets: np.ndarray
+    lengths: np.ndarray
+    codes: np.ndarray
+    names: pa.Array
+    random: np.ndarray
+
+    @classmethod
+    def of(cls, lookup: dict) -> _FlatLookup:
+        """From {(table, shard stem): (video_id of each row, dictionary-encoded, random_init of each row)}."""
+        keys, lengths, codes, names, random = [], [], [], [], []
+        named = 0
+        for (table, stem), (rows, random_rows) in lookup.items():
+            keys.append(f"{table}\x00{stem}")
+            lengths.append(len(rows))
+            if not isinstance(rows, pa.DictionaryArray):
+                rows = pc.dictionary_encode(rows)
+            indices = pc.fill_null(rows.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+            codes.append(np.where(indices >= 0, indices + named, -1).astype(np.int32))
+            names.append(rows.dictionary.cast(pa.string()))
+            named += len(rows.dictionary)
+            random.append(np.asarray(pc.fill_null(random_rows, False).to_numpy(zero_copy_only=False), dtype=bool))
+        lengths_ = np.array(lengths, dtype=np.int64)
+        return cls(pa.array(keys, pa.string()), np.concatenate([[0], np.cumsum(lengths_)[:-1]]).astype(np.int64)
+                   if keys else np.zeros(0, np.int64), lengths_,
+                   np.concatenate(codes) if codes else np.zeros(0, np.int32),
+                   pa.concat_arrays(names) if names else pa.array([], pa.string()),
+                   np.concatenate(random) if random else np.zeros(0, bool))
+
+
+def _check_members(problems: _MemberProblems, members: pa.Table, lookup: _FlatLookup, accepted: pa.Array) -> pa.Array:
     """Collects the members' unknown videos and dangling source keys; returns, per member row, whether the
-    annotation row it points at came from a random-weight model. Vectorised per (table, shard) group of members;
-    `lookup` maps (table, shard stem) to (video_id, random_init) of each annotation row."""
+    annotation row it points at came from a random-weight model. A row whose source table or shard stem is empty
+    is not checked; `lookup` gives (video_id, random_init) of each annotation row by (table, shard stem, row)."""
     videos = members["video_id"]
     problems.unknown.update(pc.unique(pc.filter(videos, pc.invert(pc.is_in(videos, value_set=accepted)))).to_pylist())
-    n = members.num_rows
-    random = np.zeros(n, dtype=bool)
     keys = pc.fill_null(members["source_key"], "")
     tables_ = pc.fill_null(members["source_table"], "")
     stems = pc.replace_substring_regex(keys, ":[^:]*$", "")
     row_text = pc.replace_substring_regex(keys, "^.*:", "")
-    groups = pa.table({"t": tables_, "s": stems, "i": pa.array(np.arange(n))}).group_by(["t", "s"]).aggregate(
-        [("i", "list")])
+    checked = pc.and_(pc.not_equal(tables_, ""), pc.not_equal(stems, "")).to_numpy(zero_copy_only=False)
+    group = pc.index_in(pc.binary_join_element_wise(tables_, stems, "\x00"), value_set=lookup.keys)
+    found = pc.is_valid(group).to_numpy(zero_copy_only=False)
+    group = pc.fill_null(group, 0).to_numpy(zero_copy_only=False).astype(np.int64)
     is_number = pc.match_substring_regex(row_text, "^[0-9]{1,18}$")  # an int64 row number
-    for k in range(groups.num_rows):
-        table, stem = groups["t"][k].as_py(), groups["s"][k].as_py()
-        if not table or not stem:
-            continue
-        idx = groups["i_list"][k].values
-        rows, random_rows = lookup.get((table, stem), (None, None))
-        n_rows = len(rows) if rows is not None else 0
-        number = pc.take(is_number, idx)
-        position = pc.if_else(number, pc.cast(pc.if_else(number, pc.take(row_text, idx), "0"), pa.int64()), -1)
-        valid = pc.and_(pc.greater_equal(position, 0), pc.less(position, n_rows))
-        if n_rows:
-            safe = pc.if_else(valid, position, 0)
-            same = pc.equal(pc.take(rows, safe).cast(pa.string()), pc.take(videos, idx))
-            ok = pc.and_(valid, pc.fill_null(same, False))
-            random[pc.filter(idx, pc.and_(ok, pc.take(random_rows, safe))).to_numpy()] = True
-        else:
-            ok = pa.array(np.zeros(len(idx), dtype=bool))
-        bad_keys = pc.filter(pc.take(keys, idx), pc.invert(ok))
-        problems.dangling += len(bad_keys)
-        if len(bad_keys):
-            first = pc.take(bad_keys, pc.sort_indices(bad_keys)[:stats_schema.EXAMPLES]).to_pylist()
-            problems.dangling_examples = _sorted_examples(problems.dangling_examples +
-                                                          [f"{table}/{key}" for key in first])
+    position = pc.if_else(is_number, pc.cast(pc.if_else(is_number, row_text, "0"), pa.int64()), -1)
+    position = position.to_numpy(zero_copy_only=False)
+    n_rows = np.where(found, lookup.lengths[group] if len(lookup.lengths) else 0, 0)
+    valid = checked & (position >= 0) & (position < n_rows)
+    at = np.where(valid, (lookup.offsets[group] if len(lookup.offsets) else 0) + position, 0)
+    code = np.where(valid, lookup.codes[at] if len(lookup.codes) else -1, -1)
+    named = pc.take(lookup.names, pa.array(np.maximum(code, 0))) if len(lookup.names) else \
+        pa.nulls(len(code), pa.string())
+    same = pc.fill_null(pc.equal(named, videos), False).to_numpy(zero_copy_only=False)
+    ok = valid & (code >= 0) & same
+    random = ok & (lookup.random[at] if len(lookup.random) else False)
+    bad = checked & ~ok
+    problems.dangling += int(np.count_nonzero(bad))
+    if bad.any():
+        bad_keys = pc.filter(pc.binary_join_element_wise(tables_, keys, "/"), pa.array(bad))
+        first = pc.take(bad_keys, pc.sort_indices(bad_keys)[:stats_schema.EXAMPLES]).to_pylist()
+        problems.dangling_examples = _sorted_examples(problems.dangling_examples + first)
     return pa.array(random)

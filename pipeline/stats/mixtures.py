@@ -56,7 +56,7 @@ def collect(out: BuildOutput, lookup: list, accepted: pa.Array, tasks_in_flight:
             member_rows: int | None = None, jsonl_bytes: int | None = None) -> MixtureStats:
     """lookup: the pieces of the annotation row lookup (pipeline/stats/annotations.py; ObjectRefs under Ray);
     accepted: video_ids of manifest/videos. Each (stage, task) is checked by Ray tasks (at most `tasks_in_flight`
-    tasks checked at a time; in this process when Ray is not running), in parts of about `member_rows` rows of
+    Ray tasks submitted at a time; in this process when Ray is not running), in parts of about `member_rows` rows of
     members.parquet and `jsonl_bytes` bytes of JSONL (schemas.stats defaults). The driver reads no more than the
     `task` column of each members.parquet, a row group at a time, to know which row groups hold a task."""
     stages = out.mixture_stages()
@@ -76,7 +76,10 @@ def collect(out: BuildOutput, lookup: list, accepted: pa.Array, tasks_in_flight:
 def _run_tasks(tasks: list[TaskPlan], root: str, accepted: pa.Array, lookup: list, in_flight: int | None):
     """The `combine` result of each task, in order. Under Ray a task of one part is one Ray task (`check_task`);
     a larger one is its member and JSONL parts, then one `bucket_check` per bucket fed their bucket objects (which
-    never pass through the driver)."""
+    never pass through the driver). At most `in_flight` Ray tasks are submitted at a time, counting every part and
+    bucket check of a split task (one larger than that runs alone): a split task's bucket objects, which stay in
+    the object store until its bucket checks have read them, are those of one large task at a time, not of
+    `in_flight` of them."""
     from pipeline.core.progress import Progress
 
     settings = storage.settings()
@@ -85,25 +88,31 @@ def _run_tasks(tasks: list[TaskPlan], root: str, accepted: pa.Array, lookup: lis
         return
     import ray
 
+    from pipeline.core.ray_runtime import default_in_flight
+
     whole, member, jsonl, check = (remote.remote(fn) for fn in (check_task, member_part, jsonl_part, bucket_check))
     accepted_ref = ray.put(accepted)
     progress = Progress("stats", len(tasks), "mixture tasks")
-    pending: deque = deque()
+    pending: deque = deque()  # (task, its refs, Ray tasks submitted for it)
+    submitted = 0
 
     def oldest() -> dict:
-        task, refs = pending.popleft()
+        nonlocal submitted
+        task, refs, ray_tasks = pending.popleft()
         if not isinstance(refs, tuple):
             found = ray.get(refs)
         else:
             members, jsonls, buckets = refs
             found = combine(task, ray.get(members), ray.get(jsonls), ray.get(buckets))
+        submitted -= ray_tasks
         progress.advance(1)
         return found
 
-    limit = remote.window(in_flight)
+    limit = default_in_flight(in_flight)
     for task in tasks:
         if task.buckets == 1:
-            pending.append((task, whole.remote(task, root, settings, accepted_ref, *lookup)))
+            pending.append((task, whole.remote(task, root, settings, accepted_ref, *lookup), 1))
+            submitted += 1
         else:
             n = task.buckets + 1
             members = [member.options(num_returns=n).remote(task, i, root, settings, accepted_ref, *lookup)
@@ -112,9 +121,11 @@ def _run_tasks(tasks: list[TaskPlan], root: str, accepted: pa.Array, lookup: lis
                       for i in range(len(task.jsonl_parts))]
             buckets = [check.remote(len(members), *[m[1 + b] for m in members], *[j[1 + b] for j in jsonls])
                        for b in range(task.buckets)]
-            pending.append((task, ([m[0] for m in members], [j[0] for j in jsonls], buckets)))
-            del members, jsonls
-        while len(pending) >= limit:
+            ray_tasks = len(members) + len(jsonls) + len(buckets)
+            pending.append((task, ([m[0] for m in members], [j[0] for j in jsonls], buckets), ray_tasks))
+            submitted += ray_tasks
+            del members, jsonls  # the bucket objects are held by the bucket checks only, freed once they ran
+        while pending and submitted >= limit:
             yield oldest()
     while pending:
         yield oldest()

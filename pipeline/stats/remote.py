@@ -4,7 +4,6 @@ hands on by reference to later tasks; without Ray everything runs in this proces
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -24,39 +23,20 @@ def remote(fn: Callable, returns: int = 1):
     return ray.remote(num_cpus=1, max_retries=2, num_returns=returns)(tempdirs.released(fn))
 
 
-def window(in_flight: int | None) -> int:
-    import ray
-
-    return in_flight or max(2, int(ray.cluster_resources().get("CPU", 1)) * 2)
-
-
 def imap_with_payload(stage: str, fn: Callable[..., tuple], units: Iterable[Any], shared_args: tuple, unit: str,
                       total: int, in_flight: int | None = None) -> Iterator[tuple[Any, Any]]:
     """(summary, payload) of fn(u, *shared_args) for each unit, in unit order, at most `in_flight` at a time; under
-    Ray the payload is an ObjectRef the driver never fetches."""
+    Ray (ray_runtime.imap_units) the payload is an ObjectRef the driver never fetches."""
     from pipeline.core.progress import Progress
 
-    progress = Progress(stage, total, unit)
-    if not ray_running():
-        for u in units:
-            yield fn(u, *shared_args)
-            progress.advance(1)
-        progress.finish()
-        return
-    import ray
+    if ray_running():
+        from pipeline.core import ray_runtime
 
-    task = remote(fn, returns=2)
-    shared_refs = tuple(ray.put(a) for a in shared_args)
-    pending: deque = deque()
-    limit = window(in_flight)
+        yield from ray_runtime.imap_units(stage, fn, units, shared_args, unit, total, in_flight=in_flight,
+                                          payload=True)
+        return
+    progress = Progress(stage, total, unit)
     for u in units:
-        pending.append(task.remote(u, *shared_refs))
-        while len(pending) >= limit:
-            summary_ref, payload_ref = pending.popleft()
-            yield ray.get(summary_ref), payload_ref
-            progress.advance(1)
-    while pending:
-        summary_ref, payload_ref = pending.popleft()
-        yield ray.get(summary_ref), payload_ref
+        yield fn(u, *shared_args)
         progress.advance(1)
     progress.finish()

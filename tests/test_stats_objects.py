@@ -1,0 +1,66 @@
+"""What the stats checks leave in Ray's object store: the bucket pieces a part returns take the part's own size
+together (a slice would carry its whole buffers into the store, once per bucket), and the payload mode of
+`ray_runtime.imap_units` hands results back in unit order with the payloads left in the store by reference."""
+
+from __future__ import annotations
+
+import pickle
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.core import ray_runtime
+from pipeline.stats import buckets
+from pipeline.stats.mixture_parts import PER_RECORD
+
+
+def record_ids(n: int) -> pa.Array:
+    return pa.array([None if i % 97 == 0 else f"stage3-qa-{i * 7919 % 100003:08x}-ü{i % 13}" for i in range(n)])
+
+
+def stored_bytes(value) -> int:
+    return len(pickle.dumps(value, protocol=5))
+
+
+def test_bucket_pieces_hold_each_value_once():
+    ids = record_ids(50_000)
+    table = pa.table({"record_id": ids, "duration_us": pa.array(np.arange(50_000), pa.int64()),
+                      "visual_tokens": pa.array(np.arange(50_000), pa.int64()),
+                      "text_chars": pa.array(np.arange(50_000), pa.int64())}).cast(PER_RECORD)
+    which = buckets.bucket_of(ids, 16)
+    for whole in (ids, table):
+        pieces = buckets.split(whole, ids, 16)
+        assert len(pieces) == 16
+        assert sum(stored_bytes(p) for p in pieces) < 1.2 * stored_bytes(whole)
+        for b, piece in enumerate(pieces):  # each bucket's values, in their order
+            assert piece.equals(whole.filter(pa.array(which == b)))
+
+
+def test_bucket_of_ids_does_not_depend_on_how_many_are_hashed_at_once(monkeypatch):
+    ids = record_ids(20_000)
+    expected = buckets.bucket_of(ids, 7)
+    monkeypatch.setattr(buckets, "HASH_CHUNK", 333)
+    assert np.array_equal(buckets.bucket_of(ids, 7), expected)
+    assert np.array_equal(buckets.bucket_of(pa.chunked_array([ids.slice(0, 5), ids.slice(5)]), 7), expected)
+
+
+def summary_and_payload(unit: int, scale: int) -> tuple[dict, pa.Array]:
+    return {"unit": unit}, pa.array(np.full(1000, unit * scale, np.int64))
+
+
+def test_imap_units_payload_mode_yields_results_in_order_and_payload_refs():
+    import ray
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
+    ray_runtime.init()
+    for in_flight in (1, 3, None):
+        seen = list(ray_runtime.imap_units("test", summary_and_payload, iter(range(7)), (10,), "units", 7,
+                                           in_flight=in_flight, payload=True))
+        assert [result for result, _ in seen] == [{"unit": u} for u in range(7)]
+        assert all(isinstance(ref, ray.ObjectRef) for _, ref in seen)
+        assert [pc.max(ray.get(ref)).as_py() for _, ref in seen] == [u * 10 for u in range(7)]
+    plain = list(ray_runtime.imap_units("test", summary_and_payload, range(3), (1,), "units", 3))
+    assert [r[0] for r in plain] == [{"unit": u} for u in range(3)]
