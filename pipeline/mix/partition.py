@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.core.context import StageContext, configure_worker
@@ -53,10 +54,16 @@ class AnnotationRows:
             stem = layout.shard_stem(name)
             for table in ANNOTATION_SOURCES:
                 uri = self.ctx.uri(layout.annotation_path(table, name))
-                rows = storage.read_parquet(uri, columns=ANNOTATION_COLUMNS[table]).to_pylist()
+                rows = _pylist(storage.read_parquet(uri, columns=ANNOTATION_COLUMNS[table]))
                 for i, row in enumerate(rows):
                     self.random_init = self.random_init or bool(row.get("random_init"))
                     yield mix_select.AnnotationRow(table, mixture.source_key(stem, i), row)
+
+
+def _pylist(table: pa.Table) -> list[dict]:
+    """table.to_pylist(), a column at a time (pyarrow's builds each row by indexing every column list)."""
+    names = table.column_names
+    return [dict(zip(names, values)) for values in zip(*(c.to_pylist() for c in table.columns))]
 
 
 def part_bytes(table: pa.Table) -> bytes:
@@ -115,21 +122,23 @@ def _build_records(part: Partition, ctx: StageContext) -> dict:
                      mix_validate.stage_problems(stage, o.files, cfg, videos, part.plan_frames, existing,
                                                   o.members)]
         img = cfg.mix.stages[stage].video_read_type == "img"
-        order_of = {}
+        record_ids, orders = [], []
         for task, samples in per_task.items():
-            lines = _lines(o.files[layout.mixture_task_path(stage, task)])
             iv = (_lines(o.files[mix_records.internvideo_task_path(stage, task)]) if cfg.mix.internvideo2_5
                   else [None] * len(samples))
             cols = {mixture.ORDER_COLUMN: [s.order for s in samples], "record_id": [s.record_id for s in samples],
-                    "video_id": [s.video_id for s in samples], "shard": [videos[s.video_id].shard for s in samples],
-                    "line": lines, "internvideo_line": iv,
-                    "frame_dir": [mix_records.frame_dir_name(s) if img else None for s in samples],
-                    "frame_indices": [list(s.frame_indices) if img else None for s in samples]}
+                    "video_id": [s.candidate.video_id for s in samples],
+                    "shard": [videos[s.candidate.video_id].shard for s in samples],
+                    "line": o.lines[task], "internvideo_line": iv,
+                    "frame_dir": [mix_records.frame_dir_name(s) for s in samples] if img else [None] * len(samples),
+                    "frame_indices": [list(s.frame_indices) for s in samples] if img else [None] * len(samples)}
             outputs[layout.mix_records_part_path(stage, task, part.index)] = part_bytes(
                 pa.table(cols, schema=mixture.MIX_RECORDS_PART))
-            order_of.update(zip(cols["record_id"], cols[mixture.ORDER_COLUMN]))
+            record_ids += cols["record_id"]
+            orders += cols[mixture.ORDER_COLUMN]
         members = o.members
-        order = pa.array([order_of[r] for r in members["record_id"].to_pylist()], pa.string())
+        order = pa.array(orders, pa.string()).take(
+            pc.index_in(members.column("record_id"), value_set=pa.array(record_ids, pa.string())))
         outputs[layout.mix_members_part_path(stage, part.index)] = part_bytes(
             members.add_column(0, mixture.MIX_MEMBERS_PART.field(mixture.ORDER_COLUMN), order)
             .cast(mixture.MIX_MEMBERS_PART))

@@ -5,8 +5,8 @@ Paths inside them are relative to the folder of the file that holds them. Pure: 
 from __future__ import annotations
 
 import json
-import operator
 import posixpath
+from json import encoder as json_encoder
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -20,8 +20,19 @@ from schemas.config import BuildConfig
 DURATION_DECIMALS = 6
 _JSON = json.JSONEncoder(ensure_ascii=False)  # what json.dumps(r, ensure_ascii=False) builds on every call
 _IMAGE_LINE = f"{mixture.IMAGE_TOKEN}\n"
-_MEMBERS_ORDER = operator.itemgetter(mixture.MIX_MEMBERS.names.index("task"), mixture.MIX_MEMBERS.names.index(
-    "record_id"), mixture.MIX_MEMBERS.names.index("turn"))
+
+
+def _record_encoder():
+    """One record as JSON text, the bytes of `_JSON.encode`: the C encoder JSONEncoder.encode makes on every call,
+    made once (records hold no cycles, so no circular-reference markers)."""
+    if json_encoder.c_make_encoder is None:
+        return _JSON.encode
+    encode = json_encoder.c_make_encoder(None, _JSON.default, json_encoder.encode_basestring, None,
+                                         _JSON.key_separator, _JSON.item_separator, False, False, True)
+    return lambda record: "".join(encode(record, 0))
+
+
+encode_record = _record_encoder()
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,7 @@ class StageFiles:
     videos: set[str] = field(default_factory=set)  # video payloads its records reference
     frame_dirs: dict[str, FrameDir] = field(default_factory=dict)  # by name; records of one video share one
     members: pa.Table | None = None  # the rows of members.parquet (MIX_MEMBERS), also in `files` as Parquet bytes
+    lines: dict[str, list[str]] = field(default_factory=dict)  # task -> its records as JSON text, one per line
 
 
 def relative(target: str, folder: str) -> str:
@@ -64,10 +76,12 @@ def conversations(sample: Sample, inline_prompt: bool) -> list[dict]:
     turns = sample.candidate.turns
     if not turns:
         return []
-    duration = sample.duration_s if inline_prompt else None
     first = turns[0]
-    out = [{"from": "human", "value": sampling.first_user_turn(first.question, duration, len(sample.frame_indices))},
-           {"from": "gpt", "value": first.answer}]
+    if inline_prompt:
+        human = sampling.first_user_turn(first.question, sample.duration_s, len(sample.frame_indices))
+    else:
+        human = sampling.first_user_turn(first.question)
+    out = [{"from": "human", "value": human}, {"from": "gpt", "value": first.answer}]
     for turn in turns[1:]:
         out.append({"from": "human", "value": turn.question})
         out.append({"from": "gpt", "value": turn.answer})
@@ -86,37 +100,52 @@ def training_record(sample: Sample, video: VideoInfo, read_type: str, inline_pro
     return rec
 
 
-def member_rows(sample: Sample, record: dict, tokens_per_frame: int) -> list[tuple]:
-    """The record's members.parquet rows as tuples in MIX_MEMBERS column order (one per turn)."""
-    clip = sample.candidate.clip
-    start, end = clip if clip else (None, None)
-    frames = len(sample.frame_indices)
-    head = (sample.stage, sample.candidate.task, sample.record_id, sample.candidate.video_id)
-    convs = record["conversations"]
-    rows = []
-    for k, turn in enumerate(sample.candidate.turns):
-        human = convs[2 * k]["value"]
-        chars = len(human) - (len(_IMAGE_LINE) if _IMAGE_LINE in human else 0)  # without the first "<image>\n"
-        rows.append((*head, turn.source_table, turn.source_key, sample.duration_s, start, end, frames,
-                     frames * tokens_per_frame, chars + len(convs[2 * k + 1]["value"]), k))
-    return rows
-
-
-def members_table(rows: list[tuple]) -> pa.Table:
-    """MIX_MEMBERS from member_rows' tuples, sorted by (task, record_id, turn)."""
-    rows = sorted(rows, key=_MEMBERS_ORDER)
-    columns = [list(c) for c in zip(*rows)] if rows else [[] for _ in mixture.MIX_MEMBERS.names]
-    return pa.table(dict(zip(mixture.MIX_MEMBERS.names, columns)), schema=mixture.MIX_MEMBERS)
+def members_table(samples: list[Sample], records: list[dict], tokens_per_frame: int) -> pa.Table:
+    """MIX_MEMBERS: a row per turn of each sample (and its training record), in the order given."""
+    if all(len(s.candidate.turns) == 1 for s in samples):  # the usual case: a row per record
+        rows, turn_no = samples, [0] * len(samples)
+        turns = [s.candidate.turns[0] for s in samples]
+        convs = [r["conversations"] for r in records]
+        humans, gpts = [c[0]["value"] for c in convs], [c[1]["value"] for c in convs]
+    else:
+        at = [(i, k) for i, s in enumerate(samples) for k in range(len(s.candidate.turns))]
+        rows, turn_no = [samples[i] for i, _ in at], [k for _, k in at]
+        turns = [samples[i].candidate.turns[k] for i, k in at]
+        humans = [records[i]["conversations"][2 * k]["value"] for i, k in at]
+        gpts = [records[i]["conversations"][2 * k + 1]["value"] for i, k in at]
+    cands = [s.candidate for s in rows]
+    clips = [c.clip for c in cands]
+    frames = [len(s.frame_indices) for s in rows]
+    image_line = len(_IMAGE_LINE)
+    columns = {"stage": [s.stage for s in rows],
+               "task": [c.task for c in cands],
+               "record_id": [s.record_id for s in rows],
+               "video_id": [c.video_id for c in cands],
+               "source_table": [t.source_table for t in turns],
+               "source_key": [t.source_key for t in turns],
+               "duration_s": [s.duration_s for s in rows],
+               "start_s": [c[0] if c else None for c in clips],
+               "end_s": [c[1] if c else None for c in clips],
+               "num_frames": frames,
+               "visual_tokens": [n * tokens_per_frame for n in frames],
+               # characters of the turn's question and answer, without the first "<image>\n"
+               "text_chars": [len(h) - (image_line if _IMAGE_LINE in h else 0) + len(g) for h, g in zip(humans, gpts)],
+               "turn": turn_no}
+    return pa.table(columns, schema=mixture.MIX_MEMBERS)
 
 
 def jsonl(records: list[dict]) -> bytes:
-    encode = _JSON.encode
-    return "".join([encode(r) + "\n" for r in records]).encode("utf-8")
+    return jsonl_of_lines(list(map(encode_record, records)))
 
 
-def json_list(records: list[dict]) -> bytes:
+def jsonl_of_lines(lines: list[str]) -> bytes:
+    """JSONL of records already encoded (one line each, without its newline)."""
+    return "".join([line + "\n" for line in lines]).encode("utf-8")
+
+
+def json_list_of_lines(lines: list[str]) -> bytes:
     """A JSON list with one record per line (valid JSON, still diffable)."""
-    body = ",\n".join(map(_JSON.encode, records))
+    body = ",\n".join(lines)
     return f"[\n{body}\n]\n".encode("utf-8")
 
 
@@ -203,31 +232,37 @@ def stage_files(stage: str, per_task: dict[str, list[Sample]], videos: dict[str,
     """with_members_parquet=False leaves members.parquet out of `files` (a partition writes `members` as a part
     and checks the table itself)."""
     mst = cfg.mix.stages[stage]
+    read_type = mst.video_read_type
     inline = cfg.mix.timestamp_prompt == "inline"
     out = StageFiles(stage)
-    members: list[tuple] = []
     records: dict[str, list[dict]] = {}
     shards: set[str] = set()
     for task, samples in per_task.items():
-        recs = []
-        for s in samples:
-            video = videos[s.video_id]
-            rec = training_record(s, video, mst.video_read_type, inline)
-            recs.append(rec)
-            members += member_rows(s, rec, cfg.hico.tokens_per_frame)
-            shards.add(video.shard)
-            if mst.video_read_type == "decord":
-                out.videos.add(s.video_id)
-            else:
-                out.frame_dirs[rec["video"]] = FrameDir(stage, rec["video"], s.video_id, tuple(s.frame_indices))
+        recs = [training_record(s, videos[s.candidate.video_id], read_type, inline) for s in samples]
         records[task] = recs
+        lines = out.lines[task] = list(map(encode_record, recs))
         out.counts[task] = len(recs)
-        out.files[layout.mixture_task_path(stage, task)] = jsonl(recs)
+        out.files[layout.mixture_task_path(stage, task)] = jsonl_of_lines(lines)
         if cfg.mix.json_list:
-            out.files[layout.mixture_task_path(stage, task, "json")] = json_list(recs)
+            out.files[layout.mixture_task_path(stage, task, "json")] = json_list_of_lines(lines)
+        shards.update({videos[v].shard for v in {s.candidate.video_id for s in samples}})
+        if read_type == "decord":
+            out.videos.update(s.candidate.video_id for s in samples)
+        else:
+            for s, rec in zip(samples, recs):
+                if rec["video"] not in out.frame_dirs:
+                    out.frame_dirs[rec["video"]] = FrameDir(stage, rec["video"], s.video_id, tuple(s.frame_indices))
     if cfg.mix.internvideo2_5:
         out.files.update(internvideo_files(stage, cfg, records))
-    out.members = members_table(members)
+    # members.parquet's order: by task, record_id, turn (a record's rows are its turns in order)
+    by_id: list[Sample] = []
+    by_id_records: list[dict] = []
+    for task in sorted(per_task):
+        ids = [s.record_id for s in per_task[task]]
+        order = sorted(range(len(ids)), key=ids.__getitem__)
+        by_id += [per_task[task][i] for i in order]
+        by_id_records += [records[task][i] for i in order]
+    out.members = members_table(by_id, by_id_records, cfg.hico.tokens_per_frame)
     if with_members_parquet:
         out.files[layout.mixture_members_path(stage)] = parquet_bytes(out.members)
     out.files[layout.mixture_file_path(stage, layout.MIX_WEIGHTS_JSON)] = weights_json(stage, cfg, out.counts)

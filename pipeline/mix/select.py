@@ -4,8 +4,10 @@ their duration class, the stage's frame plan, and a seeded order with per-task c
 from __future__ import annotations
 
 import hashlib
+import operator
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Iterable, NamedTuple, Optional
 
 from pipeline.mix import text as mix_text
 from schemas import mixture, sampling
@@ -25,8 +27,7 @@ class VideoInfo:
         return self.vlen / float(self.fps)
 
 
-@dataclass(frozen=True)
-class Turn:
+class Turn(NamedTuple):  # a tuple: one is made per annotation row
     source_table: str
     source_key: str
     question: str
@@ -34,7 +35,7 @@ class Turn:
     topic: str = ""  # the annotation's own question or query: one record never asks it twice (open and mc forms)
 
 
-@dataclass
+@dataclass(slots=True)
 class Candidate:
     """One future training record, the same in every stage it feeds."""
 
@@ -45,7 +46,7 @@ class Candidate:
     clip: Optional[tuple[float, float]] = None  # (start, end) seconds as written into the record
 
 
-@dataclass
+@dataclass(slots=True)
 class Sample:
     """A candidate placed in a stage: its record id, the duration the trainer sees and the stage's frames."""
 
@@ -65,11 +66,40 @@ class Sample:
         return self.candidate.video_id
 
 
-@dataclass(frozen=True)
-class AnnotationRow:
+class AnnotationRow(NamedTuple):
     table: str  # captions | qa | grounding
     source_key: str
     row: dict
+
+
+class ClipFrames(Sequence):
+    """A clip's frame indices: the sampling rule's indices over the clip's own frames (shared, never changed),
+    offset to the clip's first frame; listed only when iterated (decord stages only need how many)."""
+
+    __slots__ = ("indices", "first")
+
+    def __init__(self, indices: list[int], first: int):
+        self.indices, self.first = indices, first
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self.first + k for k in self.indices[i]]
+        return self.first + self.indices[i]
+
+    def __iter__(self):
+        first = self.first
+        return (first + k for k in self.indices)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return repr(list(self))
 
 
 def candidates(rows: Iterable[AnnotationRow], videos: dict[str, VideoInfo], max_turns: int) -> list[Candidate]:
@@ -139,16 +169,25 @@ def duration_class(duration_s: float, mix: MixConfig) -> Optional[str]:
 
 
 def plan(candidate: Candidate, video: VideoInfo, stage: str, smp: SamplingConfig,
-         memo: Optional[dict] = None) -> tuple[float, list[int]]:
+         memo: Optional[dict] = None) -> tuple[float, Sequence[int]]:
     """(duration the trainer reports, frame indices it samples) for a candidate under a stage's sampling rule;
     a clip's frames follow the rule over the clip's own frames, offset to its first one. `memo` (a dict kept for
     one selection) reuses the rule's result for equal arguments; the lists it hands out are shared, never changed."""
     st = smp.stages[stage]
     if candidate.clip is None:
         return video.duration_s, _frame_indices(memo, video.vlen, video.fps, st, smp.clip_len)
-    first, frames, duration = mixture.clip_window(video.vlen, video.fps, *candidate.clip)
-    idx = _frame_indices(memo, frames, video.fps, st, smp.clip_len)
-    return duration, [first + i for i in idx]
+    first, frames, duration = _clip_window(memo, video, candidate.clip)
+    return duration, ClipFrames(_frame_indices(memo, frames, video.fps, st, smp.clip_len), first)
+
+
+def _clip_window(memo: Optional[dict], video: VideoInfo, clip: tuple[float, float]) -> tuple[int, int, float]:
+    if memo is None:
+        return mixture.clip_window(video.vlen, video.fps, *clip)
+    key = (video.vlen, video.fps, clip)  # every stage places the same clips
+    window = memo.get(key)
+    if window is None:
+        window = memo[key] = mixture.clip_window(video.vlen, video.fps, *clip)
+    return window
 
 
 def _frame_indices(memo: Optional[dict], vlen: int, fps: float, st, clip_len: int) -> list[int]:
@@ -171,22 +210,28 @@ def select(cands: list[Candidate], videos: dict[str, VideoInfo], mix: MixConfig,
     partition of the build selects uncapped and the driver applies the caps while merging partitions)."""
     out: dict[str, dict[str, list[Sample]]] = {}
     memo: dict = {}
+    by_order = operator.attrgetter("order")
     for stage, st in mix.stages.items():
         per_task: dict[str, list[Sample]] = {}
-        plans: dict[tuple, tuple[float, list[int]]] = {}  # every whole-video record of a video shares one plan
+        # every whole-video record of a video shares one plan: (duration, frame indices, feeds the stage)
+        plans: dict[tuple, tuple[float, Sequence[int], bool]] = {}
         for c in cands:
             if c.task not in st.tasks:
                 continue
             key = (c.video_id, c.clip)
-            if key not in plans:
-                plans[key] = plan(c, videos[c.video_id], stage, smp, memo)
-            duration, idx = plans[key]
-            if duration_class(duration, mix) not in st.videos:
+            p = plans.get(key)
+            if p is None:
+                duration, idx = plan(c, videos[c.video_id], stage, smp, memo)
+                p = plans[key] = (duration, idx, duration_class(duration, mix) in st.videos)
+            if not p[2]:
                 continue
             rid = mixture.record_id(stage, c.task, c.video_id, c.n)
-            per_task.setdefault(c.task, []).append(Sample(stage, rid, c, duration, idx, order_key(mix.seed, rid)))
+            samples = per_task.get(c.task)
+            if samples is None:
+                samples = per_task[c.task] = []
+            samples.append(Sample(stage, rid, c, p[0], p[1], order_key(mix.seed, rid)))
         for task in [t for t in st.tasks if t in per_task]:
-            chosen = sorted(per_task[task], key=lambda s: s.order)
+            chosen = sorted(per_task[task], key=by_order)
             cap = st.tasks[task].max_records if capped else None
             per_task[task] = chosen[:cap] if cap is not None else chosen
         out[stage] = {t: per_task[t] for t in st.tasks if t in per_task}

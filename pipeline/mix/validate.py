@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import orjson
 import yaml
 
 from pipeline.mix.records import data_root
@@ -21,9 +22,11 @@ from schemas.errors import LongVidError
 
 MAX_LISTED = 12
 REQUIRED_KEYS = ("id", "video", "conversations", "duration")
+REQUIRED = frozenset(REQUIRED_KEYS)
 RECORD_KEYS = frozenset(mixture.RECORD_KEYS)
 MEMBER_COLUMNS = ("task", "record_id", "video_id", "start_s", "end_s", "num_frames")
 DURATION_TOLERANCE_S = 1e-5
+IMAGE_LINE = f"{mixture.IMAGE_TOKEN}\n"
 PROMPT_LEAD = sampling.timestamp_prompt(0.0, 0).split("0", 1)[0]  # "The video lasts for "
 
 
@@ -51,11 +54,12 @@ class StageCheck:
         self.folder = layout.mixture_dir(stage)
         self.problems: list[str] = []
         self._dirs: dict[str, set[str]] | None = None  # folder -> its files, built on first need
-        self._reread: dict[int, bool] = {}  # frames in a directory -> the trainer takes exactly those
         # Records of one video or one clip share these: computed once per stage check.
         self._expected_of: dict[tuple, Expected] = {}  # (video_id, start_s, end_s) -> Expected
         self._prompt_of: dict[tuple[float, int], str] = {}  # (duration, frames) -> the inline prompt's start
-        self._target_of: dict[tuple[str, str], str] = {}  # (data root, record's video) -> resolved payload path
+        self._payload_problems: dict[tuple[str, str, int], tuple[str, ...]] = {}  # (root, video, frames) -> problems
+        self.img = self.mst.video_read_type == "img"
+        self.inline = cfg.mix.timestamp_prompt == "inline"
 
     def files_in(self, folder: str) -> set[str]:
         if self._dirs is None:
@@ -78,12 +82,14 @@ class StageCheck:
         if members is None or datasets is None:
             return self.problems
         member_ids: dict[str, set[str]] = {}
-        first_member: dict[str, dict] = {}  # record_id -> its first row's video_id, start_s, end_s, num_frames
-        for task, record_id, video_id, start_s, end_s, num_frames in zip(*members):
-            member_ids.setdefault(task, set()).add(record_id)
-            if record_id not in first_member:
-                first_member[record_id] = {"video_id": video_id, "start_s": start_s, "end_s": end_s,
-                                           "num_frames": num_frames}
+        for task, record_id in zip(members[0], members[1]):
+            ids = member_ids.get(task)
+            if ids is None:
+                ids = member_ids[task] = set()
+            ids.add(record_id)
+        # record_id -> its first row's (video_id, start_s, end_s, num_frames); dict() keeps the last of equal keys,
+        # so the rows go in backwards
+        first_member = dict(zip(reversed(members[1]), reversed(list(zip(*members[2:])))))
         tasks = {}
         for ds in datasets:
             path = self.resolve(self.folder, ds["json_path"])
@@ -143,122 +149,121 @@ class StageCheck:
 
     def _task_file(self, path: str, ds: dict, member_ids: set[str], first_member: dict) -> list[dict]:
         records = []
-        for n, line in enumerate(self.files[path].decode("utf-8").split("\n")[:-1], 1):
-            where = f"{path} line {n}"
+        root = ds["_root"]
+        check = self._record
+        # A newline byte is never part of a multi-byte UTF-8 character: the bytes' lines are the text's lines.
+        for n, line in enumerate(self.files[path].split(b"\n")[:-1], 1):
             try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                self.fail(where, f"not JSON ({e})")
+                rec = orjson.loads(line)
+            except orjson.JSONDecodeError as e:
+                self.fail(f"{path} line {n}", f"not JSON ({e})")
+                continue
+            if type(rec) is not dict:
+                self.fail(f"{path} line {n}", "not a JSON object")
                 continue
             records.append(rec)
-            member = first_member.get(rec.get("id"))
+            record_id = rec.get("id")
+            member = first_member.get(record_id) if isinstance(record_id, str) else None
             if member is None:
-                self.fail(where, f"record {rec.get('id')!r} is not in members.parquet")
+                self.fail(f"{path} line {n}", f"record {record_id!r} is not in members.parquet")
                 continue
-            self._record(where, rec, member, ds["_root"])
+            check(path, n, rec, member, root)
         ids = [r.get("id") for r in records]
-        if len(set(ids)) != len(ids):
+        unique = set(ids)
+        if len(unique) != len(ids):
             self.fail(path, "record ids repeat")
-        if set(ids) != member_ids or len(records) != len(member_ids):
+        if unique != member_ids or len(records) != len(member_ids):
             self.fail(path, f"{len(records)} records but members.parquet lists {len(member_ids)} of this task")
         return records
 
-    def _expected(self, member: dict) -> Expected:
-        key = (member["video_id"], member["start_s"], member["end_s"])
-        exp = self._expected_of.get(key)
-        if exp is None:
-            exp = self._expected_of[key] = self._expected_uncached(member)
-        return exp
-
-    def _expected_uncached(self, member: dict) -> Expected:
-        video = self.videos[member["video_id"]]
+    def _expected_uncached(self, video_id: str, start_s: float | None, end_s: float | None) -> Expected:
+        video = self.videos[video_id]
         st = self.smp
-        if member["start_s"] is None:
+        if start_s is None:
             return Expected(video.duration_s, self.plan_frames[(video.video_id, self.stage)])
-        _, frames, duration = mixture.clip_window(video.vlen, video.fps, member["start_s"], member["end_s"])
+        _, frames, duration = mixture.clip_window(video.vlen, video.fps, start_s, end_s)
         n = sampling.num_frames_to_sample(frames, video.fps, st.min_frames, st.max_frames, st.sample,
                                           self.cfg.sampling.clip_len)
         return Expected(duration, n)
 
-    def _record(self, where: str, rec: dict, member: dict, root: str) -> None:
-        extra = rec.keys() - RECORD_KEYS
-        missing = [k for k in REQUIRED_KEYS if k not in rec]
-        if extra or missing:
-            self.fail(where, f"keys {sorted(extra)} unexpected, {missing} missing")
+    def _record(self, path: str, n: int, rec: dict, member: tuple, root: str) -> None:
+        """One parsed record against its first members row (video_id, start_s, end_s, num_frames)."""
+        keys = rec.keys()
+        if not (keys <= RECORD_KEYS and keys >= REQUIRED):
+            extra = keys - RECORD_KEYS
+            missing = [k for k in REQUIRED_KEYS if k not in rec]
+            self.fail(f"{path} line {n}", f"keys {sorted(extra)} unexpected, {missing} missing")
             return
-        if rec.get("video_id") != member["video_id"]:
-            self.fail(where, f"video_id {rec.get('video_id')!r} is not the members' {member['video_id']}")
+        video_id, start_s, end_s, num_frames = member
+        if rec.get("video_id") != video_id:
+            self.fail(f"{path} line {n}", f"video_id {rec.get('video_id')!r} is not the members' {video_id}")
             return
-        self._conversations(where, rec["conversations"])
-        exp = self._expected(member)
-        if member["num_frames"] != exp.num_frames:
-            self.fail(where, f"members.parquet says {member['num_frames']} frames, the sampling rule {exp.num_frames}")
+        where = f"{path} line {n}"
+        convs = rec["conversations"]
+        problem = _conversations_problem(convs)
+        if problem:
+            self.fail(where, problem)
+        key = (video_id, start_s, end_s)
+        exp = self._expected_of.get(key)
+        if exp is None:
+            exp = self._expected_of[key] = self._expected_uncached(video_id, start_s, end_s)
+        if num_frames != exp.num_frames:
+            self.fail(where, f"members.parquet says {num_frames} frames, the sampling rule {exp.num_frames}")
         duration = rec["duration"]
         if not isinstance(duration, (int, float)) or abs(duration - exp.duration_s) > DURATION_TOLERANCE_S:
             self.fail(where, f"duration {rec['duration']!r} is not the sample's {exp.duration_s:.6f} s")
-        if self.mst.video_read_type == "img":
+        if self.img:
             if "start" in rec or "end" in rec:
                 self.fail(where, "start/end on a frame directory (it holds only the clip's frames already)")
-        elif (rec.get("start"), rec.get("end")) != (member["start_s"], member["end_s"]):
+        elif rec.get("start") != start_s or rec.get("end") != end_s:
             self.fail(where, "start/end differ from the clip in members.parquet")
-        self._prompt(where, rec["conversations"], exp)
-        self._payload(where, rec, root, exp)
+        problem = self._prompt(convs, exp)
+        if problem:
+            self.fail(where, problem)
+        video = rec["video"]
+        key = (root, video if type(video) is str else str(video), exp.num_frames)
+        problems = self._payload_problems.get(key)
+        if problems is None:
+            problems = self._payload_problems[key] = self._payload(self.resolve(root, key[1]), exp.num_frames)
+        for problem in problems:
+            self.fail(where, problem)
 
-    def _conversations(self, where: str, convs) -> None:
-        if not isinstance(convs, list) or not convs or len(convs) % 2:
-            self.fail(where, "conversations is not a non-empty list of human/gpt pairs")
-            return
-        images = 0
-        for k, turn in enumerate(convs):
-            want = "gpt" if k % 2 else "human"
-            if not isinstance(turn, dict) or turn.get("from") != want:
-                self.fail(where, f"turn {k} is not a non-empty {want} turn")
-                return
-            value = str(turn.get("value", ""))
-            if not value.strip():
-                self.fail(where, f"turn {k} is not a non-empty {want} turn")
-                return
-            images += value.count(mixture.IMAGE_TOKEN)
-        if images != 1 or not convs[0]["value"].startswith(f"{mixture.IMAGE_TOKEN}\n"):
-            self.fail(where, f"needs exactly one {mixture.IMAGE_TOKEN}, opening the first human turn (found {images})")
-
-    def _prompt(self, where: str, convs, exp: Expected) -> None:
+    def _prompt(self, convs, exp: Expected) -> str | None:
         if not isinstance(convs, list) or not convs or not isinstance(convs[0], dict):
-            return
-        text = str(convs[0].get("value", "")).removeprefix(f"{mixture.IMAGE_TOKEN}\n")
-        if self.cfg.mix.timestamp_prompt == "inline":
+            return None
+        value = convs[0].get("value", "")
+        if type(value) is not str:
+            value = str(value)
+        start = len(IMAGE_LINE) if value.startswith(IMAGE_LINE) else 0  # the text after "<image>\n"
+        if self.inline:
             key = (exp.duration_s, exp.num_frames)
             want = self._prompt_of.get(key)
             if want is None:
                 want = self._prompt_of[key] = sampling.video_question("", exp.duration_s, exp.num_frames)
-            if not text.startswith(want):
-                self.fail(where, f"inline timestamp prompt is not {want!r} (duration and frames of the stage's rule)")
-        elif PROMPT_LEAD in text:
-            self.fail(where, "holds a timestamp prompt although the trainer inserts one (timestamp_prompt: trainer)")
+            if not value.startswith(want, start):
+                return f"inline timestamp prompt is not {want!r} (duration and frames of the stage's rule)"
+        elif value.find(PROMPT_LEAD, start) >= 0:
+            return "holds a timestamp prompt although the trainer inserts one (timestamp_prompt: trainer)"
+        return None
 
-    def _payload(self, where: str, rec: dict, root: str, exp: Expected) -> None:
-        key = (root, str(rec["video"]))
-        target = self._target_of.get(key)
-        if target is None:
-            target = self._target_of[key] = self.resolve(*key)
-        if self.mst.video_read_type == "decord":
-            if target not in self.existing:
-                self.fail(where, f"video {target} does not exist")
-            return
-        n = exp.num_frames
-        if n not in self._reread:
-            # The trainer reads a frame directory as a 1-fps video and samples it again with the stage's rule.
-            st = self.smp
-            again = sampling.frame_indices(n, 1.0, st.min_frames, st.max_frames, st.sample, self.cfg.sampling.clip_len)
-            self._reread[n] = again == list(range(n))
-        if not self._reread[n]:
-            self.fail(where, f"the trainer would not take exactly the {n} frames in {target} (video_read_type img "
-                             f"samples them again at 1 fps): use decord for {self.stage}, or make its max_frames a "
-                             "multiple of sampling.clip_len")
+    def _payload(self, target: str, n: int) -> tuple[str, ...]:
+        """What is wrong with the video file or frame directory `target` of a record of `n` frames (records of
+        one video or clip share one: the stage check asks once per (payload, frames))."""
+        if not self.img:
+            return () if target in self.existing else (f"video {target} does not exist",)
+        problems = []
+        # The trainer reads a frame directory as a 1-fps video and samples it again with the stage's rule.
+        st = self.smp
+        again = sampling.frame_indices(n, 1.0, st.min_frames, st.max_frames, st.sample, self.cfg.sampling.clip_len)
+        if again != list(range(n)):
+            problems.append(f"the trainer would not take exactly the {n} frames in {target} (video_read_type img "
+                            f"samples them again at 1 fps): use decord for {self.stage}, or make its max_frames a "
+                            "multiple of sampling.clip_len")
         want = {mixture.frame_file_name(self.cfg.mix.frame_prefix, k) for k in range(n)}
         if self.files_in(target) != want:
-            self.fail(where, f"frame directory {target} holds {len(self.files_in(target))} files, not the {n} frames "
-                             f"{mixture.frame_file_name(self.cfg.mix.frame_prefix, 0)}..")
+            problems.append(f"frame directory {target} holds {len(self.files_in(target))} files, not the {n} "
+                            f"frames {mixture.frame_file_name(self.cfg.mix.frame_prefix, 0)}..")
+        return tuple(problems)
 
     def _weights(self, counts: dict[str, int]) -> None:
         path = layout.mixture_file_path(self.stage, layout.MIX_WEIGHTS_JSON)
@@ -279,7 +284,7 @@ class StageCheck:
     def _json_lists(self, tasks: dict[str, list[dict]]) -> None:
         for task, records in tasks.items():
             path = layout.mixture_task_path(self.stage, task, "json")
-            if json.loads(self.files[path]) != records:
+            if orjson.loads(self.files[path]) != records:
                 self.fail(path, f"differs from {task}.jsonl")
 
     def _internvideo(self, tasks: dict[str, list[dict]]) -> None:
@@ -287,7 +292,7 @@ class StageCheck:
         meta = json.loads(self.files[f"{folder}/{layout.MIX_INTERNVIDEO_META}"])
         for task, records in tasks.items():
             path = f"{folder}/{task}.jsonl"
-            lines = [json.loads(line) for line in self.files[path].decode("utf-8").splitlines()]
+            lines = [orjson.loads(line) for line in self.files[path].splitlines()]
             if [r["id"] for r in lines] != [r["id"] for r in records]:
                 self.fail(path, f"ids differ from {task}.jsonl")
             bad = [r["id"] for r in lines if set(r) - set(mixture.INTERNVIDEO_KEYS)
@@ -298,6 +303,33 @@ class StageCheck:
             if entry.get("length") != len(records) or self.resolve(folder, str(entry.get("root"))) != \
                     self.resolve(self.folder, _payload_root(self.stage, self.mst.video_read_type)):
                 self.fail(f"{folder}/{layout.MIX_INTERNVIDEO_META}", f"entry of {task} has a wrong length or root")
+
+
+def _conversations_problem(convs) -> str | None:
+    if type(convs) is list and len(convs) == 2:  # one turn, as most records: the checks below, straight through
+        human, gpt = convs
+        if type(human) is dict and type(gpt) is dict and human.get("from") == "human" and gpt.get("from") == "gpt":
+            question, answer = human.get("value"), gpt.get("value")
+            if (type(question) is str and type(answer) is str and question.startswith(IMAGE_LINE)
+                    and answer and not answer.isspace()
+                    and question.count(mixture.IMAGE_TOKEN) + answer.count(mixture.IMAGE_TOKEN) == 1):
+                return None
+    if not isinstance(convs, list) or not convs or len(convs) % 2:
+        return "conversations is not a non-empty list of human/gpt pairs"
+    images = 0
+    for k, turn in enumerate(convs):
+        want = "gpt" if k % 2 else "human"
+        if not isinstance(turn, dict) or turn.get("from") != want:
+            return f"turn {k} is not a non-empty {want} turn"
+        value = turn.get("value", "")
+        if type(value) is not str:
+            value = str(value)
+        if not value or value.isspace():  # what `not value.strip()` says, without copying the text
+            return f"turn {k} is not a non-empty {want} turn"
+        images += value.count(mixture.IMAGE_TOKEN)
+    if images != 1 or not convs[0]["value"].startswith(IMAGE_LINE):
+        return f"needs exactly one {mixture.IMAGE_TOKEN}, opening the first human turn (found {images})"
+    return None
 
 
 def _payload_root(stage: str, read_type: str) -> str:

@@ -10,6 +10,9 @@ import shutil
 import tarfile
 from dataclasses import dataclass, field
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from pipeline.core import tempdirs
 from pipeline.ingest import sharding
 from pipeline.io import frames as frame_io
@@ -28,11 +31,17 @@ class GalleryVideo:
     error: str | None = None  # why no frames could be shown
 
 
-def pick(videos: list[dict], count: int, seed: int) -> list[dict]:
-    """`count` sharded videos chosen by `seed` (the same build and seed always show the same videos)."""
-    candidates = sorted((v for v in videos if v.get("shard")), key=lambda v: v["video_id"])
-    chosen = random.Random(seed).sample(candidates, min(count, len(candidates)))
-    return sorted(chosen, key=lambda v: v["video_id"])
+MANIFEST_COLUMNS = ["video_id", "shard", "extension", "duration_s", "reader_num_frames", "reader_fps", "source_uri"]
+
+
+def pick(videos: pa.Table, count: int, seed: int) -> list[dict]:
+    """`count` sharded videos chosen by `seed` (the same build and seed always show the same videos): a seeded
+    sample of the sharded videos sorted by video_id. The sample depends only on how many there are, so it is drawn
+    as positions and only the chosen rows become Python objects."""
+    sharded = videos.filter(pc.fill_null(pc.not_equal(videos["shard"], ""), False))
+    candidates = sharded.take(pc.sort_indices(sharded["video_id"]))
+    positions = random.Random(seed).sample(range(candidates.num_rows), min(count, candidates.num_rows))
+    return candidates.take(pa.array(sorted(positions), pa.int64())).to_pylist()
 
 
 def _thumbnail(frame) -> bytes:

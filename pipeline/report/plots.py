@@ -93,10 +93,10 @@ def log_bins(values: np.ndarray, bins: int) -> np.ndarray:
     return np.logspace(np.log10(lo), np.log10(hi), bins + 1)
 
 
-def duration_histogram(durations: list[float], bins: int) -> bytes:
+def duration_histogram(durations: np.ndarray, bins: int) -> bytes:
     fig, (ax,) = _figure()
     ax.set_title("Video duration (log scale)", fontsize=10)
-    values = np.array([d for d in durations if d and d > 0], dtype=float)
+    values = durations[durations > 0]
     if values.size == 0:
         _empty(ax, "no accepted videos")
         return png(fig)
@@ -116,11 +116,22 @@ def duration_histogram(durations: list[float], bins: int) -> bytes:
     return png(fig)
 
 
-def resolution_fps(sizes: list[tuple[int, int]], fps: list[float]) -> bytes:
+def _counter(counts: dict, label) -> Counter:
+    """counts ({value: videos}, in first-seen order) regrouped by label(value), values whose label is None left out."""
+    out = Counter()
+    for value, n in counts.items():
+        key = label(value)
+        if key is not None:
+            out[key] += n
+    return out
+
+
+def resolution_fps(sizes: dict[tuple[int, int], int], fps: dict[float, int]) -> bytes:
+    """sizes: (width, height) -> videos; fps: frame rate -> videos (each in the order first seen)."""
     fig, (left, right) = _figure(10, 3.4, cols=2)
-    res = Counter(f"{w}x{h}" for w, h in sizes if w and h)
+    res = _counter(sizes, lambda wh: f"{wh[0]}x{wh[1]}" if wh[0] and wh[1] else None)
     _bars(left, _top(res, 10), "Resolution (width x height)", "videos", horizontal=True, empty="no videos")
-    rates = Counter(f"{f:.3g}" for f in fps if f)
+    rates = _counter(fps, lambda f: f"{f:.3g}" if f else None)
     _bars(right, dict(sorted(_top(rates, 10).items(), key=lambda kv: _as_float(kv[0]))), "Frame rate (fps)", "videos",
           color=ACCENT, empty="no videos")
     return png(fig)
@@ -133,20 +144,20 @@ def _as_float(text: str) -> float:
         return float("inf")
 
 
-def codec_mix(codecs: list[str], containers: list[str]) -> bytes:
+def codec_mix(codecs: dict[str, int], containers: dict[str, int]) -> bytes:
+    """codecs, containers: name -> videos, in the order first seen."""
     fig, (left, right) = _figure(10, 3.0, cols=2)
-    _bars(left, _top(Counter(c or "unknown" for c in codecs), 8), "Video codec", "videos", horizontal=True,
+    _bars(left, _top(_counter(codecs, lambda c: c or "unknown"), 8), "Video codec", "videos", horizontal=True,
           empty="no videos")
-    _bars(right, _top(Counter(c or "unknown" for c in containers), 8), "Container", "videos", horizontal=True,
+    _bars(right, _top(_counter(containers, lambda c: c or "unknown"), 8), "Container", "videos", horizontal=True,
           color=ACCENT, empty="no videos")
     return png(fig)
 
 
-def scenes_per_minute(values: list[float], bins: int) -> bytes:
+def scenes_per_minute(data: np.ndarray, bins: int) -> bytes:
     fig, (ax,) = _figure()
     ax.set_title("Scenes per minute", fontsize=10)
-    data = [v for v in values if v is not None]
-    if not data:
+    if data.size == 0:
         _empty(ax, "no scene detection yet (run the `scenes` stage)")
         return png(fig)
     ax.hist(data, bins=bins, color=BAR, edgecolor="white")
@@ -208,22 +219,39 @@ def hours_per_stage(hours: dict[str, dict[str, float]], mixtures_note: str | Non
     return png(fig)
 
 
-def annotation_lengths(lengths: dict[str, list[int]], bins: int) -> bytes:
-    """lengths: kind (e.g. 'clip captions') -> word counts."""
+def median_of_counts(counts: dict[int, int]) -> float:
+    """The median of the values a {value: occurrences} histogram stands for (numpy's: the mean of the two middle
+    values when there is an even number of them)."""
+    values = np.array(sorted(counts), dtype=np.int64)
+    cumulative = np.cumsum([counts[v] for v in values])
+    n = int(cumulative[-1])
+
+    def kth(k: int) -> int:  # the k-th smallest value, 0-based
+        return int(values[np.searchsorted(cumulative, k, side="right")])
+
+    return float(np.mean([kth((n - 1) // 2), kth(n // 2)]))
+
+
+def annotation_lengths(lengths: dict[str, dict[int, int]], bins: int) -> bytes:
+    """lengths: kind (e.g. 'clip captions') -> {words: rows with that many words}; drawn as the histogram of the
+    rows' word counts (weights), with its exact median."""
     kinds = list(lengths)
     cols = 3
     rows = max(1, -(-len(kinds) // cols))
     fig, axes = _figure(11, 2.6 * rows, cols=cols, rows=rows)
     for ax, kind, color in zip(axes, kinds, PALETTE * 3):
         ax.set_title(f"{kind} (words)", fontsize=10)
-        data = lengths[kind]
-        if not data:
+        counts = {words: n for words, n in lengths[kind].items() if n}
+        if not counts:
             _empty(ax, "none")
             continue
-        ax.hist(data, bins=min(bins, max(1, len(set(data)))), color=color, edgecolor="white")
+        words = np.array(sorted(counts), dtype=np.int64)
+        ax.hist(words, bins=min(bins, len(words)), weights=np.array([counts[w] for w in words], dtype=np.int64),
+                color=color, edgecolor="white")
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.axvline(float(np.median(data)), color="black", ls=":", lw=1)
-        ax.text(0.98, 0.95, f"n={len(data):,}\nmedian {np.median(data):.0f}", transform=ax.transAxes, ha="right",
+        median = median_of_counts(counts)
+        ax.axvline(median, color="black", ls=":", lw=1)
+        ax.text(0.98, 0.95, f"n={sum(counts.values()):,}\nmedian {median:.0f}", transform=ax.transAxes, ha="right",
                 va="top", fontsize=8)
     for ax in axes[len(kinds):]:
         ax.set_visible(False)

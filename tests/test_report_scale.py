@@ -1,0 +1,150 @@
+"""The report at full size: its figures are aggregates computed in tasks over groups of shards, equal to an
+independent count of the annotation tables; the driver's storage requests do not grow with the shards; the gallery
+shows the videos of the reference pick rule (sorted by video_id, sharded only, random.Random(seed).sample)."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import statistics
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from test_stats import mixed_build
+
+from pipeline.io import storage
+from pipeline.report import gallery as report_gallery
+from pipeline.report import plots as report_plots
+from pipeline.report.data import collect
+from pipeline.stats import remote
+from pipeline.stats.sources import BuildOutput
+from schemas import layout
+from schemas.config import ReportConfig
+
+TABLES = ("captions", "qa", "grounding", "rejects")
+COUNTED = ("exists", "size", "read_bytes", "read_range", "open_read", "list_files", "read_parquet")
+
+
+@pytest.fixture(scope="module")
+def mixed(annotated_build, tmp_path_factory) -> Path:
+    return mixed_build(annotated_build, tmp_path_factory)[0]
+
+
+def expected_facts(out: Path) -> tuple[Counter, Counter, dict[str, list[int]]]:
+    """(rows, random-weight rows, word counts per kind) of the annotation tables, counted row by row in Python."""
+    rows, random_rows = Counter(), Counter()
+    words: dict[str, list[int]] = {"clip captions": [], "video summaries": [], "QA questions": [], "QA answers": [],
+                                   "grounding queries": []}
+    for table in TABLES:
+        for path in sorted((out / layout.annotation_dir(table)).glob("*.parquet")):
+            for r in pq.read_table(path).to_pylist():
+                rows[table] += 1
+                random_rows[table] += bool(r["random_init"])
+                if table == "captions":
+                    kind = "clip captions" if r["level"] == "clip" else "video summaries"
+                    words[kind].append(len((r["text"] or "").split()))
+                elif table == "qa":
+                    words["QA questions"].append(len((r["question"] or "").split()))
+                    words["QA answers"].append(len((r["answer"] or "").split()))
+                elif table == "grounding":
+                    words["grounding queries"].append(len((r["query"] or "").split()))
+    return rows, random_rows, words
+
+
+@pytest.mark.parametrize("in_ray_tasks", [True, False])
+def test_figures_equal_an_independent_count_of_the_annotation_tables(mixed, monkeypatch, in_ray_tasks):
+    if not in_ray_tasks:  # the report made outside the job (`longvid report`): the same functions, in this process
+        monkeypatch.setattr(remote, "ray_running", lambda: False)
+    rows, random_rows, words = expected_facts(mixed)
+    assert rows["captions"] and rows["qa"] and rows["grounding"]
+    facts = collect(BuildOutput(str(mixed)), ReportConfig()).facts
+    assert {t: facts.rows[t] for t in TABLES} == {t: rows[t] for t in TABLES}
+    assert {t: facts.random_rows[t] for t in TABLES} == {t: random_rows[t] for t in TABLES}
+    for kind, values in words.items():
+        assert dict(facts.lengths[kind]) == dict(Counter(values)), kind
+        if values:  # the median drawn on the plot and printed under n=
+            assert report_plots.median_of_counts(facts.lengths[kind]) == statistics.median(values), kind
+    html = (mixed / layout.REPORT_HTML).read_text(encoding="utf-8")
+    assert f"{random_rows['captions']:,} of {rows['captions']:,} captions" in html
+    assert f"{random_rows['qa']:,} of {rows['qa']:,} QA pairs" in html
+
+
+@pytest.mark.parametrize("counts", [{1: 1}, {3: 2}, {1: 1, 4: 1}, {2: 3, 9: 1}, {5: 2, 1: 2, 7: 1}, {0: 4, 10: 4}])
+def test_median_of_counts_is_the_median_of_the_values(counts):
+    values = [v for v, n in counts.items() for _ in range(n)]
+    assert report_plots.median_of_counts(counts) == statistics.median(values)
+
+
+def reference_pick(rows: list[dict], count: int, seed: int) -> list[dict]:
+    """The gallery's pick rule as first written, over Python rows."""
+    candidates = sorted((v for v in rows if v.get("shard")), key=lambda v: v["video_id"])
+    chosen = random.Random(seed).sample(candidates, min(count, len(candidates)))
+    return sorted(chosen, key=lambda v: v["video_id"])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7, 12345])
+@pytest.mark.parametrize("count", [0, 1, 6, 40, 500])
+def test_gallery_pick_matches_the_reference_rule(seed, count):
+    rng = random.Random(seed + 99)
+    ids = [f"v{rng.randrange(10 ** 6):07d}" for _ in range(300)]
+    ids = list(dict.fromkeys(ids))
+    rng.shuffle(ids)
+    rows = [{"video_id": v, "shard": rng.choice([None, "", "longvid-000000.tar", "longvid-000001.tar"]),
+             "duration_s": rng.uniform(1, 3600)} for v in ids]
+    table = pa.Table.from_pylist(rows)
+    assert report_gallery.pick(table, count, seed) == reference_pick(rows, count, seed)
+
+
+def count_driver_requests(monkeypatch) -> Counter:
+    """Counts this process's calls into pipeline.io.storage (Ray workers are other processes)."""
+    calls: Counter = Counter()
+    for name in COUNTED:
+        real = getattr(storage, name)
+
+        def counted(*a, _name=name, _real=real, **k):
+            calls[_name] += 1
+            return _real(*a, **k)
+
+        monkeypatch.setattr(storage, name, counted)
+    return calls
+
+
+def add_shards(out: Path, copies: int) -> int:
+    """Copies of every annotation part and HiCo record under new shard names (as if the build had more shards);
+    returns the parts and records added."""
+    added = 0
+    for folder in [layout.annotation_dir(t) for t in TABLES] + [
+            str(p.relative_to(out)) for p in (out / layout.HICO_RECORDS_DIR).iterdir() if p.is_dir()]:
+        files = sorted(f for f in (out / folder).iterdir() if f.is_file())
+        for i in range(copies):
+            for f in files:
+                shutil.copy(f, f.with_name(f"copy{i}-{f.name}"))
+                added += 1
+    return added
+
+
+def test_driver_storage_requests_do_not_grow_with_shards(mixed, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    shutil.copytree(mixed, out)
+    cfg = ReportConfig(gallery_videos=2)
+
+    def report_requests(in_ray_tasks: bool) -> tuple[int, dict]:
+        with monkeypatch.context() as m:
+            if not in_ray_tasks:
+                m.setattr(remote, "ray_running", lambda: False)
+            calls = count_driver_requests(m)
+            facts = collect(BuildOutput(str(out)), cfg).facts
+        return sum(calls.values()), dict(facts.rows)
+
+    before, rows_before = report_requests(True)
+    added = add_shards(out, 3)
+    after, rows_after = report_requests(True)
+    in_driver, rows_in_driver = report_requests(False)
+    assert added >= 4 * 3
+    assert rows_after == rows_in_driver == {t: 4 * n for t, n in rows_before.items()}  # the tasks read the copies
+    assert after == before
+    # the same report without Ray reads every part in this process: the counter sees per-shard reads
+    assert in_driver >= after + added
