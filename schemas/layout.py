@@ -153,6 +153,15 @@ def mix_run_path(part_path: str, level: int, index: int) -> str:
     return f"{part_path.rsplit('/', 1)[0]}/run-{level}-{index:06d}.parquet"
 
 
+# The assembled files of one `mix` run before they are committed (Ray tasks write them here, at the path they will
+# have under the output root, only when they differ from the committed file; the driver moves them into place).
+MIX_SPOOL_DIR = "work/mix-spool"
+
+
+def mix_spool_path(relative: str) -> str:
+    return f"{MIX_SPOOL_DIR}/{relative}"
+
+
 # Auditor tables (the `stats` stage) and the self-contained report (the `report` stage).
 STATS_DIR = "stats"
 STATS_TABLES = ("videos", "shards", "rejects", "stages")

@@ -393,6 +393,34 @@ def commit_file_if_changed(local_path: str, uri: str) -> bool:
     return True
 
 
+def stage_file_if_changed(local_path: str, uri: str, staging_uri: str) -> bool:
+    """Move a local file to `staging_uri` (to be committed to `uri` later with `move`) unless `uri` already holds
+    the same bytes; True when staged. The local file is consumed either way."""
+    try:
+        if _same_content(local_path, uri):
+            return False
+        with staged_output(staging_uri) as staged:
+            shutil.move(local_path, staged)
+        return True
+    finally:
+        if os.path.exists(local_path):
+            os.unlink(local_path)
+
+
+def move(src_uri: str, dst_uri: str) -> None:
+    """Replace `dst_uri` with `src_uri`'s file, both local or both on S3 (a rename, or a server-side copy, multipart
+    when large, then a delete): a reader sees the old content or the new one."""
+    if is_s3(src_uri):
+        src_bucket, src_key = split_s3(src_uri)
+        bucket, key = split_s3(dst_uri)
+        with s3_operation("CopyObject", dst_uri):
+            s3_client().copy({"Bucket": src_bucket, "Key": src_key}, bucket, key)
+        remove_files([src_uri])
+        return
+    os.makedirs(os.path.dirname(dst_uri) or ".", exist_ok=True)
+    os.replace(src_uri, dst_uri)
+
+
 @contextlib.contextmanager
 def local_output_if_changed(uri: str) -> Iterator[str]:
     """A local path to stream a large output into; on clean exit it is committed to `uri` only when its content

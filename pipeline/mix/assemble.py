@@ -1,11 +1,13 @@
-"""Driver side of the `mix` stage: the partitions to hand to Ray tasks (read from manifest/videos.parquet in
-batches), and each curriculum stage's files assembled by streaming k-way merges of the partitions' parts into a
-local spool folder: `<task>.jsonl` (plus the optional `.json` list and InternVideo2.5 variant) in the seeded order
-with the caps applied, `members.parquet` in (task, record_id, turn) order, and the small files. The result is
-byte-identical whatever the partitioning: every part is sorted, and the merge order is the files' order."""
+"""The `mix` stage's reading and assembling: the partitions to hand to Ray tasks (read from manifest/videos.parquet a
+row group at a time), and the streaming k-way merges of the partitions' sorted parts into a curriculum stage's files,
+run in Ray tasks (pipeline/mix/final.py): `<task>.jsonl` (plus the optional `.json` list and InternVideo2.5 variant)
+in the seeded order with the caps applied, `members.parquet` in (task, record_id, turn) order; then the small files
+and the stage's checks. The result is byte-identical whatever the partitioning: every part is sorted, and the merge
+order is the files' order."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -30,11 +32,15 @@ MEMBERS_ROWS_PER_GROUP = 65536  # row groups of the assembled members.parquet (f
 MANIFEST_COLUMNS = ["video_id", "extension", "shard", "reader_num_frames", "reader_fps", "sampling"]
 
 
-def _batches(ctx: StageContext, relative: str, batch_rows: int, columns: list[str]) -> Iterator[pa.RecordBatch]:
-    """Batches of a Parquet file, read lazily through pyarrow's own S3 client on S3: an endpoint that is down or
-    hanging there is StorageUnavailable, as it is for boto3's reads."""
+def _row_groups(ctx: StageContext, relative: str, columns: list[str]) -> Iterator[pa.Table]:
+    """A Parquet file's rows, one row group at a time, read lazily through pyarrow's own S3 client on S3 (an endpoint
+    that is down or hanging there is StorageUnavailable, as it is for boto3's reads). Not `iter_batches`: its reader
+    keeps buffers of every row group it has read until the file ends (about 90 MiB more by the end of a 580k-row
+    run, measured), which a merge pays once per part it holds open."""
     with arrow_s3_operation("GetObject", ctx.uri(relative)):
-        yield from BuildOutput(ctx.out).open_parquet(relative).iter_batches(batch_rows, columns=columns)
+        parquet = BuildOutput(ctx.out).open_parquet(relative)
+        for group in range(parquet.num_row_groups):
+            yield parquet.read_row_group(group, columns=columns, use_threads=False).combine_chunks()
 
 
 def _committed_annotations(ctx: StageContext) -> dict[str, set[str]]:
@@ -63,7 +69,9 @@ def iter_partitions(ctx: StageContext) -> Iterator[Partition]:
                                         "`annotate` stage first")
         current.shards.append((name, ctx.uri(f"{layout.SHARDS_DIR}/{name}"), sha[name]))
 
-    for batch in _batches(ctx, layout.MANIFEST_VIDEOS, layout.MANIFEST_BATCH_ROWS, MANIFEST_COLUMNS):
+    batches = (b for group in _row_groups(ctx, layout.MANIFEST_VIDEOS, MANIFEST_COLUMNS)
+               for b in group.to_batches(max_chunksize=layout.MANIFEST_BATCH_ROWS))
+    for batch in batches:
         frames = manifest.plan_frame_counts(pa.chunked_array([batch.column("sampling")]))
         for v, planned in zip(batch.drop_columns(["sampling"]).to_pylist(), frames):
             name = v["shard"]
@@ -87,104 +95,75 @@ def iter_partitions(ctx: StageContext) -> Iterator[Partition]:
 
 
 def part_batches(ctx: StageContext, relative: str, columns: list[str]) -> Iterator[pa.RecordBatch]:
-    """A sorted part's or run's rows, a row group at a time (one batch each). Not `iter_batches`: its reader keeps
-    buffers of every row group it has read until the file ends (about 90 MiB more by the end of a 580k-row run,
-    measured), which a merge pays once per part it holds open. A read costs ~0.6 ms however small the group, hence
-    row groups of 1,024 rows in parts and 8,192 in runs."""
-    with arrow_s3_operation("GetObject", ctx.uri(relative)):
-        parquet = BuildOutput(ctx.out).open_parquet(relative)
-        for group in range(parquet.num_row_groups):
-            yield from parquet.read_row_group(group, columns=columns, use_threads=False).combine_chunks().to_batches()
+    """A sorted part's or run's rows, a row group at a time (one batch each). A read costs ~0.6 ms however small the
+    group, hence row groups of 1,024 rows in parts and 8,192 in runs."""
+    for group in _row_groups(ctx, relative, columns):
+        yield from group.to_batches()
+
+
+def task_files(cfg, stage: str, task: str) -> list[str]:
+    """The files of one (stage, task), relative to the output root: the JSONL, the optional `.json` list and
+    InternVideo2.5 variant."""
+    files = [layout.mixture_task_path(stage, task)]
+    if cfg.mix.json_list:
+        files.append(layout.mixture_task_path(stage, task, "json"))
+    if cfg.mix.internvideo2_5:
+        files.append(mix_records.internvideo_task_path(stage, task))
+    return files
 
 
 @dataclass
-class StageAssembly:
-    stage: str
-    counts: dict[str, int] = field(default_factory=dict)  # task -> records, in the config's task order
-    last_order: dict[str, str | None] = field(default_factory=dict)  # task -> order key of its last record if capped
-    files: list[str] = field(default_factory=list)  # relative to the output root, spooled under the same path
-    problems: list[str] = field(default_factory=list)
+class TaskAssembly:
+    count: int = 0  # records written (at most the task's cap)
+    last_order: str | None = None  # order key of the last record written when the task is capped
+    shards: set[str] = field(default_factory=set)  # shards its records point at
 
 
-def assemble_stage(ctx: StageContext, stage: str, record_parts: dict[str, list[str]], member_parts: list[str],
-                   spool: str) -> StageAssembly:
-    """record_parts: task -> its sorted record parts or runs (relative paths), in partition order; member_parts:
-    the stage's sorted members parts or runs, in partition order."""
+def write_task(ctx: StageContext, stage: str, task: str, parts: list[str], folder: str) -> TaskAssembly:
+    """Merge a task's sorted record parts or runs (relative paths, in partition order) into its files under the
+    local `folder` (at their paths relative to the output root), in the seeded order with the cap applied."""
     cfg = ctx.cfg
-    out = StageAssembly(stage)
-    shards: set[str] = set()
-
-    def spool_path(rel: str) -> str:
-        path = os.path.join(spool, rel)
+    cap = cfg.mix.stages[stage].tasks[task].max_records
+    paths = [os.path.join(folder, rel) for rel in task_files(cfg, stage, task)]
+    for path in paths:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        out.files.append(rel)
-        return path
-
-    for task in cfg.mix.stages[stage].tasks:
-        if task not in record_parts:
-            continue
-        cap = cfg.mix.stages[stage].tasks[task].max_records
-        streams = [part_batches(ctx, rel, mix_merge.RECORD_COLUMNS) for rel in record_parts[task]]
-        jsonl = open(spool_path(layout.mixture_task_path(stage, task)), "w", encoding="utf-8")
-        json_list = open(spool_path(layout.mixture_task_path(stage, task, "json")), "w",
-                         encoding="utf-8") if cfg.mix.json_list else None
-        iv = open(spool_path(mix_records.internvideo_task_path(stage, task)), "w",
-                  encoding="utf-8") if cfg.mix.internvideo2_5 else None
-        n, last = 0, None
-        with jsonl:
+    streams = [part_batches(ctx, rel, mix_merge.RECORD_COLUMNS) for rel in parts]
+    out = TaskAssembly()
+    with contextlib.ExitStack() as files:
+        jsonl, *others = [files.enter_context(open(p, "w", encoding="utf-8")) for p in paths]
+        json_list = others.pop(0) if cfg.mix.json_list else None
+        iv = others.pop(0) if cfg.mix.internvideo2_5 else None
+        if json_list:
+            json_list.write("[\n")
+        for rows in mix_merge.merge_sorted(streams, mix_merge.order_key):
+            if cap is not None and out.count + rows.num_rows > cap:
+                rows = rows.slice(0, cap - out.count)
+            if not rows.num_rows:
+                break
+            lines = rows["line"].to_pylist()
+            jsonl.write("\n".join(lines) + "\n")
             if json_list:
-                json_list.write("[\n")
-            for rows in mix_merge.merge_sorted(streams, mix_merge.order_key):
-                if cap is not None and n + rows.num_rows > cap:
-                    rows = rows.slice(0, cap - n)
-                if not rows.num_rows:
-                    break
-                lines = rows["line"].to_pylist()
-                jsonl.write("\n".join(lines) + "\n")
-                if json_list:
-                    json_list.write((",\n" if n else "") + ",\n".join(lines))
-                if iv:
-                    iv.write("\n".join(rows["internvideo_line"].to_pylist()) + "\n")
-                shards.update(pc.unique(rows["shard"]).to_pylist())
-                n, last = n + rows.num_rows, rows[mixture.ORDER_COLUMN][-1].as_py()
-                if cap is not None and n >= cap:
-                    break
-            if json_list:
-                json_list.write("\n]\n")
-                json_list.close()
+                json_list.write((",\n" if out.count else "") + ",\n".join(lines))
             if iv:
-                iv.close()
-        out.counts[task] = n
-        out.last_order[task] = last if cap is not None else None
-
-    member_ids = _assemble_members(ctx, stage, member_parts, out, spool_path(layout.mixture_members_path(stage)))
-    small = {layout.mixture_file_path(stage, layout.MIX_WEIGHTS_JSON): mix_records.weights_json(stage, cfg, out.counts),
-             layout.mixture_file_path(stage, layout.MIX_SHARDS_TXT): mix_records.shards_txt(stage, shards),
-             layout.mixture_file_path(stage, layout.MIX_DATA_YAML): mix_records.data_yaml(stage, cfg, out.counts)}
-    if cfg.mix.internvideo2_5:
-        small[f"{mix_records.internvideo_dir(stage)}/{layout.MIX_INTERNVIDEO_META}"] = \
-            mix_records.internvideo_meta(stage, cfg, out.counts)
-    for rel, data in small.items():
-        with open(spool_path(rel), "wb") as f:
-            f.write(data)
-
-    for task in set(member_ids) | set(out.counts):
-        if member_ids.get(task, 0) != out.counts.get(task, 0):
-            out.problems.append(f"{layout.mixture_task_path(stage, task)}: {out.counts.get(task, 0)} records but "
-                                f"members.parquet lists {member_ids.get(task, 0)} of this task")
-    check_files = dict(small)
-    check_files.update({layout.mixture_task_path(stage, t): b"" for t in out.counts})
-    existing = {f"{layout.SHARDS_DIR}/{s}" for s in shards}
-    out.problems += mix_validate.StageCheck(stage, check_files, cfg, {}, {}, existing).check_assembled(out.counts)
+                iv.write("\n".join(rows["internvideo_line"].to_pylist()) + "\n")
+            out.shards.update(pc.unique(rows["shard"]).to_pylist())
+            out.count += rows.num_rows
+            out.last_order = rows[mixture.ORDER_COLUMN][-1].as_py()
+            if cap is not None and out.count >= cap:
+                break
+        if json_list:
+            json_list.write("\n]\n")
+    if cap is None:
+        out.last_order = None
     return out
 
 
-def _assemble_members(ctx: StageContext, stage: str, member_parts: list[str], out: StageAssembly,
-                      path: str) -> dict[str, int]:
-    """Write the stage's members.parquet (rows of the records kept under the caps); task -> distinct records."""
+def write_members(ctx: StageContext, member_parts: list[str], capped: dict[str, str], path: str) -> dict[str, int]:
+    """Write a stage's members.parquet from its sorted members parts or runs (relative paths, in partition order):
+    the rows of the records kept under the caps (`capped`: task -> order key of its last record kept); returns
+    task -> distinct records."""
     names = mixture.MIX_MEMBERS.names
     streams = [part_batches(ctx, rel, mix_merge.MEMBER_COLUMNS) for rel in member_parts]
-    capped = {t: o for t, o in out.last_order.items() if o is not None}
     records: dict[str, int] = {}
 
     def kept():
@@ -195,6 +174,7 @@ def _assemble_members(ctx: StageContext, stage: str, member_parts: list[str], ou
                 previous = _count_records(rows, previous, records)
                 yield rows
 
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     written = False
     with pq.ParquetWriter(path, mixture.MIX_MEMBERS, compression="zstd") as writer:
         def write(rows: pa.Table) -> None:
@@ -207,6 +187,32 @@ def _assemble_members(ctx: StageContext, stage: str, member_parts: list[str], ou
         if not written:
             write(mixture.MIX_MEMBERS.empty_table())
     return records
+
+
+def small_files(cfg, stage: str, counts: dict[str, int], shards: set[str]) -> dict[str, bytes]:
+    """The stage's small files (relative path -> bytes), data.yaml among them; counts: task -> records, in the
+    config's task order."""
+    small = {layout.mixture_file_path(stage, layout.MIX_WEIGHTS_JSON): mix_records.weights_json(stage, cfg, counts),
+             layout.mixture_file_path(stage, layout.MIX_SHARDS_TXT): mix_records.shards_txt(stage, shards),
+             layout.mixture_file_path(stage, layout.MIX_DATA_YAML): mix_records.data_yaml(stage, cfg, counts)}
+    if cfg.mix.internvideo2_5:
+        small[f"{mix_records.internvideo_dir(stage)}/{layout.MIX_INTERNVIDEO_META}"] = \
+            mix_records.internvideo_meta(stage, cfg, counts)
+    return small
+
+
+def check_stage(cfg, stage: str, counts: dict[str, int], member_records: dict[str, int], small: dict[str, bytes],
+                shards: set[str]) -> list[str]:
+    """Problems of an assembled stage: per-task counts against members.parquet, and the stage-level checks."""
+    problems = []
+    for task in set(member_records) | set(counts):
+        if member_records.get(task, 0) != counts.get(task, 0):
+            problems.append(f"{layout.mixture_task_path(stage, task)}: {counts.get(task, 0)} records but "
+                            f"members.parquet lists {member_records.get(task, 0)} of this task")
+    check_files = dict(small)
+    check_files.update({layout.mixture_task_path(stage, t): b"" for t in counts})
+    existing = {f"{layout.SHARDS_DIR}/{s}" for s in shards}
+    return problems + mix_validate.StageCheck(stage, check_files, cfg, {}, {}, existing).check_assembled(counts)
 
 
 def _within_caps(rows: pa.Table, capped: dict[str, str]) -> pa.Table:

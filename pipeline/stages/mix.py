@@ -3,16 +3,18 @@
 the membership table recording which annotation went where. Media the files point at are materialised once.
 
 Order: partitions of consecutive shards read from manifest/videos.parquet in batches → a Ray task per partition
-forms, places, serialises and validates its records into sorted parts (pipeline/mix/partition.py) → the driver
-merges the parts of each stage by streaming into a local spool, applying the caps (pipeline/mix/assemble.py) → a Ray
-task per partition writes the payloads its chosen records point at (skipped when committed) → commit, only when
-every check passed and only changed files → remove what is no longer referenced and the parts. The driver never
-holds more than a batch of the manifest and a row group per part; the files do not depend on the partitioning."""
+forms, places, serialises and validates its records into sorted parts (pipeline/mix/partition.py) → when a merge
+would read more than `mix.merge_fan_in` parts, Ray tasks first merge groups of them into sorted runs
+(pipeline/mix/runs.py) → a Ray task per (stage, task) and one per stage's members merge them by streaming into a
+spool under work/, applying the caps (pipeline/mix/final.py) → a Ray task per partition writes the payloads its
+chosen records point at (skipped when committed) → commit, only when every check passed and only changed files →
+remove what is no longer referenced, the parts and the spool. The driver holds a batch of the manifest and the
+merges' small results; the files do not depend on the partitioning."""
 
 from __future__ import annotations
 
 import logging
-import tempfile
+import shutil
 import time
 from typing import Callable, Iterable
 
@@ -21,6 +23,7 @@ from pipeline.core.context import StageContext
 from pipeline.io import storage
 from pipeline.mix import assemble as mix_assemble
 from pipeline.mix import files as mix_files
+from pipeline.mix import final as mix_final
 from pipeline.mix import partition as mix_partition
 from pipeline.mix import runs as mix_runs
 from pipeline.mix import validate as mix_validate
@@ -75,7 +78,9 @@ def run(ctx: StageContext) -> dict:
 
 def _build(ctx: StageContext) -> dict:
     cfg = ctx.cfg
+    started = time.monotonic()
     built = _map_partitions(mix_partition.build_records, mix_assemble.iter_partitions(ctx), lambda p: (), ctx)
+    log.info(f"[mix] record parts of {len(built)} partitions in {time.monotonic() - started:.1f} s")
     problems = [p for r in built for p in r["problems"]]
     mix_validate.raise_problems(problems)
     random_init = any(r["random_init"] for r in built)
@@ -84,37 +89,34 @@ def _build(ctx: StageContext) -> dict:
                     "for tests and demos only")
 
     tasks_of = {r["partition"]: r["tasks"] for r in built}
+    phase = time.monotonic()
     parts = mix_runs.reduce(ctx, {stage: mix_runs.stage_parts(stage, tasks_of) for stage in cfg.mix.stages})
-    counts: dict[str, dict[str, int]] = {}
-    last_order: dict[tuple[str, str], str | None] = {}
-    with tempfile.TemporaryDirectory(prefix="longvid-mix-", dir=tempdirs.root()) as spool:
-        assembled = []
-        for stage, sp in parts.items():
-            started = time.monotonic()
-            a = mix_assemble.assemble_stage(ctx, stage, sp.records, sp.members, spool)
-            log.info(f"[mix] {stage}: {sum(a.counts.values())} records from {len(sp.members)} parts or runs merged "
-                     f"in {time.monotonic() - started:.1f} s")
-            problems += a.problems
-            counts[stage] = a.counts
-            last_order.update({(stage, t): o for t, o in a.last_order.items()})
-            assembled.append(a)
-        mix_validate.raise_problems(problems)
+    log.info(f"[mix] sorted runs in {time.monotonic() - phase:.1f} s")
+    phase = time.monotonic()
+    assembled = mix_final.assemble(ctx, parts)
+    log.info(f"[mix] final merges in {time.monotonic() - phase:.1f} s")
+    problems += [p for a in assembled for p in a.problems]
+    mix_validate.raise_problems(problems)
+    counts = {a.stage: a.counts for a in assembled}
+    last_order = {(a.stage, t): o for a in assembled for t, o in a.last_order.items()}
 
-        paid = _map_partitions(mix_partition.write_payloads, mix_assemble.iter_partitions(ctx),
-                               lambda p: (tasks_of.get(p.index, {}), last_order), ctx)
-        done = sum(r["done"] for r in paid)
-        if done:
-            log.info(f"[mix] payloads of {done} shards already committed, {sum(r['written'] for r in paid)} written")
-        keep = {f for r in paid for f in r["files"]}
-        for a in assembled:
-            data_yaml = layout.mixture_file_path(a.stage, layout.MIX_DATA_YAML)
-            # data.yaml last: a trainer that finds it finds the files it lists
-            for rel in sorted(a.files, key=lambda r: r == data_yaml):
-                storage.commit_file_if_changed(f"{spool}/{rel}", ctx.uri(rel))
-            keep |= set(a.files)
-            if not a.counts:
-                log.warning(f"[mix] {a.stage} has no records (no annotation of its tasks has a "
-                            f"{'/'.join(cfg.mix.stages[a.stage].videos)} duration)")
+    phase = time.monotonic()
+    paid = _map_partitions(mix_partition.write_payloads, mix_assemble.iter_partitions(ctx),
+                           lambda p: (tasks_of.get(p.index, {}), last_order), ctx)
+    log.info(f"[mix] payloads in {time.monotonic() - phase:.1f} s")
+    done = sum(r["done"] for r in paid)
+    if done:
+        log.info(f"[mix] payloads of {done} shards already committed, {sum(r['written'] for r in paid)} written")
+    keep = {f for r in paid for f in r["files"]}
+    phase = time.monotonic()
+    mix_final.commit(ctx, assembled)
+    log.info(f"[mix] committed: {sum(len(a.spooled) for a in assembled)} changed files moved from the spool in "
+             f"{time.monotonic() - phase:.1f} s")
+    for a in assembled:
+        keep |= set(a.files)
+        if not a.counts:
+            log.warning(f"[mix] {a.stage} has no records (no annotation of its tasks has a "
+                        f"{'/'.join(cfg.mix.stages[a.stage].videos)} duration)")
     removed = mix_files.remove_stale(ctx, keep)
     if removed:
         log.info(f"[mix] removed {removed} files no configured stage references")
@@ -123,5 +125,10 @@ def _build(ctx: StageContext) -> dict:
 
 
 def _remove_parts(ctx: StageContext) -> None:
-    root = ctx.uri(layout.MIX_PARTS_DIR)
-    storage.remove_files([uri for _, uri, _ in storage.list_committed(root)], prune_below=ctx.uri("work"))
+    """The parts, runs and spooled files of this run or of a killed one."""
+    for folder in (layout.MIX_PARTS_DIR, layout.MIX_SPOOL_DIR):
+        root = ctx.uri(folder)
+        if storage.is_s3(root):
+            storage.remove_files([uri for _, uri, _ in storage.list_committed(root)])
+        else:  # with the folders the spooled files were moved out of, and temporaries of killed tasks
+            shutil.rmtree(root, ignore_errors=True)

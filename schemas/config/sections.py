@@ -223,7 +223,7 @@ class MixConfig:
     frame_prefix: str = "frame"  # frame payloads of `img` stages: <prefix>_<n>.jpg
     jpeg_quality: int = 90
     partition_shards: int = 16  # shards per Ray task building record parts (memory per task grows with it)
-    merge_fan_in: int = 64  # parts the driver merges at once; more are first merged into runs by Ray tasks
+    merge_fan_in: int = 512  # parts one merge task reads at once (~0.9 GiB at 512); more are first merged into runs
     # curriculum stages, each named after a sampling stage (frames, sampling rule and resolution come from there)
     stages: dict[str, MixStageConfig] = field(default_factory=_default_mix_stages)
 

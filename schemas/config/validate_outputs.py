@@ -27,7 +27,7 @@ def check_mix(cfg: BuildConfig) -> None:
     positive("mix.max_turns", mx.max_turns)
     positive("mix.partition_shards", mx.partition_shards)
     if mx.merge_fan_in < 2:
-        raise ConfigError("mix.merge_fan_in", f"{mx.merge_fan_in} merges nothing", "use 2 or more, e.g. 64")
+        raise ConfigError("mix.merge_fan_in", f"{mx.merge_fan_in} merges nothing", "use 2 or more, e.g. 512")
     if not FRAME_PREFIX.match(mx.frame_prefix):
         raise ConfigError("mix.frame_prefix", f"{mx.frame_prefix!r} is not a plain name",
                           "use letters, digits and '-', e.g. frame")
