@@ -208,4 +208,6 @@ def test_quiet_shows_no_progress_and_verbose_shows_debug_lines_from_driver_and_w
     # logged inside the probe task (a Ray worker), forwarded by Ray with the task's name in front
     from_worker = [ln for ln in lines if "[probe] DEBUG: part-" in ln]
     assert from_worker and all("probe_part" in ln for ln in from_worker), verbose.stdout
-    assert from_worker[0].endswith(": 1 accepted, 0 rejected")
+    # Ray forwards a worker line with print(), which writes the text and its newline separately: a driver line
+    # (progress) can land between the two, so the worker's text is checked, not where its line ends.
+    assert "part-000000-" in from_worker[0] and ": 1 accepted, 0 rejected" in from_worker[0]
