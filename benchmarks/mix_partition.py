@@ -77,7 +77,8 @@ def run_child(tree: str, build: str, partitions: int, repeat: int, overrides: li
             if result["problems"]:
                 raise SystemExit(f"partition {part.index}: {result['problems'][:3]}")
         cpu.append(total)
-    return {"cpu_s": cpu, "records": records, "code": os.path.dirname(os.path.dirname(partition.__file__)), "videos": sum(len(p.videos) for p in parts),
+    return {"cpu_s": cpu, "records": records, "code": os.path.dirname(os.path.dirname(partition.__file__)),
+            "videos": sum(len(p.videos) for p in parts),
             "parts": dict(sorted(written.items()))}
 
 
