@@ -8,6 +8,7 @@ import io
 import os
 import platform
 import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import Callable
@@ -41,6 +42,15 @@ def markdown(columns: list[str], rows: list[list[str]]) -> str:
 def load_average() -> float:
     """The 1-minute load average (NaN where the platform has none): printed beside every result table."""
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
+def ensure_scale_build(build: str, fraction: float) -> None:
+    """A build fabricated by scale.py at `build` with its manifest, shards and annotations (made when missing)."""
+    if os.path.exists(os.path.join(build, "manifest", "videos.parquet")):
+        return
+    subprocess.run([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "scale.py"),
+                    "--fraction", f"{fraction:g}", "--out", build, "--work", os.path.dirname(build), "--reuse",
+                    "--stages", "shard,annotate"], check=True)
 
 
 def _markers(name: str) -> tuple[str, str]:

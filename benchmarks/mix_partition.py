@@ -122,12 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     sys.path.insert(0, HERE)
-    from bench_common import load_average, markdown
+    from bench_common import ensure_scale_build, load_average, markdown
 
-    if not os.path.exists(os.path.join(args.build, "manifest", "videos.parquet")):
-        subprocess.run([sys.executable, os.path.join(HERE, "scale.py"), "--fraction", f"{args.fraction:g}",
-                        "--out", args.build, "--work", os.path.dirname(args.build), "--reuse",
-                        "--stages", "shard,annotate"], check=True)
+    ensure_scale_build(args.build, args.fraction)
     load = load_average()
     with tempfile.TemporaryDirectory(prefix="mix-partition-baseline-") as base_tree:
         commit = _extract(args.baseline, base_tree)
