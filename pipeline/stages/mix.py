@@ -40,11 +40,12 @@ def _map_partitions(fn: Callable, partitions: Iterable, args: Callable, ctx: Sta
     they are submitted); results in partition order."""
     import ray
 
+    from pipeline.core import ray_runtime
     from pipeline.core.progress import Progress
 
     remote = ray.remote(num_cpus=1, max_retries=2)(tempdirs.released(fn))
     ctx_ref = ray.put(ctx)
-    window = max(2, int(ray.cluster_resources().get("CPU", 1)) * 2)
+    window = ray_runtime.default_in_flight()
     pending, results = [], []
     progress = Progress(NAME, 0, "partitions")
     for part in partitions:
