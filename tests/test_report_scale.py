@@ -15,11 +15,11 @@ import pyarrow.parquet as pq
 import pytest
 from test_stats import mixed_build
 
+from pipeline.core import ray_runtime
 from pipeline.io import storage
 from pipeline.report import gallery as report_gallery
 from pipeline.report import plots as report_plots
 from pipeline.report.data import collect
-from pipeline.stats import remote
 from pipeline.stats.sources import BuildOutput
 from schemas import layout
 from schemas.config import ReportConfig
@@ -57,7 +57,7 @@ def expected_facts(out: Path) -> tuple[Counter, Counter, dict[str, list[int]]]:
 @pytest.mark.parametrize("in_ray_tasks", [True, False])
 def test_figures_equal_an_independent_count_of_the_annotation_tables(mixed, monkeypatch, in_ray_tasks):
     if not in_ray_tasks:  # the report made outside the job (`longvid report`): the same functions, in this process
-        monkeypatch.setattr(remote, "ray_running", lambda: False)
+        monkeypatch.setattr(ray_runtime, "ray_running", lambda: False)
     rows, random_rows, words = expected_facts(mixed)
     assert rows["captions"] and rows["qa"] and rows["grounding"]
     facts = collect(BuildOutput(str(mixed)), ReportConfig()).facts
@@ -134,7 +134,7 @@ def test_driver_storage_requests_do_not_grow_with_shards(mixed, tmp_path, monkey
     def report_requests(in_ray_tasks: bool) -> tuple[int, dict]:
         with monkeypatch.context() as m:
             if not in_ray_tasks:
-                m.setattr(remote, "ray_running", lambda: False)
+                m.setattr(ray_runtime, "ray_running", lambda: False)
             calls = count_driver_requests(m)
             facts = collect(BuildOutput(str(out)), cfg).facts
         return sum(calls.values()), dict(facts.rows)
