@@ -10,6 +10,7 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -148,3 +149,57 @@ def test_driver_storage_requests_do_not_grow_with_shards(mixed, tmp_path, monkey
     assert after == before
     # the same report without Ray reads every part in this process: the counter sees per-shard reads
     assert in_driver >= after + added
+
+
+def test_videos_table_read_in_small_batches_gives_the_same_report(mixed, monkeypatch):
+    """The stats videos table and the manifest are read a batch at a time: batches of one row give the same figures
+    as an independent count over the whole table, and the same report bytes."""
+    from pipeline.report import aggregate
+    from pipeline.report.build import build
+
+    cfg = ReportConfig(gallery_videos=2)
+    whole = build(str(mixed), cfg)
+    monkeypatch.setattr(aggregate, "BATCH_ROWS", 1)
+    assert build(str(mixed), cfg) == whole
+    facts = collect(BuildOutput(str(mixed)), cfg).videos
+
+    rows = pq.read_table(mixed / layout.stats_table_path("videos")).to_pylist()
+    assert len(rows) > 1
+    assert facts.totals == {k: sum(r[k] or 0 for r in rows) for k in ("captions", "qa", "grounding",
+                                                                      "annotation_rejects")}
+    assert facts.counts["sizes"] == dict(Counter((r["width"], r["height"]) for r in rows))
+    assert facts.counts["codecs"] == dict(Counter(r["codec"] for r in rows))
+    clips: Counter = Counter()
+    for r in rows:
+        clips.update(dict(r["hico_clips"] or []))
+    assert facts.maps["hico_clips"] == dict(sorted(clips.items()))
+    durations = np.array([r["duration_s"] for r in rows if r["duration_s"]])
+    edges = report_plots.log_bins(durations, cfg.histogram_bins)
+    assert np.array_equal(facts.duration.edges, edges)
+    assert facts.duration.counts.tolist() == np.histogram(durations, edges)[0].tolist()
+    scenes = np.array([r["scenes_per_minute"] for r in rows if r["scenes_per_minute"] is not None])
+    counts, edges = np.histogram(scenes, cfg.histogram_bins)
+    assert np.array_equal(facts.scenes_per_minute.edges, edges)
+    assert facts.scenes_per_minute.counts.tolist() == counts.tolist()
+
+
+@pytest.mark.parametrize("bins", ["log", 7, 30])
+def test_counted_histogram_draws_the_bars_of_ax_hist_over_the_values(bins):
+    """The report draws histograms from counts added a batch at a time: the image is the one ax.hist gives over
+    all the values, also when values fall on the bin edges."""
+    rng = np.random.default_rng(3)
+    values = np.concatenate([rng.lognormal(5, 1.5, 5000), [1.0, 1.0, 60.0, 600.0]])
+    edges = report_plots.log_bins(values, 30) if bins == "log" else np.histogram_bin_edges(
+        np.array([values.min(), values.max()]), bins)
+    values = np.concatenate([values, edges[1:-1]])  # values exactly on inner edges
+    counted = report_plots.Histogram(edges)
+    for chunk in np.array_split(values, 7):
+        counted.add(chunk)
+
+    images = []
+    for draw in (lambda ax: ax.hist(values, bins=edges if bins == "log" else bins, color="#3b6ea8"),
+                 lambda ax: counted.draw(ax, color="#3b6ea8")):
+        fig, (ax,) = report_plots._figure()
+        draw(ax)
+        images.append(report_plots.png(fig))
+    assert images[0] == images[1]

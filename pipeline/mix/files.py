@@ -28,15 +28,16 @@ def _payload_paths(ctx: StageContext, payload_lists: list[str]) -> pa.Array:
     return pa.concat_arrays(chunks) if chunks else pa.array([], pa.string())
 
 
-def remove_stale(ctx: StageContext, stage_files: list[str], payload_lists: list[str]) -> int:
+def remove_stale(ctx: StageContext, stage_files: list[str], payload_lists: list[str],
+                 batch: int = LISTING_BATCH) -> int:
     """Delete every file under mixtures/ that is neither one of the stages' files (`stage_files`) nor in a
-    partition's payload list; returns how many went."""
+    partition's payload list, checking `batch` listed files at a time; returns how many went."""
     configure_worker(ctx.cfg)
     keep = pa.concat_arrays([pa.array(sorted(stage_files), pa.string()), _payload_paths(ctx, payload_lists)])
     listed = (f"{layout.MIXTURES_DIR}/{rel}" for rel, _, _ in storage.list_committed(ctx.uri(layout.MIXTURES_DIR)))
     removed = 0
-    while batch := list(islice(listed, LISTING_BATCH)):
-        paths = pa.array(batch, pa.string())
+    while listed_batch := list(islice(listed, batch)):
+        paths = pa.array(listed_batch, pa.string())
         stale = paths.filter(pc.invert(pc.is_in(paths, value_set=keep))).to_pylist()
         storage.remove_files([ctx.uri(rel) for rel in stale], prune_below=ctx.uri(layout.MIXTURES_DIR))
         removed += len(stale)
@@ -49,4 +50,4 @@ def remove_stale_in_task(ctx: StageContext, stage_files: list[str], payload_list
     import ray
 
     remote = ray.remote(num_cpus=1, max_retries=2)(tempdirs.released(remove_stale))
-    return ray.get(remote.remote(ctx, stage_files, payload_lists))
+    return ray.get(remote.remote(ctx, stage_files, payload_lists, LISTING_BATCH))
