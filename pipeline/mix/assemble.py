@@ -54,6 +54,7 @@ def _batches(ctx: StageContext, relative: str, columns: list[str], rows: int) ->
         parquet = BuildOutput(ctx.out).open_parquet(relative)
         for group in range(parquet.num_row_groups):
             yield from parquet.iter_batches(rows, row_groups=[group], columns=columns, use_threads=False)
+            pa.default_memory_pool().release_unused()  # freed pages otherwise stay in the RSS, more with each group
 
 
 def _committed_annotations(ctx: StageContext) -> dict[str, set[str]]:

@@ -26,11 +26,17 @@ Batches = Callable[[list[str]], Iterator[pa.Table]]  # batches(columns): a table
 
 
 def parquet_batches(out: BuildOutput, relative: str) -> Batches:
-    """A Parquet file of the build read `BATCH_ROWS` rows at a time (lazily, ranged reads on S3)."""
+    """A Parquet file of the build read `BATCH_ROWS` rows at a time (lazily, ranged reads on S3), a row group after
+    the other, returning the allocator's free pages after each: without that the driver's RSS grew ~0.9 KiB a
+    video over the gallery's two manifest reads while Arrow's live bytes stayed at ~3 MiB (measured)."""
     def batches(columns: list[str]) -> Iterator[pa.Table]:
         with arrow_s3_operation("GetObject", out.uri(relative)):
-            for batch in out.open_parquet(relative).iter_batches(BATCH_ROWS, columns=columns, use_threads=False):
-                yield pa.Table.from_batches([batch])
+            parquet = out.open_parquet(relative)
+            for group in range(parquet.num_row_groups):
+                for batch in parquet.iter_batches(BATCH_ROWS, row_groups=[group], columns=columns,
+                                                  use_threads=False):
+                    yield pa.Table.from_batches([batch])
+                pa.default_memory_pool().release_unused()
 
     return batches
 
