@@ -39,11 +39,13 @@ def sorted_crawl(ctx: StageContext, columns: list[str] | None = None) -> pa.Tabl
 
 
 def probe_spans(_unit, ctx: StageContext) -> dict:
-    """One Ray task: the number of inputs and (name, first row, end row) of each probe part over the sorted crawl."""
+    """One Ray task: the number of inputs, and the name and first row of each probe part over the sorted crawl
+    (`starts` ends with the number of inputs)."""
     configure_worker(ctx.cfg)
     uris = sorted_crawl(ctx, ["source_uri"])["source_uri"]
-    return {"inputs": len(uris),
-            "spans": parts.part_spans(uris, ctx.cfg.probe.part_size, manifest.probe_settings(ctx))}
+    spans = parts.part_spans(uris, ctx.cfg.probe.part_size, manifest.probe_settings(ctx))
+    return {"inputs": len(uris), "names": np.array([name.encode() for name, _, _ in spans], dtype="S"),
+            "starts": np.array([start for _, start, _ in spans] + [len(uris)], np.int64)}
 
 
 def estimated_sizes(ctx: StageContext, rows: pa.Table) -> np.ndarray:

@@ -13,6 +13,7 @@ by Ray tasks too."""
 
 from __future__ import annotations
 
+import array
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -83,29 +84,52 @@ def read_part_group(uris: list[str], columns: list[str], schema: pa.Schema, ctx:
     return plan_rows.read_group(uris, columns, schema)
 
 
-def _committed_groups(ctx: StageContext, directory: str, spans: list) -> tuple[list[list], int]:
-    """The spans of committed parts with their URIs, PARTS_PER_READ_TASK a group, and the number of keys of the
-    parts not committed yet (the driver lists the folder once)."""
-    committed = manifest.committed_parts(ctx, directory)
-    found, pending = [], 0
-    for span in spans:
-        if span[0] in committed:
-            found.append((committed[span[0]][0],) + tuple(span[1:]))
+@dataclass
+class _Committed:
+    """The committed parts among a folder's planned ones, compactly: each one's index in the sorted array of the
+    folder's part names and its (first, end) key; groups of them are made as the read tasks are submitted."""
+    directory: str
+    names: np.ndarray  # sorted names of the committed files (fixed-width bytes)
+    found: array.array = field(default_factory=lambda: array.array("q"))  # index into `names` of each part found
+    starts: array.array = field(default_factory=lambda: array.array("q"))
+    stops: array.array = field(default_factory=lambda: array.array("q"))
+    pending: int = 0  # keys of the planned parts not committed yet
+
+    def __len__(self) -> int:
+        return len(self.found)
+
+    def groups(self, ctx: StageContext) -> Iterator[list[tuple[str, int, int]]]:
+        """(URI, first, end) of the parts found, PARTS_PER_READ_TASK a group."""
+        for g in range(0, len(self.found), PARTS_PER_READ_TASK):
+            yield [(ctx.uri(f"{self.directory}/{self.names[self.found[i]].decode()}"), self.starts[i], self.stops[i])
+                   for i in range(g, min(g + PARTS_PER_READ_TASK, len(self.found)))]
+
+
+def _committed(ctx: StageContext, directory: str, spans: Iterator[tuple[str, int, int]]) -> _Committed:
+    """Which of the planned parts `spans` are committed in `directory` (one listing)."""
+    names = np.sort(np.array([rel.encode() for rel, _, _ in storage.list_committed(ctx.uri(directory))
+                              if "/" not in rel], dtype="S"))
+    c = _Committed(directory, names)
+    for name, start, stop in spans:
+        at = int(np.searchsorted(names, name.encode()))
+        if at < len(names) and names[at] == name.encode():
+            c.found.append(at)
+            c.starts.append(start)
+            c.stops.append(stop)
         else:
-            pending += span[2] - span[1]
-    return [found[i:i + PARTS_PER_READ_TASK] for i in range(0, len(found), PARTS_PER_READ_TASK)], pending
+            c.pending += stop - start
+    return c
 
 
 def _read_parts(ctx: StageContext, directory: str, spans: list[tuple[str, int, int]], schema: pa.Schema,
                 columns: list[str]) -> tuple[pa.Table, int]:
     """The committed parts among `spans` (only `columns`) as one table, and the number of keys of the parts not
     committed yet (the `scenes` stage's scan of the probe parts)."""
-    groups, pending = _committed_groups(ctx, directory, spans)
-    groups = [[uri for uri, *_ in g] for g in groups]
+    c = _committed(ctx, directory, iter(spans))
+    groups = [[uri for uri, *_ in g] for g in c.groups(ctx)]
     read = list(ray_runtime.imap_units("manifest", read_part_group, groups, (columns, schema, ctx),
-                                       f"{directory.rsplit('/', 1)[-1]} parts", total_items=sum(map(len, groups)),
-                                       items_of=len))
-    return pa.concat_tables([plan_rows.empty(schema, columns)] + read, promote_options="permissive"), pending
+                                       f"{directory.rsplit('/', 1)[-1]} parts", total_items=len(c), items_of=len))
+    return pa.concat_tables([plan_rows.empty(schema, columns)] + read, promote_options="permissive"), c.pending
 
 
 def _rejects(rows: pa.Table, reason, message, stage: str, duplicate_of=None) -> pa.Table:
@@ -206,15 +230,19 @@ class _Probe:
 def _read_probe(ctx: StageContext, plan: Plan) -> _Probe:
     spans = ray_runtime.map_units("manifest", plan_rows.probe_spans, [None], (ctx,), "crawl list")[0]
     plan.inputs = spans["inputs"]
-    groups, plan.probe_pending = _committed_groups(ctx, layout.PROBE_PARTS_DIR, spans["spans"])
+    names, starts = spans["names"], spans["starts"]
     del spans
+    found = _committed(ctx, layout.PROBE_PARTS_DIR,
+                       ((names[i].decode(), starts[i], starts[i + 1]) for i in range(len(names))))
+    del names, starts
+    plan.probe_pending = found.pending
     keys: dict[str, list] = {"rows": [], "ok": [], "sha": [], "video_id": [], "est": []}
     for result, ref in ray_runtime.imap_units("manifest", plan_rows.read_probe_group,
-                                              ([uri for uri, *_ in g] for g in groups), (ctx,), "probe parts",
-                                              total_items=sum(map(len, groups)), items_of=len, payload=True):
+                                              ([uri for uri, *_ in g] for g in found.groups(ctx)), (ctx,),
+                                              "probe parts", total_items=len(found), items_of=len, payload=True):
         plan.probe_groups.append(ref)
-        for k in keys:
-            keys[k].append(result[k])
+        for k, values in keys.items():
+            values.append(result[k])
     plan.probe_starts = np.cumsum([0] + keys.pop("rows"), dtype=np.int64)
     plan.probe_rows = int(plan.probe_starts[-1])
     ok, sha, ids, est = (np.concatenate(keys.pop(k)) if plan.probe_groups else np.zeros(0, t)
@@ -233,15 +261,16 @@ def _read_probe(ctx: StageContext, plan: Plan) -> _Probe:
 def _read_scenes(ctx: StageContext, plan: Plan, video_ids: np.ndarray) -> tuple[np.ndarray, list[str], list[str]]:
     """Each accepted video's scene status (plan_rows.SCENE_*), and the accepted positions, reasons and messages of
     the scene failures (few)."""
-    spans = parts.part_spans(_IdKeys(video_ids), ctx.cfg.scenes.part_size, manifest.scenes_settings(ctx))
-    groups, plan.scenes_pending = _committed_groups(ctx, layout.SCENES_PARTS_DIR, spans)
-    del spans
-    units = ([(uri, start, _IdKeys(video_ids[start:stop]).to_pylist()) for uri, start, stop in g] for g in groups)
+    found = _committed(ctx, layout.SCENES_PARTS_DIR, parts.iter_part_spans(
+        _IdKeys(video_ids), ctx.cfg.scenes.part_size, manifest.scenes_settings(ctx)))
+    plan.scenes_pending = found.pending
+    units = ([(uri, start, _IdKeys(video_ids[start:stop]).to_pylist()) for uri, start, stop in g]
+             for g in found.groups(ctx))
     status = np.full(len(video_ids), plan_rows.SCENE_ABSENT, np.int8)
     failed, why, message = [np.zeros(0, np.int64)], [], []
     for (result, ref), g in zip(ray_runtime.imap_units("manifest", plan_rows.read_scene_group, units, (ctx,),
-                                                       "scenes parts", total_items=sum(map(len, groups)),
-                                                       items_of=len, payload=True), groups):
+                                                       "scenes parts", total_items=len(found), items_of=len,
+                                                       payload=True), found.groups(ctx)):
         plan.scene_groups.append((g[0][1], g[-1][2], ref))
         positions = np.concatenate([np.arange(start, stop) for _, start, stop in g])
         status[positions] = result["status"]
@@ -297,12 +326,9 @@ def build(ctx: StageContext) -> Plan:
     return plan
 
 
-def _gather(ctx: StageContext, plan: Plan, first: int, end: int):
+def _gather(remote, ctx: StageContext, plan: Plan, first: int, end: int):
     """ObjectRef of the manifest rows (plan_rows.gather_rows) of videos [first, end) of the plan."""
-    import ray
-
-    remote = ray.remote(num_cpus=1, max_retries=2)(plan_rows.gather_rows)
-    lo, hi = int(plan.positions[first]), int(plan.positions[end - 1]) + 1 if end > first else 0
+    lo, hi = int(plan.positions[first]), int(plan.positions[end - 1]) + 1
     scene = [ref for start, stop, ref in plan.scene_groups if start < hi and stop > lo]
     unit = (plan.videos[first:end], plan.probe_starts, len(plan.probe_groups))
     return remote.remote(unit, ctx, *plan.probe_groups, *scene)
@@ -311,6 +337,9 @@ def _gather(ctx: StageContext, plan: Plan, first: int, end: int):
 def partitions(ctx: StageContext, plan: Plan, shards_per_partition: int) -> Iterator[Partition]:
     """The plan's partitions, a run of consecutive shards each, in order; a gather task is started for each run of
     partitions of about GATHER_ROWS videos as the first of them is reached."""
+    import ray
+
+    remote = ray.remote(num_cpus=1, max_retries=2)(plan_rows.gather_rows)
     starts = list(range(0, len(plan.shards), shards_per_partition))
     gathered, base, gathered_end = None, 0, 0
     for p, first in enumerate(starts):
@@ -322,7 +351,7 @@ def partitions(ctx: StageContext, plan: Plan, shards_per_partition: int) -> Iter
                 if gathered_end - base >= GATHER_ROWS:
                     break
                 gathered_end = plan.shards[min(later + shards_per_partition, len(plan.shards)) - 1][2]
-            gathered = _gather(ctx, plan, base, gathered_end)
+            gathered = _gather(remote, ctx, plan, base, gathered_end)
         yield Partition(p, start - base, stop - start, [(k, a - start, b - start) for k, a, b in group], gathered)
 
 
