@@ -19,10 +19,12 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
-def _memory() -> tuple[float, float]:
+def _memory() -> tuple[float, ...]:
+    """RSS, its peak, and the RSS's private (anonymous) and shared-memory parts (the Ray object store's pages the
+    driver touched when it fetched results), MiB."""
     with open("/proc/self/status") as f:
-        kib = {line.split(":")[0]: int(line.split()[1]) for line in f if line.startswith(("VmRSS", "VmHWM"))}
-    return kib["VmRSS"] / 1024, kib["VmHWM"] / 1024
+        kib = {line.split(":")[0]: int(line.split()[1]) for line in f if line.startswith(("VmRSS", "VmHWM", "Rss"))}
+    return tuple(kib[k] / 1024 for k in ("VmRSS", "VmHWM", "RssAnon", "RssShmem"))
 
 
 def main() -> int:
@@ -45,8 +47,7 @@ def main() -> int:
     rows = []
 
     def step(name: str, t0: float) -> None:
-        rss, hwm = _memory()
-        rows.append((name, time.monotonic() - t0, rss, hwm, pa.total_allocated_bytes() / 2**20))
+        rows.append((name, time.monotonic() - t0, *_memory(), pa.total_allocated_bytes() / 2**20))
 
     step("Ray started", time.monotonic())
     t0 = time.monotonic()
@@ -66,10 +67,10 @@ def main() -> int:
         writer.close()
         step("plan + partitions + videos writer", t0)
     print(f"\n### Shard plan driver memory: {build} ({videos} videos, {args.workers} workers)\n")
-    print("| step | wall (s) | driver RSS (MiB) | driver peak (MiB) | Arrow allocated (MiB) |")
-    print("|---|---|---|---|---|")
-    for name, wall, rss, hwm, arrow in rows:
-        print(f"| {name} | {wall:.1f} | {rss:.0f} | {hwm:.0f} | {arrow:.1f} |")
+    print("| step | wall (s) | driver RSS (MiB) | driver peak (MiB) | private | object store pages | Arrow allocated |")
+    print("|---|---|---|---|---|---|---|")
+    for name, wall, rss, hwm, anon, shmem, arrow in rows:
+        print(f"| {name} | {wall:.1f} | {rss:.0f} | {hwm:.0f} | {anon:.0f} | {shmem:.0f} | {arrow:.1f} |")
     return 0
 
 

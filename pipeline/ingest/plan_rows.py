@@ -84,27 +84,21 @@ def read_probe_group(uris: list[str], ctx: StageContext) -> tuple[dict, pa.Table
     return keys, rows
 
 
-def read_scene_group(group: list[tuple[str, int, list[str]]], ctx: StageContext) -> tuple[dict, pa.Table]:
-    """One Ray task: a group of committed scene parts, each (URI, accepted position of its first video, its
-    video_ids). Returns each of those videos' SCENE_OK / SCENE_FAILED / SCENE_ABSENT (positions `first` on) and the
-    reason and message of the failed ones; the payload is the parts' (video_id, scenes) rows."""
+def read_scene_group(group: list[tuple[str, list[str]]], ctx: StageContext) -> tuple[dict, pa.Table]:
+    """One Ray task: a group of committed scene parts, each (URI, the video_ids it was planned for). Returns each of
+    those videos' SCENE_OK / SCENE_FAILED / SCENE_ABSENT, in that order, and the reasons and messages of the failed
+    ones; the payload is the parts' (video_id, scenes) rows."""
     configure_worker(ctx.cfg)
-    status, failed, reasons_, messages, read = [], [], [], [], []
-    for uri, start, ids in group:
-        t = storage.read_parquet(uri, SCENE_COLUMNS)
-        at = pc.index_in(pa.array(ids, pa.string()), value_set=t["video_id"])
-        rows = t.take(at)
-        s = np.where(pc.is_null(at).to_numpy(zero_copy_only=False), SCENE_ABSENT,
-                     np.where(pc.fill_null(rows["ok"], False).to_numpy(zero_copy_only=False), SCENE_OK, SCENE_FAILED))
-        status.append(s.astype(np.int8))
-        bad = np.flatnonzero(s == SCENE_FAILED)
-        failed.append(bad + start)
-        reasons_ += rows["reason"].take(bad).to_pylist()
-        messages += rows["message"].take(bad).to_pylist()
-        read.append(t.select(["video_id", "scenes"]))
-    keys = {"first": group[0][1] if group else 0, "status": np.concatenate(status or [np.zeros(0, np.int8)]),
-            "failed": np.concatenate(failed or [np.zeros(0, np.int64)]), "reason": reasons_, "message": messages}
-    return keys, pa.concat_tables([empty(tables.SCENES_PART, ["video_id", "scenes"])] + read).combine_chunks()
+    rows = read_group([uri for uri, _ in group], SCENE_COLUMNS, tables.SCENES_PART)
+    at = pc.index_in(pa.array([i for _, ids in group for i in ids], pa.string()), value_set=rows["video_id"])
+    found = rows.take(at)
+    status = np.where(pc.is_null(at).to_numpy(zero_copy_only=False), SCENE_ABSENT,
+                      np.where(pc.fill_null(found["ok"], False).to_numpy(zero_copy_only=False), SCENE_OK,
+                               SCENE_FAILED)).astype(np.int8)
+    bad = pa.array(np.flatnonzero(status == SCENE_FAILED))
+    keys = {"status": status, "reason": found["reason"].take(bad).to_pylist(),
+            "message": found["message"].take(bad).to_pylist()}
+    return keys, rows.select(["video_id", "scenes"])
 
 
 def take_rows(positions: np.ndarray, table: pa.Table) -> pa.Table:

@@ -258,13 +258,14 @@ def _read_probe(ctx: StageContext, plan: Plan) -> _Probe:
                   keeper[repeat].astype(np.int32), np.flatnonzero(~ok).astype(np.int32))
 
 
-def _read_scenes(ctx: StageContext, plan: Plan, video_ids: np.ndarray) -> tuple[np.ndarray, list[str], list[str]]:
+def _read_scenes(ctx: StageContext, plan: Plan,
+                 video_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
     """Each accepted video's scene status (plan_rows.SCENE_*), and the accepted positions, reasons and messages of
     the scene failures (few)."""
     found = _committed(ctx, layout.SCENES_PARTS_DIR, parts.iter_part_spans(
         _IdKeys(video_ids), ctx.cfg.scenes.part_size, manifest.scenes_settings(ctx)))
     plan.scenes_pending = found.pending
-    units = ([(uri, start, _IdKeys(video_ids[start:stop]).to_pylist()) for uri, start, stop in g]
+    units = ([(uri, _IdKeys(video_ids[start:stop]).to_pylist()) for uri, start, stop in g]
              for g in found.groups(ctx))
     status = np.full(len(video_ids), plan_rows.SCENE_ABSENT, np.int8)
     failed, why, message = [np.zeros(0, np.int64)], [], []
@@ -274,7 +275,7 @@ def _read_scenes(ctx: StageContext, plan: Plan, video_ids: np.ndarray) -> tuple[
         plan.scene_groups.append((g[0][1], g[-1][2], ref))
         positions = np.concatenate([np.arange(start, stop) for _, start, stop in g])
         status[positions] = result["status"]
-        failed.append(result["failed"])
+        failed.append(positions[result["status"] == plan_rows.SCENE_FAILED])
         why += result["reason"]
         message += result["message"]
     return status, np.concatenate(failed), why, message
