@@ -121,7 +121,7 @@ def test_the_driver_keeps_fixed_width_keys_per_video_and_a_scene_failure_is_the_
     from pipeline.ingest import manifest_refresh
 
     out = copy_build(annotated_build, tmp_path / "out")
-    part = sorted((out / layout.SCENES_PARTS_DIR).glob("*.parquet"))[-1]
+    part = max((out / layout.SCENES_PARTS_DIR).glob("*.parquet"))
     rows = pq.read_table(part).to_pylist()
     rows[0].update(ok=False, reason="unreadable", message="scene detection failed: broken stream", scenes=None)
     pq.write_table(tables.to_table(rows, tables.SCENES_PART), part)

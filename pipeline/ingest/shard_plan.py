@@ -38,7 +38,6 @@ GATHER_ROWS = 8192
 # write gives; larger ones are written one group at a time, so the writer never holds more.
 VIDEOS_ROWS_PER_GROUP = 8192
 PROBE_COLUMNS = plan_rows.PROBE_COLUMNS
-SCENE_COLUMNS = plan_rows.SCENE_COLUMNS
 CARRIED = plan_rows.CARRIED
 sorted_crawl = plan_rows.sorted_crawl
 
