@@ -83,7 +83,7 @@ def test_shard_disagreements_of_videos_in_different_tasks_are_counted_once(annot
     shards[-1] = next(s for s in shards if s and s != shards[-1])
     pq.write_table(manifest.set_column(manifest.column_names.index("shard"), "shard", pa.array(shards, pa.string())),
                    out / layout.MANIFEST_VIDEOS)
-    record_path = sorted((out / layout.SHARD_RECORDS_DIR).glob("*.json"))[0]
+    record_path = min((out / layout.SHARD_RECORDS_DIR).glob("*.json"))
     record = json.loads(record_path.read_text())
     record["video_ids"].append("zz-not-in-the-manifest")
     record_path.write_text(json.dumps(record))

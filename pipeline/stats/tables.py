@@ -46,9 +46,6 @@ def _first_sorted(values: pa.Array | pa.ChunkedArray) -> list[str]:
     return pc.take(values, pc.sort_indices(values)[:stats_schema.EXAMPLES]).to_pylist()
 
 
-_reconcile_inputs = inputs.reconcile
-
-
 @dataclass
 class ShardChecks:
     rows: list[dict] = field(default_factory=list)  # stats/shards.parquet rows, one per shard

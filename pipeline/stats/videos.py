@@ -211,8 +211,8 @@ class VideosFile:
 def build_file(out: BuildOutput, sources: Sources, tasks_in_flight: int | None = None) -> VideosFile:
     """stats/videos.parquet of the build, computed by Ray tasks over STATS_VIDEOS_PER_TASK manifest rows at a time
     (`group_rows`) and written in row groups of STATS_VIDEOS_ROWS_PER_GROUP rows to a local spool file, removed
-    when the returned VideosFile is dropped. Raises StatsMismatch-like LongVidError when the manifest is not in
-    video_id order (the tasks' runs of rows would not join up)."""
+    when the returned VideosFile is dropped. Raises ManifestOrder when the manifest is not in video_id order (the
+    tasks' runs of rows would not join up in order)."""
     from pipeline.core import tempdirs
 
     with arrow_s3_operation("GetObject", out.uri(layout.MANIFEST_VIDEOS)):
