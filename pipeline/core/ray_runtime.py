@@ -116,7 +116,7 @@ def imap_units(stage: str, fn: Callable[..., Any], units: Iterable[Any], shared_
     import ray
 
     remote = ray.remote(num_cpus=num_cpus, max_retries=2, num_returns=2 if payload else 1)(tempdirs.released(fn))
-    shared_refs = tuple(ray.put(a) for a in shared_args)
+    shared_refs = tuple(a if isinstance(a, ray.ObjectRef) else ray.put(a) for a in shared_args)  # a ref passes on
     window = default_in_flight(in_flight)
     progress = Progress(stage, total_items, unit)
     pending: deque = deque()
