@@ -122,9 +122,10 @@ def _todo(units: list[dict]) -> list[str]:
 def test_annotate_resume_redoes_only_the_changed_shards(fabricated, small_groups):
     out, cfg, counts, _ = fabricated
     ctx = StageContext(cfg)
-    committed, todo = annotate._units(ctx)
+    done, todo = annotate._units(ctx)
     names = [layout.shard_name(i) for i in range(counts["shards"])]
-    assert [r["shard"] for r in committed] == names and todo == []
+    assert list(done.grounding) == names and todo == []
+    assert sum(done.grounding.values()) == done.counts["grounding"] == counts["grounding"]
 
     stale, missing = names[1], names[GROUP + 1]
     record_path = out / layout.annotation_record_path(stale)
@@ -134,9 +135,9 @@ def test_annotate_resume_redoes_only_the_changed_shards(fabricated, small_groups
     try:
         record_path.write_text(json.dumps({**json.loads(record), "digest": "an older digest"}))
         grounding.unlink()
-        committed, todo = annotate._units(ctx)
+        done, todo = annotate._units(ctx)
         assert _todo(todo) == [stale, missing]
-        assert [r["shard"] for r in committed] == [n for n in names if n not in (stale, missing)]
+        assert list(done.grounding) == [n for n in names if n not in (stale, missing)]
         assert todo[0]["record_uri"].endswith(layout.annotation_record_path(stale))
         assert todo[0]["digest"] == json.loads(record)["digest"]
     finally:
