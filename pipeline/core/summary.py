@@ -73,7 +73,7 @@ def summarize_persisted(out_uri: str) -> dict | None:
     """The same summary as `summarize(manifest.assemble(...))`, read from the manifest tables a finished `shard`
     stage persisted (column reads, no per-part work); None when they cannot stand in for it (missing, or some video
     not sharded yet, so the shard plan is not final). Only the duration column is read whole (8 bytes a video, summed
-    in row order); the other columns are counted a batch at a time, so the driver holds no other per-video column."""
+    in row order); the other columns are counted a row group at a time, so the driver holds no other per-video column."""
     from pipeline.stats.sources import BuildOutput
 
     out = BuildOutput(out_uri)
@@ -82,15 +82,15 @@ def summarize_persisted(out_uri: str) -> dict | None:
         return None
     videos = out.open_parquet(layout.MANIFEST_VIDEOS)
     unsharded = pending_scenes = input_bytes = 0
-    for batch in videos.iter_batches(layout.MANIFEST_BATCH_ROWS, columns=["bytes", "shard", "scenes"]):
-        unsharded += batch.column("shard").null_count
-        pending_scenes += batch.column("scenes").null_count
-        input_bytes += _total(batch.column("bytes"))
+    for group in range(videos.metadata.num_row_groups):  # iter_batches' buffers grow with the file; a group's do not
+        counts = _group_counts(videos.read_row_group(group, columns=["bytes", "shard", "scenes"], use_threads=False))
+        unsharded, pending_scenes, input_bytes = (a + b for a, b in zip((unsharded, pending_scenes, input_bytes),
+                                                                        counts))
     if unsharded:
         return None
     rejects, reasons = out.open_parquet(layout.MANIFEST_REJECTS), {}
-    for batch in rejects.iter_batches(layout.MANIFEST_BATCH_ROWS, columns=["reason"]):
-        for reason, n in _reason_counts(batch.column("reason")).items():
+    for group in range(rejects.metadata.num_row_groups):
+        for reason, n in _reason_counts(rejects.read_row_group(group, columns=["reason"]).column("reason")).items():
             reasons[reason] = reasons.get(reason, 0) + n
     shardlist = out.read_json(layout.SHARD_INDEX)["shardlist"]
     return {
@@ -107,6 +107,11 @@ def summarize_persisted(out_uri: str) -> dict | None:
         "shard_bytes": sum(e["filesize"] for e in shardlist),
         "sharded_videos": videos.metadata.num_rows,
     }
+
+
+def _group_counts(videos) -> tuple[int, int, int]:
+    """(videos in no shard, videos without scenes, input bytes) of some manifest rows."""
+    return videos.column("shard").null_count, videos.column("scenes").null_count, _total(videos.column("bytes"))
 
 
 def stats_section(out_uri: str, summary: dict) -> dict | None:
