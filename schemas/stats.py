@@ -44,6 +44,11 @@ MIXTURE_CHECK_MEMBER_ROWS = 524_288
 MIXTURE_CHECK_JSONL_BYTES = 256 << 20
 # shards (their records, annotation tables or HiCo records) one reading task of the `stats` stage takes
 STATS_SHARDS_PER_TASK = 64
+# rows of manifest/videos.parquet one task of the `stats` stage turns into stats/videos.parquet rows, and the rows of
+# each row group of stats/videos.parquet (the bytes of a whole-table write while the build fits one group); the
+# driver holds the rows of the tasks in flight and of one row group at most
+STATS_VIDEOS_PER_TASK = 8192
+STATS_VIDEOS_ROWS_PER_GROUP = 8192
 
 _PROBE_COLUMNS = [f for f in PROBE_FIELDS if f.name not in ("video_id", "sha256")]
 # Columns of stats/videos.parquet copied unchanged from manifest/videos.parquet.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -95,3 +96,46 @@ def test_a_video_in_no_committed_shard_asks_for_the_shard_stage(annotated_build,
                    out / layout.MANIFEST_VIDEOS)
     with pytest.raises(StageInputMissing, match=r"is in no committed shard: run the `shard` stage first"):
         list(sharded_videos.iter_shards(StageContext(config(annotated_build, out)), ["extension"]))
+
+
+@pytest.mark.parametrize("gather_rows, parts_per_read", [(1, 1), (3, 2)])
+def test_the_shard_stage_writes_the_same_bytes_when_the_plan_works_in_many_small_groups(
+        annotated_build, tmp_path, monkeypatch, gather_rows, parts_per_read):
+    from pipeline.stages import shard
+
+    out = copy_build(annotated_build, tmp_path / "out")
+    before = _hashes(out)
+    for rel in (layout.MANIFEST_VIDEOS, layout.MANIFEST_REJECTS, layout.SHARD_INDEX):
+        (out / rel).unlink()
+    # a gather task per partition (or per few videos), a read task per part (or two), a partition per shard
+    monkeypatch.setattr(shard_plan, "GATHER_ROWS", gather_rows)
+    monkeypatch.setattr(shard_plan, "PARTS_PER_READ_TASK", parts_per_read)
+    monkeypatch.setattr(shard, "SHARDS_PER_TASK", 1)
+    runner.run_build(config(annotated_build, out), ["shard"], quiet=True)
+    assert _hashes(out) == before
+
+
+def test_the_driver_keeps_fixed_width_keys_per_video_and_a_scene_failure_is_the_reject_assemble_makes(
+        annotated_build, tmp_path, monkeypatch):
+    from pipeline.core import summary
+    from pipeline.ingest import manifest_refresh
+
+    out = copy_build(annotated_build, tmp_path / "out")
+    part = max((out / layout.SCENES_PARTS_DIR).glob("*.parquet"))
+    rows = pq.read_table(part).to_pylist()
+    rows[0].update(ok=False, reason="unreadable", message="scene detection failed: broken stream", scenes=None)
+    pq.write_table(tables.to_table(rows, tables.SCENES_PART), part)
+    ctx = StageContext(config(annotated_build, out))
+    m = manifest.assemble(ctx)
+    assert [r["stage"] for r in m.rejects].count("scenes") == 1 and len(m.videos) == 3
+
+    monkeypatch.setattr(shard_plan, "GATHER_ROWS", 1)
+    plan = shard_plan.build(ctx)
+    per_video = {k: v for k, v in vars(plan).items() if isinstance(v, np.ndarray) and k != "probe_starts"}
+    assert {k: (v.dtype, len(v)) for k, v in per_video.items()} == {
+        "videos": (np.int32, 3), "positions": (np.int32, 3), "reject_rows": (np.int32, len(m.rejects))}
+    got, _ = manifest_refresh.refresh(ctx, "scenes")
+    assert got == summary.summarize(m)
+    assert (out / layout.MANIFEST_VIDEOS).read_bytes() == storage.parquet_bytes(tables.to_table(m.videos, tables.VIDEOS))
+    assert (out / layout.MANIFEST_REJECTS).read_bytes() == storage.parquet_bytes(
+        tables.to_table(m.rejects, tables.REJECTS))

@@ -271,10 +271,10 @@ def test_input_reconciliation_names_lost_duplicated_and_unknown_inputs():
     """Counted with Arrow: each kind of disagreement with its count and the first URIs in sorted order."""
     import pyarrow as pa
 
-    from pipeline.stats import tables as stats
+    from pipeline.stats import inputs
 
     mismatches = []
-    stats._reconcile_inputs(pa.chunked_array([["d", "c", "b", "a"]]), pa.chunked_array([["b", "a", "b"]]),
+    inputs.reconcile(pa.chunked_array([["d", "c", "b", "a"]]), pa.chunked_array([["b", "a", "b"]]),
                             pa.chunked_array([["x"]]), mismatches)
     assert mismatches == ["2 inputs in neither manifest table (e.g. ['c', 'd'])",
                           "1 inputs listed more than once (e.g. ['b'])",

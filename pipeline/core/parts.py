@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from schemas import layout
 
@@ -42,7 +42,12 @@ def plan_parts(keys: Sequence[str], part_size: int, settings: Any) -> list[Part]
 def part_spans(sorted_keys, part_size: int, settings: Any) -> list[tuple[str, int, int]]:
     """(name, start, stop) of the parts `plan_parts` would make of the keys of a sorted Arrow string array: the same
     names, without a Python string per key (one part's keys at a time)."""
+    return list(iter_part_spans(sorted_keys, part_size, settings))
+
+
+def iter_part_spans(sorted_keys, part_size: int, settings: Any) -> Iterator[tuple[str, int, int]]:
+    """`part_spans` one part at a time."""
     salt = settings_digest(settings)
-    return [(_part_name(i, salt, sorted_keys.slice(start, part_size).to_pylist()), start,
-             min(start + part_size, len(sorted_keys)))
-            for i, start in enumerate(range(0, len(sorted_keys), part_size))]
+    for i, start in enumerate(range(0, len(sorted_keys), part_size)):
+        yield _part_name(i, salt, sorted_keys.slice(start, part_size).to_pylist()), start, min(
+            start + part_size, len(sorted_keys))

@@ -105,16 +105,18 @@ def default_in_flight(in_flight: int | None = None) -> int:
 
 def imap_units(stage: str, fn: Callable[..., Any], units: Iterable[Any], shared_args: tuple, unit: str,
                total_items: int, items_of: Callable[[Any], int] = lambda u: 1, num_cpus: float = 1,
-               in_flight: int | None = None, payload: bool = False) -> Iterator[Any]:
+               in_flight: int | None = None, payload: bool = False,
+               inputs_of: Callable[[Any], Sequence] | None = None) -> Iterator[Any]:
     """`map_units` over units read as they are submitted, at most `in_flight` (default: twice the cluster's CPUs)
     in flight, results yielded in unit order: the driver holds only the units and results in flight.
 
     With `payload`, `fn` returns (result, payload) as two objects and this yields (result, payload's ObjectRef): the
-    driver fetches the result only and hands the payload on by reference to later tasks."""
+    driver fetches the result only and hands the payload on by reference to later tasks. `inputs_of` as in
+    `map_units`: a unit's ObjectRefs, passed after the shared arguments once they are ready."""
     import ray
 
     remote = ray.remote(num_cpus=num_cpus, max_retries=2, num_returns=2 if payload else 1)(tempdirs.released(fn))
-    shared_refs = tuple(ray.put(a) for a in shared_args)
+    shared_refs = tuple(a if isinstance(a, ray.ObjectRef) else ray.put(a) for a in shared_args)  # a ref passes on
     window = default_in_flight(in_flight)
     progress = Progress(stage, total_items, unit)
     pending: deque = deque()
@@ -126,7 +128,7 @@ def imap_units(stage: str, fn: Callable[..., Any], units: Iterable[Any], shared_
         return result
 
     for u in units:
-        pending.append((remote.remote(u, *shared_refs), items_of(u)))
+        pending.append((remote.remote(u, *shared_refs, *(inputs_of(u) if inputs_of else ())), items_of(u)))
         if len(pending) >= window:
             yield oldest()
     while pending:

@@ -37,14 +37,14 @@ def summarize_plan(plan, outcome) -> dict:
     """The same summary as `summarize(manifest.assemble(...))`, from the column plan (pipeline/ingest/shard_plan.py)
     after its partitions ran (`outcome`: the committed shard records and the videos in them)."""
     return {
-        "inputs": len(plan.crawl_uris),
-        "accepted": plan.videos.num_rows,
+        "inputs": plan.inputs,
+        "accepted": outcome.videos,
         "rejected": plan.rejects.num_rows,
         "rejected_by_reason": _reason_counts(plan.rejects["reason"]),
         "pending_probe": plan.probe_pending,
         "pending_scenes": plan.scenes_pending,
-        "hours": _hours(plan.videos["duration_s"]),
-        "input_bytes": _total(plan.videos["bytes"]),
+        "hours": round(outcome.seconds / 3600, 6),
+        "input_bytes": outcome.input_bytes,
         "shards": len(outcome.records),
         "shards_planned": len(plan.shards),
         "shard_bytes": sum(r["filesize"] for r in outcome.records),

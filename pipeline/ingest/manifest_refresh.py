@@ -6,8 +6,6 @@ video in the driver."""
 
 from __future__ import annotations
 
-import pyarrow.compute as pc
-
 from pipeline.core import summary
 from pipeline.core.context import StageContext
 from pipeline.ingest import manifest, shard_plan
@@ -23,7 +21,7 @@ def refresh(ctx: StageContext, stage: str, write: bool = True) -> tuple[dict, sh
         manifest.require_probed(plan)
         with shard_plan.videos_writer(ctx) as out:
             outcome = shard_plan.run_partitions(ctx, plan, stage, shard_plan.check_partition, SHARDS_PER_TASK, out)
-            shard_plan.reconcile(plan)
+            shard_plan.reconcile(plan, outcome)
         shard_plan.write_rejects(ctx, plan)
     else:
         outcome = shard_plan.run_partitions(ctx, plan, stage, shard_plan.check_partition, SHARDS_PER_TASK, None)
@@ -31,5 +29,5 @@ def refresh(ctx: StageContext, stage: str, write: bool = True) -> tuple[dict, sh
 
 
 def scene_count(plan: shard_plan.Plan) -> int:
-    """Scenes of the accepted videos (a video without scenes yet counts none)."""
-    return int(pc.sum(pc.fill_null(pc.list_value_length(plan.videos["scenes"]), 0)).as_py() or 0)
+    """Scenes of the accepted videos (a video without scenes yet counts none), counted as the partitions came back."""
+    return plan.scenes

@@ -1,13 +1,19 @@
 """The manifest and shard plan over columns (the `shard` stage's, and the end of `probe` and `scenes` through
 pipeline/ingest/manifest_refresh.py): the same manifest `manifest.assemble` builds (crawl list → probe parts →
-dedup → scene parts → shard assignment), computed with Arrow tables so the driver holds no Python object per video;
-Ray tasks read the committed parts.
-Sampling plans, sample documents and content digests, the per-row work, are made by `partition_videos` inside the
-Ray task of each partition (a run of consecutive shards); the manifest's videos table is then written row group by
-row group as the partitions come back (`VideosWriter`)."""
+dedup → scene parts → shard assignment), with no row and no Python object per video in the driver.
+
+Ray tasks read the committed parts (pipeline/ingest/plan_rows.py) and return only fixed-width keys per row; the
+rows stay in the object store. The driver decides with numpy over the keys — which probe rows are accepted, the
+first of each content hash in source_uri order, video_id order, scene failures, the shard cut — and keeps, per
+accepted video, its global probe row and its position among the accepted (int32 each). A gather task puts a run of
+partitions' rows in video_id order; each partition task (a run of consecutive shards) slices its rows from it, makes
+the sampling plans, sample documents and content digests, and returns its manifest rows, which are written row
+group by row group as the partitions come back (`VideosWriter`). Reject rows (few) are taken from the object store
+by Ray tasks too."""
 
 from __future__ import annotations
 
+import array
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -20,69 +26,109 @@ import pyarrow.parquet as pq
 from pipeline import sampling
 from pipeline.core import parts, ray_runtime
 from pipeline.core.context import StageContext, configure_worker
-from pipeline.ingest import manifest, sharding
+from pipeline.ingest import manifest, plan_rows, sharding
 from pipeline.io import storage
 from schemas import layout, reasons, tables
 
 PARTS_PER_READ_TASK = 256  # committed probe or scene parts one Ray task reads for the plan
+# Videos a gather task puts in video_id order for the partition tasks at least (whole partitions; one in the
+# object store at a time, about 1 KiB each).
+GATHER_ROWS = 8192
 # Row groups of manifest/videos.parquet: a build of up to this many videos gets the single row group a whole-table
 # write gives; larger ones are written one group at a time, so the writer never holds more.
 VIDEOS_ROWS_PER_GROUP = 8192
-PROBE_COLUMNS = [f.name for f in tables.PROBE_PART]
-SCENE_COLUMNS = ["video_id", "ok", "reason", "message", "scenes"]
-# Manifest columns a probe row carries (the rest — scenes, sampling, shard — are added per video).
-CARRIED = [n for n in tables.VIDEOS.names if n not in ("scenes", "sampling", "shard")]
+PROBE_COLUMNS = plan_rows.PROBE_COLUMNS
+CARRIED = plan_rows.CARRIED
+sorted_crawl = plan_rows.sorted_crawl
 
 
 @dataclass
 class Plan:
-    crawl_uris: pa.ChunkedArray
-    videos: pa.Table  # accepted videos in video_id order: CARRIED columns and `scenes`
-    rejects: pa.Table  # tables.REJECTS, in source_uri order
+    inputs: int  # crawl rows
+    rejects: pa.Table  # tables.REJECTS, in source_uri order (a row per rejected input)
     probe_pending: int = 0
     scenes_pending: int = 0
-    shards: list[tuple[int, int, int]] = field(default_factory=list)  # (index, first row, end row) of `videos`
+    shards: list[tuple[int, int, int]] = field(default_factory=list)  # (index, first, end) over `videos`
+    videos: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # global probe row of each video
+    positions: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # its position among the accepted
+    reject_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # global probe rows rejected
+    probe_rows: int = 0  # committed probe rows
+    probe_starts: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))  # first global row of each group
+    probe_groups: list = field(default_factory=list)  # ObjectRef of each probe group's rows
+    scene_groups: list = field(default_factory=list)  # (first, end accepted position, ObjectRef) of scene groups
+    scenes: int = 0  # scenes of the videos (set by run_partitions)
 
     @property
     def complete(self) -> bool:
         return self.probe_pending == 0
 
+    def release(self) -> None:
+        """Drops the references to the rows in the object store (Ray frees them once no task needs them)."""
+        self.probe_groups, self.scene_groups = [], []
+
 
 @dataclass
 class Partition:
     index: int
-    videos: pa.Table  # the rows of its shards
+    offset: int  # first row of its videos in the gathered rows
+    count: int  # its videos
     shards: list[tuple[int, int, int]]  # (shard index, first row, end row) within `videos`
+    gathered: object = None  # ObjectRef of the gathered rows holding its videos
+    videos: pa.Table | None = None  # the rows of its shards (set in its task)
 
 
 def read_part_group(uris: list[str], columns: list[str], schema: pa.Schema, ctx: StageContext) -> pa.Table:
     """One Ray task: `columns` of a group of committed parts, in order, as one table."""
     configure_worker(ctx.cfg)
-    read = [_empty(schema, columns)] + [storage.read_parquet(uri, columns) for uri in uris]
-    return pa.concat_tables(read, promote_options="permissive").combine_chunks()
+    return plan_rows.read_group(uris, columns, schema)
+
+
+@dataclass
+class _Committed:
+    """The committed parts among a folder's planned ones, compactly: each one's index in the sorted array of the
+    folder's part names and its (first, end) key; groups of them are made as the read tasks are submitted."""
+    directory: str
+    names: np.ndarray  # sorted names of the committed files (fixed-width bytes)
+    found: array.array = field(default_factory=lambda: array.array("q"))  # index into `names` of each part found
+    starts: array.array = field(default_factory=lambda: array.array("q"))
+    stops: array.array = field(default_factory=lambda: array.array("q"))
+    pending: int = 0  # keys of the planned parts not committed yet
+
+    def __len__(self) -> int:
+        return len(self.found)
+
+    def groups(self, ctx: StageContext) -> Iterator[list[tuple[str, int, int]]]:
+        """(URI, first, end) of the parts found, PARTS_PER_READ_TASK a group."""
+        for g in range(0, len(self.found), PARTS_PER_READ_TASK):
+            yield [(ctx.uri(f"{self.directory}/{self.names[self.found[i]].decode()}"), self.starts[i], self.stops[i])
+                   for i in range(g, min(g + PARTS_PER_READ_TASK, len(self.found)))]
+
+
+def _committed(ctx: StageContext, directory: str, spans: Iterator[tuple[str, int, int]]) -> _Committed:
+    """Which of the planned parts `spans` are committed in `directory` (one listing)."""
+    names = np.sort(np.array([rel.encode() for rel, _, _ in storage.list_committed(ctx.uri(directory))
+                              if "/" not in rel], dtype="S"))
+    c = _Committed(directory, names)
+    for name, start, stop in spans:
+        at = int(np.searchsorted(names, name.encode()))
+        if at < len(names) and names[at] == name.encode():
+            c.found.append(at)
+            c.starts.append(start)
+            c.stops.append(stop)
+        else:
+            c.pending += stop - start
+    return c
 
 
 def _read_parts(ctx: StageContext, directory: str, spans: list[tuple[str, int, int]], schema: pa.Schema,
                 columns: list[str]) -> tuple[pa.Table, int]:
-    """The committed parts among `spans` (only `columns`), and the number of keys of the parts not committed yet.
-    The driver lists the folder once; Ray tasks read the parts, PARTS_PER_READ_TASK each, a bounded number at a
-    time, and each returns its group as one table."""
-    committed = manifest.committed_parts(ctx, directory)
-    uris, pending = [], 0
-    for name, start, stop in spans:
-        if name in committed:
-            uris.append(committed[name][0])
-        else:
-            pending += stop - start
-    groups = [uris[i:i + PARTS_PER_READ_TASK] for i in range(0, len(uris), PARTS_PER_READ_TASK)]
+    """The committed parts among `spans` (only `columns`) as one table, and the number of keys of the parts not
+    committed yet (the `scenes` stage's scan of the probe parts)."""
+    c = _committed(ctx, directory, iter(spans))
+    groups = [[uri for uri, *_ in g] for g in c.groups(ctx)]
     read = list(ray_runtime.imap_units("manifest", read_part_group, groups, (columns, schema, ctx),
-                                       f"{directory.rsplit('/', 1)[-1]} parts", total_items=len(uris),
-                                       items_of=len))
-    return pa.concat_tables([_empty(schema, columns)] + read, promote_options="permissive"), pending
-
-
-def _empty(schema: pa.Schema, columns: list[str]) -> pa.Table:
-    return pa.schema([schema.field(c) for c in columns]).empty_table()
+                                       f"{directory.rsplit('/', 1)[-1]} parts", total_items=len(c), items_of=len))
+    return pa.concat_tables([plan_rows.empty(schema, columns)] + read, promote_options="permissive"), c.pending
 
 
 def _rejects(rows: pa.Table, reason, message, stage: str, duplicate_of=None) -> pa.Table:
@@ -112,30 +158,18 @@ def _dedup(ok: pa.Table) -> tuple[pa.Table, pa.Table]:
     dups = ok.filter(pa.array(~is_first))
     kept_uri = ok["source_uri"].take(first[~is_first])
     kept_id = ok["video_id"].take(first[~is_first])
-    message = pc.binary_join_element_wise("same bytes as ", kept_uri, " (kept as video_id ", kept_id, ")", "")
+    message = _duplicate_message(kept_uri, kept_id)
     reason = pa.array([reasons.DUPLICATE] * dups.num_rows, pa.string())
     return ok.filter(pa.array(is_first)).sort_by("video_id"), _rejects(dups, reason, message, "dedup", kept_id)
 
 
-def _estimated_sizes(ctx: StageContext, videos: pa.Table) -> Iterator[int]:
-    """`sharding.estimated_bytes` of each video, a batch of rows at a time (with the frames payload, the frame count
-    of the frames stage's plan is made and dropped)."""
-    sh = ctx.cfg.shard
-    stages = ctx.cfg.sampling.stages
-    frames = sh.payload == "frames" and sh.frames_stage in stages
-    columns = ["bytes", "width", "height", "reader_num_frames", "reader_fps"]
-    for batch in videos.select(columns).to_batches(layout.MANIFEST_BATCH_ROWS):
-        for v in batch.to_pylist():
-            v["sampling"] = (sampling.plan(v["reader_num_frames"], v["reader_fps"],
-                                           {sh.frames_stage: stages[sh.frames_stage]}, ctx.cfg.sampling.clip_len)
-                             if frames else [])
-            yield sharding.estimated_bytes(v, sh.payload, sh.frames_stage)
+def _duplicate_message(kept_uri, kept_id):
+    return pc.binary_join_element_wise("same bytes as ", kept_uri, " (kept as video_id ", kept_id, ")", "")
 
 
 @dataclass
 class Probed:
-    """The crawl list and its committed probe parts, deduplicated: what the `scenes` stage scans and the plan starts
-    from."""
+    """The crawl list and its committed probe parts, deduplicated: what the `scenes` stage scans."""
     crawl_uris: pa.ChunkedArray
     accepted: pa.Table  # probe rows (PROBE_COLUMNS) that passed probe and dedup, in video_id order
     rejects: list[pa.Table]  # tables.REJECTS rows of probe failures and duplicates
@@ -144,12 +178,6 @@ class Probed:
     @property
     def complete(self) -> bool:
         return self.probe_pending == 0
-
-
-def sorted_crawl(ctx: StageContext, columns: list[str] | None = None) -> pa.Table:
-    """The crawl list (`columns`, or all) in source_uri order: the order of the probe parts' keys."""
-    crawl = storage.read_parquet(ctx.require(layout.MANIFEST_CRAWL, "crawl"), columns)
-    return crawl.take(pc.sort_indices(crawl["source_uri"]))
 
 
 def probed(ctx: StageContext) -> Probed:
@@ -169,38 +197,167 @@ def scene_spans(ctx: StageContext, accepted: pa.Table) -> list[tuple[str, int, i
     return parts.part_spans(accepted["video_id"], ctx.cfg.scenes.part_size, manifest.scenes_settings(ctx))
 
 
-def build(ctx: StageContext) -> Plan:
-    p = probed(ctx)
-    accepted, rejects = p.accepted, list(p.rejects)
-    ids = accepted["video_id"]
-    scenes, scenes_pending = _read_parts(ctx, layout.SCENES_PARTS_DIR, scene_spans(ctx, accepted),
-                                         tables.SCENES_PART, SCENE_COLUMNS)
-    at = pc.index_in(ids, value_set=scenes["video_id"])
-    scene_rows = scenes.take(at)  # all-null rows where the scene part is not committed
-    failed = pc.and_(pc.is_valid(at), pc.invert(pc.fill_null(scene_rows["ok"], False)))
-    failed_rows = accepted.filter(failed)
-    failed_scenes = scene_rows.filter(failed)
-    rejects.append(_rejects(failed_rows, failed_scenes["reason"], failed_scenes["message"], "scenes"))
-    keep = pc.invert(failed)
-    videos = accepted.filter(keep)
-    videos = pa.Table.from_arrays([videos[n] for n in CARRIED] + [scene_rows["scenes"].filter(keep)],
-                                  schema=pa.schema([tables.VIDEOS.field(n) for n in CARRIED + ["scenes"]]))
+class _IdKeys:
+    """Sorted video_ids held as a fixed-width bytes array, read as `parts.part_spans` reads an Arrow column (a
+    part's keys become strings one part at a time)."""
 
-    all_rejects = pa.concat_tables(rejects)
-    plan = Plan(p.crawl_uris, videos, all_rejects.take(pc.sort_indices(all_rejects["source_uri"])).combine_chunks(),
-                p.probe_pending, scenes_pending)
+    def __init__(self, ids: np.ndarray):
+        self.ids = ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def slice(self, start: int, length: int) -> "_IdKeys":
+        return _IdKeys(self.ids[start:start + length])
+
+    def to_pylist(self) -> list[str]:
+        return [k.decode() for k in self.ids.tolist()]
+
+
+@dataclass
+class _Probe:
+    """What the probe parts decide: the global probe rows accepted (video_id order), duplicates with the rows they
+    repeat, probe failures; and the video_ids and estimated sizes of the accepted (planning only)."""
+    accepted: np.ndarray
+    video_ids: np.ndarray
+    sizes: np.ndarray
+    duplicates: np.ndarray
+    duplicate_of: np.ndarray
+    failed: np.ndarray
+
+
+def _read_probe(ctx: StageContext, plan: Plan) -> _Probe:
+    spans = ray_runtime.map_units("manifest", plan_rows.probe_spans, [None], (ctx,), "crawl list")[0]
+    plan.inputs = spans["inputs"]
+    names, starts = spans["names"], spans["starts"]
+    del spans
+    found = _committed(ctx, layout.PROBE_PARTS_DIR,
+                       ((names[i].decode(), starts[i], starts[i + 1]) for i in range(len(names))))
+    del names, starts
+    plan.probe_pending = found.pending
+    keys: dict[str, list] = {"rows": [], "ok": [], "sha": [], "video_id": [], "est": []}
+    for result, ref in ray_runtime.imap_units("manifest", plan_rows.read_probe_group,
+                                              ([uri for uri, *_ in g] for g in found.groups(ctx)), (ctx,),
+                                              "probe parts", total_items=len(found), items_of=len, payload=True):
+        plan.probe_groups.append(ref)
+        for k, values in keys.items():
+            values.append(result[k])
+    plan.probe_starts = np.cumsum([0] + keys.pop("rows"), dtype=np.int64)
+    plan.probe_rows = int(plan.probe_starts[-1])
+    ok, sha, ids, est = (np.concatenate(keys.pop(k)) if plan.probe_groups else np.zeros(0, t)
+                         for k, t in (("ok", bool), ("sha", "S32"), ("video_id", "S1"), ("est", np.int64)))
+    rows = np.flatnonzero(ok)  # source_uri order
+    _, first, of = np.unique(sha[rows], return_index=True, return_inverse=True)
+    keeper = rows[first[of.reshape(-1)]]  # the first row of each row's content
+    del sha, first, of
+    repeat = keeper != rows
+    kept = rows[~repeat]
+    accepted = kept[np.argsort(ids[kept], kind="stable")].astype(np.int32)
+    return _Probe(accepted, ids[accepted], est[accepted], rows[repeat].astype(np.int32),
+                  keeper[repeat].astype(np.int32), np.flatnonzero(~ok).astype(np.int32))
+
+
+def _read_scenes(ctx: StageContext, plan: Plan,
+                 video_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    """Each accepted video's scene status (plan_rows.SCENE_*), and the accepted positions, reasons and messages of
+    the scene failures (few)."""
+    found = _committed(ctx, layout.SCENES_PARTS_DIR, parts.iter_part_spans(
+        _IdKeys(video_ids), ctx.cfg.scenes.part_size, manifest.scenes_settings(ctx)))
+    plan.scenes_pending = found.pending
+    units = ([(uri, _IdKeys(video_ids[start:stop]).to_pylist()) for uri, start, stop in g]
+             for g in found.groups(ctx))
+    status = np.full(len(video_ids), plan_rows.SCENE_ABSENT, np.int8)
+    failed, why, message = [np.zeros(0, np.int64)], [], []
+    for (result, ref), g in zip(ray_runtime.imap_units("manifest", plan_rows.read_scene_group, units, (ctx,),
+                                                       "scenes parts", total_items=len(found), items_of=len,
+                                                       payload=True), found.groups(ctx)):
+        plan.scene_groups.append((g[0][1], g[-1][2], ref))
+        positions = np.concatenate([np.arange(start, stop) for _, start, stop in g])
+        status[positions] = result["status"]
+        failed.append(positions[result["status"] == plan_rows.SCENE_FAILED])
+        why += result["reason"]
+        message += result["message"]
+    return status, np.concatenate(failed), why, message
+
+
+def _rejects_of(plan: Plan, p: _Probe, scene_failed: np.ndarray, why: list[str],
+                message: list[str]) -> tuple[pa.Table, np.ndarray]:
+    """The reject rows of probe failures, duplicates and scene failures in source_uri order, and their global probe
+    rows: the probe rows they are made of are taken from the object store by a task per probe group holding any."""
+    scene_rows = p.accepted[scene_failed]
+    need = np.unique(np.concatenate([p.failed, p.duplicates, p.duplicate_of, scene_rows]))
+    group_of = np.searchsorted(plan.probe_starts, need, side="right") - 1
+    units = [(need[group_of == g] - plan.probe_starts[g], g) for g in np.unique(group_of)]
+    base = pa.concat_tables([plan_rows.empty(tables.PROBE_PART, plan_rows.REJECT_BASE)] + list(
+        ray_runtime.imap_units("manifest", _take_rows, units, (), "reject rows", total_items=len(need),
+                               items_of=lambda u: len(u[0]), inputs_of=lambda u: (plan.probe_groups[u[1]],))))
+
+    def rows(at: np.ndarray) -> pa.Table:
+        return base.take(pa.array(np.searchsorted(need, at), pa.int64()))
+
+    failed, duplicates, kept, scenes = rows(p.failed), rows(p.duplicates), rows(p.duplicate_of), rows(scene_rows)
+    found = pa.concat_tables([
+        _rejects(failed, failed["reason"], failed["message"], "probe"),
+        _rejects(duplicates, pa.array([reasons.DUPLICATE] * duplicates.num_rows, pa.string()),
+                 _duplicate_message(kept["source_uri"], kept["video_id"]), "dedup", kept["video_id"]),
+        _rejects(scenes, pa.array(why, pa.string()), pa.array(message, pa.string()), "scenes")])
+    order = pc.sort_indices(found["source_uri"])
+    rows_of = np.concatenate([p.failed, p.duplicates, scene_rows]).astype(np.int32)
+    return found.take(order).combine_chunks(), rows_of[order.to_numpy()]
+
+
+def _take_rows(unit: tuple[np.ndarray, int], table: pa.Table) -> pa.Table:
+    return plan_rows.take_rows(unit[0], table)
+
+
+def build(ctx: StageContext) -> Plan:
+    plan = Plan(0, tables.empty(tables.REJECTS))
+    p = _read_probe(ctx, plan)
+    status, scene_failed, why, message = _read_scenes(ctx, plan, p.video_ids)
+    keep = status != plan_rows.SCENE_FAILED
+    plan.videos, plan.positions = p.accepted[keep], np.flatnonzero(keep).astype(np.int32)
+    sizes = p.sizes[keep]
+    del p.video_ids, p.sizes, status, keep
     sh = ctx.cfg.shard
     plan.shards = [(k, a, b) for k, (a, b) in
-                   enumerate(sharding.spans(_estimated_sizes(ctx, videos), sh.target_bytes, sh.max_samples))]
+                   enumerate(sharding.spans((int(s) for s in sizes), sh.target_bytes, sh.max_samples))]
+    del sizes
+    plan.rejects, plan.reject_rows = _rejects_of(plan, p, scene_failed, why, message)
     return plan
 
 
-def partitions(plan: Plan, shards_per_partition: int) -> Iterator[Partition]:
-    for p, first in enumerate(range(0, len(plan.shards), shards_per_partition)):
+def _gather(remote, ctx: StageContext, plan: Plan, first: int, end: int):
+    """ObjectRef of the manifest rows (plan_rows.gather_rows) of videos [first, end) of the plan."""
+    lo, hi = int(plan.positions[first]), int(plan.positions[end - 1]) + 1
+    scene = [ref for start, stop, ref in plan.scene_groups if start < hi and stop > lo]
+    unit = (plan.videos[first:end], plan.probe_starts, len(plan.probe_groups))
+    return remote.remote(unit, ctx, *plan.probe_groups, *scene)
+
+
+def partitions(ctx: StageContext, plan: Plan, shards_per_partition: int) -> Iterator[Partition]:
+    """The plan's partitions, a run of consecutive shards each, in order; a gather task is started for each run of
+    partitions of about GATHER_ROWS videos as the first of them is reached."""
+    import ray
+
+    remote = ray.remote(num_cpus=1, max_retries=2)(plan_rows.gather_rows)
+    starts = list(range(0, len(plan.shards), shards_per_partition))
+    gathered, base, gathered_end = None, 0, 0
+    for p, first in enumerate(starts):
         group = plan.shards[first:first + shards_per_partition]
         start, stop = group[0][1], group[-1][2]
-        yield Partition(p, plan.videos.slice(start, stop - start),
-                        [(k, a - start, b - start) for k, a, b in group])
+        if gathered is None or stop > gathered_end:
+            base, gathered_end = start, stop
+            for later in starts[p + 1:]:
+                if gathered_end - base >= GATHER_ROWS:
+                    break
+                gathered_end = plan.shards[min(later + shards_per_partition, len(plan.shards)) - 1][2]
+            gathered = _gather(remote, ctx, plan, base, gathered_end)
+        yield Partition(p, start - base, stop - start, [(k, a - start, b - start) for k, a, b in group], gathered)
+
+
+def with_videos(part: Partition, gathered: pa.Table) -> Partition:
+    part.videos, part.gathered = gathered.slice(part.offset, part.count), None
+    return part
 
 
 def partition_videos(part: Partition, ctx: StageContext) -> list[tuple[int, list[dict], str]]:
@@ -247,10 +404,10 @@ def partition_result(part: Partition, ctx: StageContext,
             "rejects": rejects}
 
 
-def check_partition(part: Partition, ctx: StageContext) -> dict:
+def check_partition(part: Partition, ctx: StageContext, gathered: pa.Table) -> dict:
     """One Ray task: `partition_result` without writing shards (the manifest after `probe` or `scenes`)."""
     configure_worker(ctx.cfg)
-    return partition_result(part, ctx)
+    return partition_result(with_videos(part, gathered), ctx)
 
 
 @dataclass
@@ -259,49 +416,57 @@ class Outcome:
     left_out: list[dict] = field(default_factory=list)  # reject rows of videos a committed shard left out
     written: int = 0  # shards written
     sharded: int = 0  # videos in a committed shard
+    videos: int = 0  # manifest rows (the accepted videos)
+    seconds: float = 0.0  # their duration, summed in video_id order
+    input_bytes: int = 0
 
 
-def run_partitions(ctx: StageContext, plan: Plan, stage: str, task: Callable[[Partition, StageContext], dict],
+def run_partitions(ctx: StageContext, plan: Plan, stage: str, task: Callable[..., dict],
                    shards_per_partition: int, out: "VideosWriter | None") -> Outcome:
-    """`task` over the plan's partitions (a bounded number in flight), the manifest rows fed to `out` in order; the
-    left-out videos move from the plan's videos to its rejects."""
+    """`task(partition, ctx, gathered rows)` over the plan's partitions (a bounded number in flight), the manifest
+    rows fed to `out` in order; the left-out videos join the plan's rejects."""
     o = Outcome()
-    for r in ray_runtime.imap_units(stage, task, partitions(plan, shards_per_partition), (ctx,), "videos",
-                                    total_items=plan.videos.num_rows, items_of=lambda p: p.videos.num_rows):
+    for r in ray_runtime.imap_units(stage, task, partitions(ctx, plan, shards_per_partition), (ctx,), "videos",
+                                    total_items=len(plan.videos), items_of=lambda p: p.count,
+                                    inputs_of=lambda p: (p.gathered,)):
+        videos = r["videos"]
         if out is not None:
-            out.add(r["videos"])
-        o.sharded += r["videos"].num_rows - r["videos"]["shard"].null_count
+            out.add(videos)
+        o.videos += videos.num_rows
+        o.seconds = sum(videos["duration_s"].to_pylist(), o.seconds)  # as `sum` over every row in order
+        o.input_bytes += int(pc.sum(videos["bytes"]).as_py() or 0)
+        plan.scenes += int(pc.sum(pc.fill_null(pc.list_value_length(videos["scenes"]), 0)).as_py() or 0)
+        o.sharded += videos.num_rows - videos["shard"].null_count
         o.records += r["records"]
         o.left_out += r["rejects"]
         o.written += r["written"]
+    plan.release()
     add_shard_rejects(plan, o.left_out)
     return o
 
 
 def add_shard_rejects(plan: Plan, rows: list[dict]) -> None:
-    """Videos the shard tasks left out (source gone or changed since probe; a few rows) move from the videos to the
-    rejects, which stay in source_uri order."""
+    """Videos the shard tasks left out (source gone or changed since probe; a few rows; the partition tasks
+    already kept them out of the manifest rows) join the rejects, which stay in source_uri order."""
     if not rows:
         return
-    out = pa.array([r["source_uri"] for r in rows], pa.string())
-    plan.videos = plan.videos.filter(pc.invert(pc.is_in(plan.videos["source_uri"], value_set=out)))
     rejects = pa.concat_tables([plan.rejects, tables.to_table(rows, tables.REJECTS)])
     plan.rejects = rejects.take(pc.sort_indices(rejects["source_uri"])).combine_chunks()
 
 
-def reconcile(plan: Plan) -> None:
-    """Every input is in exactly one of the two tables (`manifest.reconcile`, over columns)."""
-    seen = pa.chunked_array(plan.videos["source_uri"].chunks + plan.rejects["source_uri"].chunks, pa.string())
-    counts = pc.value_counts(seen)
-    twice = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
-    lost = plan.crawl_uris.filter(pc.invert(pc.is_in(plan.crawl_uris, value_set=seen)))
-    distinct = counts.field("values")
-    extra = distinct.filter(pc.invert(pc.is_in(distinct, value_set=plan.crawl_uris)))
-    if len(twice) or len(lost) or len(extra):
-        examples = sorted(set(lost.to_pylist()[:3] + twice.to_pylist()[:3] + extra.to_pylist()[:3]))[:3]
+def reconcile(plan: Plan, outcome: Outcome) -> None:
+    """Every input is in exactly one of the two tables (`manifest.reconcile`, over the probe rows): each committed
+    probe row is a planned video or a reject, every input has one, and a planned video missing from the manifest
+    rows is a shard reject."""
+    seen = np.bincount(np.concatenate([plan.videos, plan.reject_rows]), minlength=plan.probe_rows)
+    uris = plan.rejects["source_uri"]
+    twice = int((seen > 1).sum()) + len(uris) - pc.count_distinct(uris).as_py()
+    lost = int((seen == 0).sum()) + plan.inputs - plan.probe_rows
+    left_out = len(plan.videos) - outcome.videos
+    if twice or lost or len(uris) != len(plan.reject_rows) + left_out or left_out != len(outcome.left_out):
         raise manifest.ReconcileError(
-            f"manifest does not reconcile: {len(lost)} inputs in neither table, {len(twice)} listed twice, "
-            f"{len(extra)} not in the crawl list (e.g. {examples})")
+            f"manifest does not reconcile: {plan.inputs} inputs, {outcome.videos} videos and {len(uris)} rejects: "
+            f"{lost} inputs in neither table, {twice} listed twice, {len(outcome.left_out)} left out by shards")
 
 
 class VideosWriter:

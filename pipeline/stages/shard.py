@@ -62,11 +62,11 @@ def write_shard(unit: tuple[int, list[dict], str], ctx: StageContext) -> dict:
     return record
 
 
-def write_partition(part: shard_plan.Partition, ctx: StageContext) -> dict:
-    """One Ray task per partition: its shards' manifest rows, and each shard written unless a committed one holds
-    exactly them."""
+def write_partition(part: shard_plan.Partition, ctx: StageContext, gathered) -> dict:
+    """One Ray task per partition: its shards' manifest rows (sliced from the `gathered` rows), and each shard
+    written unless a committed one holds exactly them."""
     configure_worker(ctx.cfg)
-    return shard_plan.partition_result(part, ctx, write_shard)
+    return shard_plan.partition_result(shard_plan.with_videos(part, gathered), ctx, write_shard)
 
 
 def run(ctx: StageContext) -> dict:
@@ -77,7 +77,7 @@ def run(ctx: StageContext) -> dict:
     storage.remove_stale_temporaries(ctx.uri(layout.SHARDS_DIR))
     with shard_plan.videos_writer(ctx) as videos_out:
         outcome = shard_plan.run_partitions(ctx, plan, NAME, write_partition, SHARDS_PER_TASK, videos_out)
-        shard_plan.reconcile(plan)
+        shard_plan.reconcile(plan, outcome)
     shard_plan.write_rejects(ctx, plan)
     records, left_out, written = outcome.records, outcome.left_out, outcome.written
     if written < len(records):

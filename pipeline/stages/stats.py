@@ -25,7 +25,7 @@ def run(ctx: StageContext) -> dict:
         current, _ = manifest_refresh.refresh(ctx, NAME, write=False)
         if current["pending_probe"] == 0:
             summary.write(ctx.out, current)
-    t = result.tables
-    return {"videos": t["videos"].num_rows, "shards": t["shards"].num_rows, "reject_reasons": t["rejects"].num_rows,
+    t = result.small_tables
+    return {"videos": result.videos.rows, "shards": t["shards"].num_rows, "reject_reasons": t["rejects"].num_rows,
             "stage_tasks": t["stages"].num_rows, "mixtures": "built" if result.mixtures_built else "not built",
             "reconciled": True}

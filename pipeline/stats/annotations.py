@@ -21,15 +21,11 @@ from schemas.mixture import CAPTION_TASK, GROUNDING_TASK, SUMMARY_TASK
 
 @dataclass
 class Annotations:
-    # per group of shards, Arrow tables of (video_id, task, rows) and of rejected outputs (video_id, rows); summed
-    # per video by pipeline/stats/videos.py
-    task_counts: list = field(default_factory=list)
-    reject_video_counts: list = field(default_factory=list)
     reject_counts: Counter = field(default_factory=Counter)  # (task, reason) -> rejected outputs
-    random_videos: list = field(default_factory=list)  # Arrow arrays of video_ids with a random-weight row
-    # per group of shards, its piece of the row lookup (ROW_LOOKUP): under Ray an ObjectRef the driver never fetches
-    # (the mixture checks take the pieces as arguments), without Ray the dict itself
-    lookup: list = field(default_factory=list)
+    # per group of shards, its payload (ObjectRefs under Ray, which the driver never fetches; the values without
+    # Ray): {"lookup": its piece of the row lookup (ROW_LOOKUP) the mixture checks take, "videos": its per-video
+    # counts (VIDEO_PAYLOAD) the stats/videos rows take}
+    payloads: list = field(default_factory=list)
 
 
 ANNOTATION_COLUMNS = {
@@ -42,6 +38,9 @@ TABLE_ORDER = list(ANNOTATION_COLUMNS)
 # A piece of the row lookup: (table, shard stem) -> (video_id of each row, dictionary-encoded; whether a random-weight
 # model made each row): Arrow arrays, a few bytes per annotation row.
 ROW_LOOKUP = dict
+# Per-video counts of a group of shards: "task_counts" (video_id, task, rows), "reject_video_counts" (video_id, rows)
+# and "random_videos" (the video_ids with a random-weight row).
+VIDEO_PAYLOAD = dict
 
 
 def _tasks(table: str, rows: pa.Table) -> pa.Array:
@@ -55,11 +54,12 @@ def _tasks(table: str, rows: pa.Table) -> pa.Array:
     return pa.array([GROUNDING_TASK] * n, pa.string()) if n else pa.array([], pa.string())
 
 
-def read_annotations(out: BuildOutput, accepted: pa.Array, mismatches: list[str],
+def read_annotations(out: BuildOutput, keys, mismatches: list[str],
                      tasks_in_flight: int | None = None) -> Annotations:
     """Counts per video and task, computed with Arrow in Ray tasks over groups of shards (`read_shard_group`): the
-    driver lists the four annotation folders and gets back per-group aggregates; the per-row lookup the mixture
-    checks need stays in the object store."""
+    driver lists the four annotation folders and gets back the reject counts and messages; the per-row lookup the
+    mixture checks need and the per-video counts stay in the object store. `keys`: manifest/videos.parquet's
+    video_id (and duration_s) table, an ObjectRef under Ray."""
     files: dict[str, dict[str, str]] = defaultdict(dict)
     for table in ANNOTATION_COLUMNS:
         for path in out.parquet_parts(layout.annotation_dir(table)):
@@ -70,25 +70,24 @@ def read_annotations(out: BuildOutput, accepted: pa.Array, mismatches: list[str]
     ann = Annotations()
     file_messages: list[tuple] = []
     record_messages: list[tuple] = []
-    for found, lookup in remote.imap_with_payload("stats", read_shard_group, groups,
-                                                  (out.root, storage.settings(), accepted), "annotation shards",
-                                                  total=-(-len(stems) // size), in_flight=tasks_in_flight):
-        ann.task_counts.append(found["task_counts"])
-        ann.reject_video_counts.append(found["reject_video_counts"])
+    for found, payload in remote.imap_with_payload("stats", read_shard_group, groups,
+                                                   (out.root, storage.settings(), keys), "annotation shards",
+                                                   total=-(-len(stems) // size), in_flight=tasks_in_flight):
         ann.reject_counts.update(dict(found["reject_counts"]))
-        ann.random_videos.append(found["random_videos"])
-        ann.lookup.append(lookup)
+        ann.payloads.append(payload)
         file_messages += found["file_messages"]
         record_messages += found["record_messages"]
     mismatches += [m for *_, m in sorted(file_messages)] + [m for _, m in sorted(record_messages)]
     return ann
 
 
-def read_shard_group(group: tuple, root: str, settings, accepted: pa.Array) -> tuple[dict, dict]:
-    """One group of shards: (aggregates for the driver, this group's piece of the row lookup). `group` holds
-    (shard stem, {table: relative path of its Parquet file}); each shard's rows are checked against its record."""
+def read_shard_group(group: tuple, root: str, settings, keys: pa.Table) -> tuple[dict, dict]:
+    """One group of shards: (reject counts and messages for the driver, payload: this group's piece of the row
+    lookup and its per-video counts). `group` holds (shard stem, {table: relative path of its Parquet file}); each
+    shard's rows are checked against its record."""
     storage.configure(**dataclasses.asdict(settings))
     out = BuildOutput(root)
+    accepted = keys["video_id"]
     task_counts, reject_video_counts, random_videos = [], [], []
     reject_counts: Counter = Counter()
     file_messages, record_messages = [], []
@@ -125,49 +124,67 @@ def read_shard_group(group: tuple, root: str, settings, accepted: pa.Array) -> t
         if recorded != found:
             record_messages.append((stem, f"annotations of {stem}: the tables hold {found} rows but {record_path} "
                                           f"recorded {recorded} (rerun the `annotate` stage)"))
-    summary = {
+    per_video = {
         "task_counts": pa.concat_tables(task_counts) if task_counts else TASK_COUNTS.empty_table(),
         "reject_video_counts": (pa.concat_tables(reject_video_counts) if reject_video_counts else
                                 VIDEO_COUNTS.empty_table()),
-        "reject_counts": sorted(reject_counts.items()),
         "random_videos": (pc.unique(pa.chunked_array(random_videos, pa.string())) if random_videos else
                           pa.array([], pa.string())),
-        "file_messages": file_messages,
-        "record_messages": record_messages,
     }
-    return summary, lookup
+    summary = {"reject_counts": sorted(reject_counts.items()), "file_messages": file_messages,
+               "record_messages": record_messages}
+    return summary, {"lookup": lookup, "videos": per_video}
 
 
-def read_hico(out: BuildOutput, mismatches: list[str],
-              tasks_in_flight: int | None = None) -> tuple[list[pa.Table], list[pa.Array]]:
-    """(per HiCo stage, a table of clips per video: video_id, stage, rows; arrays of the video_ids with
-    random-weight tokens). The driver reads each stage's index and lists its records; Ray tasks read the records in
-    groups (`read_hico_records`)."""
-    clips: list[pa.Table] = []
-    random_videos: list[pa.Array] = []
-    for stage in out.hico_stages():
-        index = out.read_table(layout.hico_index_path(stage), columns=["video_id", "num_rows"])
-        clips.append(pa.table({"video_id": index["video_id"], "stage": pa.array([stage] * index.num_rows, pa.string()),
-                               "rows": index["num_rows"]}))
+@dataclass
+class Hico:
+    stages: list[str] = field(default_factory=list)  # stages with an index, hico/<stage>/index.parquet
+    random_videos: list = field(default_factory=list)  # per group of records, the video_ids of random-weight ones
+    unknown: list = field(default_factory=list)  # per stage, the indexed video_ids not in the manifest
+
+
+def read_hico(out: BuildOutput, keys, mismatches: list[str], tasks_in_flight: int | None = None) -> Hico:
+    """Per HiCo stage: its index checked against the manifest and its records (`check_hico_index`, one Ray task),
+    the records read in groups (`read_hico_records`), whose random-weight video_ids stay in the object store. The
+    clips per video are read from the index by the stats/videos rows themselves."""
+    hico = Hico(stages=out.hico_stages())
+    indexes = [remote.call(check_hico_index, stage, out.root, storage.settings(), keys) for stage in hico.stages]
+    for stage, index in zip(hico.stages, indexes):
         records_dir = f"{layout.HICO_RECORDS_DIR}/{stage}"
         names = out.listing(records_dir).files
         size = stats_schema.STATS_SHARDS_PER_TASK
         groups = ([f"{records_dir}/{n}" for n in names[i:i + size]] for i in range(0, len(names), size))
         recorded = 0
-        for found, _ in remote.imap_with_payload("stats", read_hico_records, groups, (out.root, storage.settings()),
-                                                 "HiCo records", total=-(-len(names) // size),
-                                                 in_flight=tasks_in_flight):
+        for found, random_videos in remote.imap_with_payload("stats", read_hico_records, groups,
+                                                             (out.root, storage.settings()), "HiCo records",
+                                                             total=-(-len(names) // size), in_flight=tasks_in_flight):
             recorded += found["clips"]
-            random_videos += found["random_videos"]
-        indexed = pc.sum(index["num_rows"]).as_py() or 0
-        if names and recorded != indexed:
-            mismatches.append(f"{layout.hico_index_path(stage)} lists {indexed} clips but the records in "
+            hico.random_videos.append(random_videos)
+        index = remote.get(index)
+        hico.unknown.append(index["unknown"])
+        if names and recorded != index["indexed"]:
+            mismatches.append(f"{layout.hico_index_path(stage)} lists {index['indexed']} clips but the records in "
                               f"{records_dir}/ hold {recorded} (rerun the `hico` stage)")
-    return clips, random_videos
+    if not any(len(u) for u in hico.unknown):
+        hico.unknown = []
+    return hico
 
 
-def read_hico_records(paths: list[str], root: str, settings) -> tuple[dict, None]:
-    """HiCo records: (their clips, and the video_ids of the random-weight ones as Arrow arrays; no payload)."""
+HICO_INDEX_COLUMNS = ["video_id", "num_rows"]
+
+
+def check_hico_index(stage: str, root: str, settings, keys: pa.Table) -> dict:
+    """A HiCo stage's index: its clips in all and its video_ids missing from the manifest (`keys`)."""
+    storage.configure(**dataclasses.asdict(settings))
+    index = BuildOutput(root).read_table(layout.hico_index_path(stage), columns=HICO_INDEX_COLUMNS)
+    ids = index["video_id"]
+    unknown = pc.unique(pc.filter(ids, pc.invert(pc.is_in(ids, value_set=keys["video_id"]))))
+    return {"indexed": pc.sum(index["num_rows"]).as_py() or 0,
+            "unknown": unknown.combine_chunks() if isinstance(unknown, pa.ChunkedArray) else unknown}
+
+
+def read_hico_records(paths: list[str], root: str, settings) -> tuple[dict, pa.Array]:
+    """HiCo records: (their clips; payload: the video_ids of the random-weight ones)."""
     storage.configure(**dataclasses.asdict(settings))
     out = BuildOutput(root)
     clips, random_videos = 0, []
@@ -176,4 +193,4 @@ def read_hico_records(paths: list[str], root: str, settings) -> tuple[dict, None
         clips += record.get("clips", 0)
         if record.get("random_init"):
             random_videos.append(pa.array([s["video_id"] for s in record.get("segments", [])], pa.string()))
-    return {"clips": clips, "random_videos": random_videos}, None
+    return {"clips": clips}, (pa.concat_arrays(random_videos) if random_videos else pa.array([], pa.string()))

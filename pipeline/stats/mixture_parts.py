@@ -62,11 +62,14 @@ class _MemberProblems:
     dangling_examples: list = field(default_factory=list)  # the first EXAMPLES of their table/source_key, sorted
 
 
-def member_part(plan: TaskPlan, index: int, root: str, settings, accepted: pa.Array, *lookup: dict) -> list:
-    """Member part `index`: [summary, per-record partial aggregates of bucket 0, 1, ...] (PER_RECORD tables)."""
+def member_part(plan: TaskPlan, index: int, root: str, settings, keys: pa.Table, *lookup: dict) -> list:
+    """Member part `index`: [summary, its distinct video_ids, per-record partial aggregates of bucket 0, 1, ...]
+    (PER_RECORD tables). `keys`: the manifest's video_id (and duration_s) table; `lookup`: the annotation groups'
+    payloads (pipeline/stats/annotations.py), of which the row lookup is read."""
     storage.configure(**dataclasses.asdict(settings))
     out = BuildOutput(root)
-    rows_lookup = _FlatLookup.of({key: value for piece in lookup for key, value in piece.items()})
+    accepted = keys["video_id"]
+    rows_lookup = _FlatLookup.of({key: value for piece in lookup for key, value in piece["lookup"].items()})
     members_path = layout.mixture_members_path(plan.stage)
     problems = _MemberProblems()
     partials, videos = [], []
@@ -93,9 +96,16 @@ def member_part(plan: TaskPlan, index: int, root: str, settings, accepted: pa.Ar
         PER_RECORD.empty_table()
     summary = {"rows": n_rows, "random": random_any, "other_stages": sorted(other_stages),
                "unknown": sorted(problems.unknown), "dangling": problems.dangling,
-               "dangling_examples": problems.dangling_examples,
-               "videos": pc.unique(pa.chunked_array(videos, pa.string())) if videos else pa.array([], pa.string())}
-    return [summary, *hash_buckets.split(per_record, per_record["record_id"], plan.buckets)]
+               "dangling_examples": problems.dangling_examples}
+    distinct = pc.unique(pa.chunked_array(videos, pa.string())) if videos else pa.array([], pa.string())
+    return [summary, distinct, *hash_buckets.split(per_record, per_record["record_id"], plan.buckets)]
+
+
+def distinct_videos(*videos: pa.Array) -> tuple[int, pa.Array]:
+    """The distinct video_ids of a task's member parts: (how many, them sorted)."""
+    distinct = pc.unique(pa.chunked_array(videos, pa.string())) if videos else pa.array([], pa.string())
+    distinct = distinct.combine_chunks() if isinstance(distinct, pa.ChunkedArray) else distinct
+    return len(distinct), pc.take(distinct, pc.sort_indices(distinct))
 
 
 def _per_record(rows: pa.Table) -> pa.Table:
@@ -183,18 +193,20 @@ def bucket_check(member_tables: int, *pieces) -> dict:
             "only_members": len(only_members), "only_members_examples": _first_sorted(only_members)}
 
 
-def check_task(plan: TaskPlan, root: str, settings, accepted: pa.Array, *lookup: dict) -> dict:
-    """The whole check of a task in this process: every part and bucket in turn, then `combine`."""
-    members = [member_part(plan, i, root, settings, accepted, *lookup) for i in range(len(plan.member_parts))]
+def check_task(plan: TaskPlan, root: str, settings, keys: pa.Table, *lookup: dict) -> tuple[dict, pa.Array]:
+    """The whole check of a task in this process: every part and bucket in turn, then `combine`; (its result,
+    its distinct video_ids)."""
+    members = [member_part(plan, i, root, settings, keys, *lookup) for i in range(len(plan.member_parts))]
     jsonls = [jsonl_part(plan, i, root, settings) for i in range(len(plan.jsonl_parts))]
-    found = [bucket_check(len(members), *[m[1 + b] for m in members], *[j[1 + b] for j in jsonls])
+    found = [bucket_check(len(members), *[m[2 + b] for m in members], *[j[1 + b] for j in jsonls])
              for b in range(plan.buckets)]
-    return combine(plan, [m[0] for m in members], [j[0] for j in jsonls], found)
+    n_videos, videos = distinct_videos(*[m[1] for m in members])
+    return combine(plan, [m[0] for m in members], [j[0] for j in jsonls], found, n_videos), videos
 
 
-def combine(plan: TaskPlan, members: list[dict], jsonls: list[dict], found: list[dict]) -> dict:
-    """The task's stats/stages row, its own mismatch messages, and what the stage-wide messages and stage tags need
-    (other stages named in its rows, unknown videos, dangling rows, its distinct videos)."""
+def combine(plan: TaskPlan, members: list[dict], jsonls: list[dict], found: list[dict], n_videos: int) -> dict:
+    """The task's stats/stages row (`n_videos` distinct videos), its own mismatch messages, and what the
+    stage-wide messages need (other stages named in its rows, unknown videos, dangling rows)."""
     stage, task, jsonl = plan.stage, plan.task, plan.jsonl
     n_records = sum(f["records"] for f in found)
     lines = sum(j["lines"] for j in jsonls)
@@ -224,14 +236,12 @@ def combine(plan: TaskPlan, members: list[dict], jsonls: list[dict], found: list
                             f"(e.g. {_sorted_examples(e for f in found for e in f['only_file_examples'])}), "
                             f"{only_members} only in the members "
                             f"(e.g. {_sorted_examples(e for f in found for e in f['only_members_examples'])})")
-    videos = pc.unique(pa.chunked_array([m["videos"] for m in members], pa.string())) if members else \
-        pa.array([], pa.string())
     row = {
         "stage": stage,
         "task": task,
         "samples": lines,
         "annotations": sum(m["rows"] for m in members),
-        "videos": len(videos),
+        "videos": n_videos,
         "hours": round(sum(f["duration_us"] for f in found) / 3_600_000_000, 6),
         "visual_tokens": sum(f["visual_tokens"] for f in found),
         "text_tokens": sum(j["text_tokens"] for j in jsonls),
@@ -242,8 +252,7 @@ def combine(plan: TaskPlan, members: list[dict], jsonls: list[dict], found: list
             "other_stages": sorted({s for m in members for s in m["other_stages"]}),
             "unknown": sorted({v for m in members for v in m["unknown"]}),
             "dangling": sum(m["dangling"] for m in members),
-            "dangling_examples": _sorted_examples(e for m in members for e in m["dangling_examples"]),
-            "videos": videos}
+            "dangling_examples": _sorted_examples(e for m in members for e in m["dangling_examples"])}
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,6 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
 from pipeline.core.columns import runs
 from pipeline.io import storage
 from pipeline.stats import remote
@@ -20,6 +17,7 @@ from pipeline.stats.mixture_parts import (
     bucket_check,
     check_task,
     combine,
+    distinct_videos,
     jsonl_part,
     member_part,
 )
@@ -33,7 +31,8 @@ from schemas.mixture import MIX_MEMBERS
 class MixtureStats:
     built: bool
     rows: list[dict] = field(default_factory=list)  # schemas.stats.STAGES rows
-    stage_tags: list = field(default_factory=list)  # per stage, an Arrow table (video_id, stage) of its videos
+    # (stage, the distinct video_ids of each of its tasks): ObjectRefs under Ray the driver never fetches
+    stage_tags: list = field(default_factory=list)
     mismatches: list[str] = field(default_factory=list)
 
 
@@ -52,10 +51,10 @@ class _StagePlan:
     problem: str | None = None  # a members.parquet that cannot be checked at all
 
 
-def collect(out: BuildOutput, lookup: list, accepted: pa.Array, tasks_in_flight: int | None = None,
+def collect(out: BuildOutput, lookup: list, keys, tasks_in_flight: int | None = None,
             member_rows: int | None = None, jsonl_bytes: int | None = None) -> MixtureStats:
-    """lookup: the pieces of the annotation row lookup (pipeline/stats/annotations.py; ObjectRefs under Ray);
-    accepted: video_ids of manifest/videos. Each (stage, task) is checked by Ray tasks (at most `tasks_in_flight`
+    """lookup: the annotation groups' payloads holding the pieces of the row lookup (pipeline/stats/annotations.py;
+    ObjectRefs under Ray); keys: manifest/videos' video_id and duration_s (an ObjectRef under Ray). Each (stage, task) is checked by Ray tasks (at most `tasks_in_flight`
     Ray tasks submitted at a time; in this process when Ray is not running), in parts of about `member_rows` rows of
     members.parquet and `jsonl_bytes` bytes of JSONL (schemas.stats defaults). The driver reads no more than the
     `task` column of each members.parquet, a row group at a time, to know which row groups hold a task."""
@@ -65,18 +64,19 @@ def collect(out: BuildOutput, lookup: list, accepted: pa.Array, tasks_in_flight:
              jsonl_bytes or stats_schema.MIXTURE_CHECK_JSONL_BYTES)
     plans = [_plan_stage(out, stage, *sizes) for stage in stages]
     tasks = [t for plan in plans for t in plan.tasks]
-    by_stage: dict[str, list[dict]] = {}
-    for task, found in zip(tasks, _run_tasks(tasks, out.root, accepted, lookup, tasks_in_flight)):
+    by_stage: dict[str, list[tuple]] = {}
+    for task, found in zip(tasks, _run_tasks(tasks, out.root, keys, lookup, tasks_in_flight)):
         by_stage.setdefault(task.stage, []).append(found)
     for plan in plans:
         _add_stage(result, plan, by_stage.get(plan.stage, []))
     return result
 
 
-def _run_tasks(tasks: list[TaskPlan], root: str, accepted: pa.Array, lookup: list, in_flight: int | None):
-    """The `combine` result of each task, in order. Under Ray a task of one part is one Ray task (`check_task`);
-    a larger one is its member and JSONL parts, then one `bucket_check` per bucket fed their bucket objects (which
-    never pass through the driver). At most `in_flight` Ray tasks are submitted at a time, counting every part and
+def _run_tasks(tasks: list[TaskPlan], root: str, keys, lookup: list, in_flight: int | None):
+    """(the `combine` result, its distinct video_ids) of each task, in order; under Ray the video_ids are an
+    ObjectRef the driver never fetches. Under Ray a task of one part is one Ray task (`check_task`); a larger one is
+    its member and JSONL parts, then one `bucket_check` per bucket fed their bucket objects and one
+    `distinct_videos` fed their video_ids (which never pass through the driver). At most `in_flight` Ray tasks are submitted at a time, counting every part and
     bucket check of a split task (one larger than that runs alone): a split task's bucket objects, which stay in
     the object store until its bucket checks have read them, are those of one large task at a time, not of
     `in_flight` of them."""
@@ -84,26 +84,26 @@ def _run_tasks(tasks: list[TaskPlan], root: str, accepted: pa.Array, lookup: lis
 
     settings = storage.settings()
     if not remote.ray_running():
-        yield from (check_task(t, root, settings, accepted, *lookup) for t in tasks)
+        yield from (check_task(t, root, settings, keys, *lookup) for t in tasks)
         return
     import ray
 
     from pipeline.core.ray_runtime import default_in_flight
 
-    whole, member, jsonl, check = (remote.remote(fn) for fn in (check_task, member_part, jsonl_part, bucket_check))
-    accepted_ref = ray.put(accepted)
+    whole, distinct = remote.remote(check_task, 2), remote.remote(distinct_videos, 2)
+    member, jsonl, check = (remote.remote(fn) for fn in (member_part, jsonl_part, bucket_check))
     progress = Progress("stats", len(tasks), "mixture tasks")
     pending: deque = deque()  # (task, its refs, Ray tasks submitted for it)
     submitted = 0
 
-    def oldest() -> dict:
+    def oldest() -> tuple:
         nonlocal submitted
         task, refs, ray_tasks = pending.popleft()
-        if not isinstance(refs, tuple):
-            found = ray.get(refs)
+        if len(refs) == 2:
+            found = ray.get(refs[0]), refs[1]
         else:
-            members, jsonls, buckets = refs
-            found = combine(task, ray.get(members), ray.get(jsonls), ray.get(buckets))
+            members, jsonls, buckets, (n_videos, videos) = refs
+            found = combine(task, ray.get(members), ray.get(jsonls), ray.get(buckets), ray.get(n_videos)), videos
         submitted -= ray_tasks
         progress.advance(1)
         return found
@@ -111,18 +111,18 @@ def _run_tasks(tasks: list[TaskPlan], root: str, accepted: pa.Array, lookup: lis
     limit = default_in_flight(in_flight)
     for task in tasks:
         if task.buckets == 1:
-            pending.append((task, whole.remote(task, root, settings, accepted_ref, *lookup), 1))
+            pending.append((task, tuple(whole.remote(task, root, settings, keys, *lookup)), 1))
             submitted += 1
         else:
-            n = task.buckets + 1
-            members = [member.options(num_returns=n).remote(task, i, root, settings, accepted_ref, *lookup)
+            members = [member.options(num_returns=task.buckets + 2).remote(task, i, root, settings, keys, *lookup)
                        for i in range(len(task.member_parts))]
-            jsonls = [jsonl.options(num_returns=n).remote(task, i, root, settings)
+            jsonls = [jsonl.options(num_returns=task.buckets + 1).remote(task, i, root, settings)
                       for i in range(len(task.jsonl_parts))]
-            buckets = [check.remote(len(members), *[m[1 + b] for m in members], *[j[1 + b] for j in jsonls])
+            buckets = [check.remote(len(members), *[m[2 + b] for m in members], *[j[1 + b] for j in jsonls])
                        for b in range(task.buckets)]
-            ray_tasks = len(members) + len(jsonls) + len(buckets)
-            pending.append((task, ([m[0] for m in members], [j[0] for j in jsonls], buckets), ray_tasks))
+            videos = tuple(distinct.remote(*[m[1] for m in members]))
+            ray_tasks = len(members) + len(jsonls) + len(buckets) + 1
+            pending.append((task, ([m[0] for m in members], [j[0] for j in jsonls], buckets, videos), ray_tasks))
             submitted += ray_tasks
             del members, jsonls  # the bucket objects are held by the bucket checks only, freed once they ran
         while pending and submitted >= limit:
@@ -181,13 +181,14 @@ def _member_parts(groups: list[list[int]], member_rows: int) -> tuple[tuple[int,
     return tuple(parts)
 
 
-def _add_stage(result: MixtureStats, plan: _StagePlan, found: list[dict]) -> None:
+def _add_stage(result: MixtureStats, plan: _StagePlan, results: list[tuple]) -> None:
     """The stage's messages (in the order they always came: stage-wide first, then per task in task order), rows
-    and video tags, from its tasks' results."""
+    and video tags, from its tasks' (result, distinct video_ids)."""
     members_path = layout.mixture_members_path(plan.stage)
     if plan.problem:
         result.mismatches.append(plan.problem)
         return
+    found = [f for f, _ in results]
     other_stage = {s for f in found for s in f["other_stages"]}
     unknown = {v for f in found for v in f["unknown"]}
     dangling = sum(f["dangling"] for f in found)
@@ -206,6 +207,4 @@ def _add_stage(result: MixtureStats, plan: _StagePlan, found: list[dict]) -> Non
     for f in sorted(found, key=lambda f: f["row"]["task"]):
         result.rows.append(f["row"])
         result.mismatches += f["messages"]
-    vids = pc.unique(pa.chunked_array([f["videos"] for f in found], pa.string())) if found else \
-        pa.array([], pa.string())
-    result.stage_tags.append(pa.table({"video_id": vids, "stage": pa.array([plan.stage] * len(vids), pa.string())}))
+    result.stage_tags.append((plan.stage, [videos for _, videos in results]))

@@ -40,3 +40,18 @@ def imap_with_payload(stage: str, fn: Callable[..., tuple], units: Iterable[Any]
         yield fn(u, *shared_args)
         progress.advance(1)
     progress.finish()
+
+
+def call(fn: Callable, *args, returns: int = 1):
+    """fn(*args) as one Ray task whose results stay in the object store (ObjectRefs, one per return), or its value
+    in this process without Ray: how the driver hands per-video data from task to task without holding it."""
+    if not ray_running():
+        return fn(*args)
+    return remote(fn, returns).remote(*args)
+
+
+def get(value):
+    """The value behind an ObjectRef (fetched into this process), or `value` itself."""
+    import ray
+
+    return ray.get(value) if isinstance(value, ray.ObjectRef) else value

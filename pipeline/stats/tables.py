@@ -7,18 +7,18 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.core.context import StageInputMissing
 from pipeline.io import storage
-from pipeline.stats import remote
+from pipeline.stats import inputs, remote
 from pipeline.stats import videos as stats_videos
 from pipeline.stats.annotations import read_annotations, read_hico
 from pipeline.stats.mixtures import collect as collect_mixtures
-from pipeline.stats.sources import BuildOutput, arrow_s3_operation
+from pipeline.stats.sources import BuildOutput
 from schemas import layout, tables
 from schemas import stats as stats_schema
 from schemas.errors import LongVidError
@@ -30,74 +30,79 @@ class StatsMismatch(LongVidError, RuntimeError):
 
 @dataclass
 class BuildStats:
-    tables: dict[str, pa.Table]
+    small_tables: dict[str, pa.Table]  # shards, rejects, stages: a row per shard, reason or (stage, task)
+    videos: stats_videos.VideosFile  # stats/videos.parquet, spooled to a local file (a row per video)
     mismatches: list[str]
     mixtures_built: bool
+
+    @property
+    def tables(self) -> dict[str, pa.Table]:
+        """The four tables, stats/videos.parquet read back from its spool (for small builds: the report of a build
+        the stats stage has not run on, tests)."""
+        return {"videos": self.videos.read(), **self.small_tables}
 
 
 def _first_sorted(values: pa.Array | pa.ChunkedArray) -> list[str]:
     return pc.take(values, pc.sort_indices(values)[:stats_schema.EXAMPLES]).to_pylist()
 
 
-def _reconcile_inputs(crawl: pa.ChunkedArray, accepted: pa.ChunkedArray, rejected: pa.ChunkedArray,
-                      mismatches: list[str]) -> None:
-    """Every crawled input is accepted or rejected exactly once (source_uri arrays, compared with Arrow)."""
-    if len(crawl) != len(accepted) + len(rejected):
-        mismatches.append(f"inputs ({len(crawl)}) != accepted ({len(accepted)}) + rejected ({len(rejected)}) in "
-                          "manifest/crawl, videos and rejects.parquet (rerun the ingest stages)")
-    seen = pa.chunked_array(accepted.chunks + rejected.chunks, pa.string())
-    counts = pc.value_counts(seen)
-    twice = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
-    lost = pc.unique(pc.filter(crawl, pc.invert(pc.is_in(crawl, value_set=counts.field("values")))))
-    extra = pc.filter(counts.field("values"), pc.invert(pc.is_in(counts.field("values"), value_set=pc.unique(crawl))))
-    for what, uris in (("in neither manifest table", lost), ("listed more than once", twice),
-                       ("not in manifest/crawl.parquet", extra)):
-        if len(uris):
-            mismatches.append(f"{len(uris)} inputs {what} (e.g. {_first_sorted(uris)})")
+@dataclass
+class ShardChecks:
+    rows: list[dict] = field(default_factory=list)  # stats/shards.parquet rows, one per shard
+    messages: list[str] = field(default_factory=list)
+    index_missing: bool = False
+    in_shards: list = field(default_factory=list)  # per group of shards, its IN_SHARD table (ObjectRefs under Ray)
+    unknown: list = field(default_factory=list)  # arrays of video_ids in shard records but not in the manifest
 
 
-def shard_rows(out: BuildOutput, videos: pa.Table, mismatches: list[str],
-               tasks_in_flight: int | None = None) -> list[dict]:
-    """stats/shards.parquet rows (one per shard) from shards/index.json and the shard records; `videos` holds
-    manifest/videos.parquet's video_id, shard and duration_s; disagreements go to `mismatches`. The records and tars
-    are read by Ray tasks over groups of shards (`check_shard_group`); the driver reads the index only."""
-    claimed = videos.filter(pc.fill_null(pc.not_equal(videos["shard"], ""), False)).select(["video_id", "shard"])
+def shard_rows(out: BuildOutput, keys, tasks_in_flight: int | None = None) -> ShardChecks:
+    """stats/shards.parquet rows (one per shard) from shards/index.json and the shard records; `keys` holds
+    manifest/videos.parquet's video_id and duration_s (an ObjectRef under Ray). The records and tars are read by
+    Ray tasks over groups of shards (`check_shard_group`); the driver reads the index only. Each group's
+    (video_id, in_shard) table stays in the object store for the per-video rows (pipeline/stats/videos.py), which
+    compare it with the manifest's `shard`."""
+    checks = ShardChecks()
     if not out.exists(layout.SHARD_INDEX):
-        if claimed.num_rows:
-            mismatches.append(f"{claimed.num_rows} videos name a shard but {layout.SHARD_INDEX} is missing "
-                              "(rerun the `shard` stage)")
-        return []
+        checks.index_missing = True
+        return checks
     entries = out.read_json(layout.SHARD_INDEX)["shardlist"]
     size = stats_schema.STATS_SHARDS_PER_TASK
     groups = (entries[i:i + size] for i in range(0, len(entries), size))
-    rows, in_shards = [], []
-    for found, _ in remote.imap_with_payload("stats", check_shard_group, groups,
-                                             (out.root, storage.settings(), videos.select(["video_id", "duration_s"])),
-                                             "shard records", total=-(-len(entries) // size),
-                                             in_flight=tasks_in_flight):
-        rows += found["rows"]
-        mismatches += found["messages"]
-        in_shards.append(found["in_shard"])
-    recorded = pa.concat_tables(in_shards) if in_shards else IN_SHARD.empty_table()
-    both = claimed.join(recorded, "video_id", join_type="full outer")
-    wrong = pc.unique(pc.filter(both["video_id"], pc.invert(pc.fill_null(pc.equal(both["shard"], both["in_shard"]),
-                                                                         False))))
-    if len(wrong):
-        mismatches.append(f"{len(wrong)} videos: manifest/videos.parquet and the shard records disagree on their "
-                          f"shard (e.g. {_first_sorted(wrong)}; rerun the `shard` stage)")
-    return rows
+    for found, in_shard in remote.imap_with_payload("stats", check_shard_group, groups,
+                                                    (out.root, storage.settings(), keys), "shard records",
+                                                    total=-(-len(entries) // size), in_flight=tasks_in_flight):
+        checks.rows += found["rows"]
+        checks.messages += found["messages"]
+        checks.in_shards.append(in_shard)
+        checks.unknown.append(found["unknown"])
+    return checks
+
+
+def wrong_shard_message(checks: ShardChecks, claimed: int, wrong: int, examples: list[str]) -> list[str]:
+    """The message on videos whose shard the manifest and the shard records disagree on: `claimed` videos name a
+    shard in the manifest; `wrong` of the manifest's videos disagree (with their first sorted `examples`), to which
+    the recorded videos missing from the manifest (`checks.unknown`) add."""
+    if checks.index_missing:
+        missing = f"{claimed} videos name a shard but {layout.SHARD_INDEX} is missing (rerun the `shard` stage)"
+        return [missing] if claimed else []
+    unknown = pc.unique(pa.chunked_array(checks.unknown, pa.string())) if checks.unknown else pa.array([], pa.string())
+    if not wrong and not len(unknown):
+        return []
+    examples = sorted(examples + _first_sorted(unknown))[:stats_schema.EXAMPLES]
+    return [f"{wrong + len(unknown)} videos: manifest/videos.parquet and the shard records disagree on their "
+            f"shard (e.g. {examples}; rerun the `shard` stage)"]
 
 
 IN_SHARD = pa.schema([("video_id", pa.string()), ("in_shard", pa.string())])
 
 
-def check_shard_group(entries: list[dict], root: str, settings, videos: pa.Table) -> tuple[dict, None]:
+def check_shard_group(entries: list[dict], root: str, settings, keys: pa.Table) -> tuple[dict, pa.Table]:
     """Entries of shards/index.json checked against their records and tars: (their stats/shards rows, messages and
-    (video_id, in_shard) table; no payload)."""
+    the recorded video_ids missing from `keys`; payload: the (video_id, in_shard) table of their records)."""
     storage.configure(**dataclasses.asdict(settings))
     out = BuildOutput(root)
-    ids = videos["video_id"].combine_chunks()
-    durations = videos["duration_s"].combine_chunks()
+    ids = keys["video_id"].combine_chunks()
+    durations = keys["duration_s"].combine_chunks()
     rows, messages, in_shards = [], [], []
     for entry in entries:
         name = entry["url"]
@@ -126,20 +131,20 @@ def check_shard_group(entries: list[dict], root: str, settings, videos: pa.Table
         rows.append({"shard": name, "samples": record["nsamples"], "bytes": record["filesize"],
                      "sha256": record["sha256"], "duration_s": round(duration, 6), "hours": round(duration / 3600, 6)})
     in_shard = pa.concat_tables(in_shards) if in_shards else IN_SHARD.empty_table()
-    return {"rows": rows, "messages": messages, "in_shard": in_shard}, None
+    recorded = in_shard["video_id"]
+    unknown = pc.unique(pc.filter(recorded, pc.invert(pc.is_in(recorded, value_set=ids))))
+    return {"rows": rows, "messages": messages, "unknown": unknown.combine_chunks() if isinstance(
+        unknown, pa.ChunkedArray) else unknown}, in_shard
 
 
-def reject_rows(rejects: list[dict], annotation_rejects: Counter) -> list[dict]:
-    """stats/rejects.parquet rows from manifest rejects (stage, reason, bytes) and the annotation rejects counted per
+def reject_rows(input_rejects: list[tuple], rejected: int, annotation_rejects: Counter) -> list[dict]:
+    """stats/rejects.parquet rows from the manifest rejects counted per (stage, reason) (`input_rejects`: (stage,
+    reason, count, bytes) in first-seen order, `rejected` of them in all) and the annotation rejects counted per
     (task, reason group)."""
     rows = []
-    inputs = Counter((r["stage"], r["reason"]) for r in rejects)
-    input_bytes = Counter()
-    for r in rejects:
-        input_bytes[(r["stage"], r["reason"])] += r["bytes"] or 0
-    for (stage, reason), n in inputs.items():
+    for stage, reason, n, size in input_rejects:
         rows.append({"scope": "input", "stage": stage, "task": None, "reason": reason, "count": n,
-                     "bytes": input_bytes[(stage, reason)], "share": round(n / len(rejects), 6)})
+                     "bytes": size, "share": round(n / rejected, 6)})
     total = sum(annotation_rejects.values())
     for (task, reason), n in annotation_rejects.items():
         rows.append({"scope": "annotation", "stage": "annotate", "task": task, "reason": reason, "count": n,
@@ -155,39 +160,42 @@ def _require(out: BuildOutput, relative: str) -> None:
 
 def compute(out: BuildOutput, tasks_in_flight: int | None = None, member_rows: int | None = None,
             jsonl_bytes: int | None = None) -> BuildStats:
-    """All four tables and the list of disagreements (empty when the build reconciles). The annotation reads and
-    the mixture checks run as Ray tasks, at most `tasks_in_flight` at a time (default: twice the cluster's CPUs);
-    a mixture task larger than `member_rows` rows or `jsonl_bytes` bytes (schemas.stats defaults) is checked in
-    parts. None of these changes a byte of the tables."""
+    """All four tables and the list of disagreements (empty when the build reconciles). Every check runs as Ray
+    tasks, at most `tasks_in_flight` at a time (default: twice the cluster's CPUs), and the per-video data they pass
+    on (the manifest's keys, annotation and HiCo counts, stage tags, shard membership) stays in the object store:
+    the driver holds per-shard results and the stats/videos rows of the groups in flight, spooled to a local
+    Parquet file as they arrive (pipeline/stats/videos.py). A mixture task larger than `member_rows` rows or
+    `jsonl_bytes` bytes (schemas.stats defaults) is checked in parts. None of these changes a byte of the tables."""
     for rel in (layout.MANIFEST_CRAWL, layout.MANIFEST_VIDEOS, layout.MANIFEST_REJECTS):
         _require(out, rel)
-    mismatches: list[str] = []
-    crawl = out.read_table(layout.MANIFEST_CRAWL, columns=["source_uri"])["source_uri"]
-    with arrow_s3_operation("GetObject", out.uri(layout.MANIFEST_VIDEOS)):  # pyarrow's own S3 client
-        video_table = stats_videos.read_manifest_videos(out)
-    accepted_ids = video_table["video_id"].combine_chunks()
-    rejects = out.read_table(layout.MANIFEST_REJECTS, columns=["source_uri", "reason", "stage", "bytes"])
-    _reconcile_inputs(crawl, video_table["source_uri"], rejects["source_uri"], mismatches)
-    del crawl
-    shards = shard_rows(out, video_table.select(["video_id", "shard", "duration_s"]), mismatches, tasks_in_flight)
-    rejects = rejects.to_pylist()  # one row per rejected input (a small share of the inputs)
-    ann = read_annotations(out, accepted_ids, mismatches, tasks_in_flight)
-    hico_clips, random_hico = read_hico(out, mismatches, tasks_in_flight)
-    hico_ids = pa.chunked_array([t["video_id"] for t in hico_clips], pa.string())
-    unknown = pc.unique(pc.filter(hico_ids, pc.invert(pc.is_in(hico_ids, value_set=accepted_ids)))).to_pylist()
-    if unknown:
+    settings = storage.settings()
+    checked_inputs = remote.call(inputs.check_inputs, out.root, settings)
+    keys = remote.call(inputs.manifest_keys, out.root, settings)
+    shards = shard_rows(out, keys, tasks_in_flight)
+    ann_messages: list[str] = []
+    ann = read_annotations(out, keys, ann_messages, tasks_in_flight)
+    hico_messages: list[str] = []
+    hico = read_hico(out, keys, hico_messages, tasks_in_flight)
+    mix = collect_mixtures(out, ann.payloads, keys, tasks_in_flight, member_rows, jsonl_bytes)
+    sources = stats_videos.Sources(ann.payloads, hico.stages, hico.random_videos, shards.in_shards,
+                                   mix.stage_tags, shards.index_missing)
+    videos = stats_videos.build_file(out, sources, tasks_in_flight)
+    found_inputs = remote.get(checked_inputs)
+    mismatches = found_inputs["messages"] + shards.messages
+    mismatches += wrong_shard_message(shards, videos.claimed, videos.wrong_shard, videos.wrong_shard_examples)
+    mismatches += ann_messages + hico_messages
+    if hico.unknown:
+        unknown = pc.unique(pa.chunked_array(hico.unknown, pa.string()))
         mismatches.append(f"HiCo tokens of {len(unknown)} videos not in manifest/videos.parquet (e.g. "
-                          f"{sorted(unknown)[:stats_schema.EXAMPLES]}; rerun the `hico` stage)")
-    mix = collect_mixtures(out, ann.lookup, accepted_ids, tasks_in_flight, member_rows, jsonl_bytes)
+                          f"{_first_sorted(unknown)}; rerun the `hico` stage)")
     mismatches += mix.mismatches
     built = {
-        "videos": stats_videos.build(video_table, ann.task_counts, ann.reject_video_counts, hico_clips,
-                                     mix.stage_tags, ann.random_videos + random_hico),
-        "shards": tables.to_table(shards, stats_schema.SHARDS),
-        "rejects": tables.to_table(reject_rows(rejects, ann.reject_counts), stats_schema.REJECTS),
+        "shards": tables.to_table(shards.rows, stats_schema.SHARDS),
+        "rejects": tables.to_table(reject_rows(found_inputs["rejects"], found_inputs["rejected"], ann.reject_counts),
+                                   stats_schema.REJECTS),
         "stages": tables.to_table(sorted(mix.rows, key=lambda r: (r["stage"], r["task"])), stats_schema.STAGES),
     }
-    return BuildStats(built, mismatches, mix.built)
+    return BuildStats(built, videos, mismatches, mix.built)
 
 
 def check(result: BuildStats) -> None:
@@ -197,7 +205,8 @@ def check(result: BuildStats) -> None:
 
 
 def write(out: BuildOutput, result: BuildStats) -> None:
-    for name, table in result.tables.items():
+    storage.commit_file_if_changed(result.videos.path, out.uri(layout.stats_table_path("videos")))
+    for name, table in result.small_tables.items():
         storage.write_parquet(out.uri(layout.stats_table_path(name)), table)
 
 

@@ -1,17 +1,30 @@
-"""stats/videos.parquet as a columnar aggregation: the manifest's videos sorted by video_id, joined with per-video
-counts that arrive as long Arrow tables (video_id, key, value). No Python object is made per video: per-video maps
-and lists are built from offsets computed with numpy, so the driver holds a few Arrow arrays however large the build."""
+"""stats/videos.parquet as a columnar aggregation, computed by Ray tasks over runs of manifest/videos.parquet rows
+(which are in video_id order): each task reads its videos' manifest rows and joins them with the per-video counts
+the other checks left in the object store (annotation counts, HiCo clips, stage tags, shard membership), as long
+Arrow tables (video_id, key, value) filtered to its videos. The driver writes the rows as they arrive, in order, in
+row groups of a fixed size, to a local spool file: it holds the rows of the tasks in flight and of one row group,
+never a column of the whole build. No Python object is made per video: per-video maps and lists are built from
+offsets computed with numpy."""
 
 from __future__ import annotations
+
+import dataclasses
+import os
+import weakref
+from dataclasses import dataclass, field
+from typing import Self
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.stats.sources import BuildOutput
+from pipeline.io import storage
+from pipeline.stats import remote
+from pipeline.stats.sources import BuildOutput, arrow_s3_operation
 from schemas import layout
 from schemas import stats as stats_schema
+from schemas.errors import LongVidError
 from schemas.mixture import CAPTION_TASK, GROUNDING_TASK, SUMMARY_TASK
 
 
@@ -30,19 +43,36 @@ def frames_per_stage(sampling: pa.ChunkedArray) -> pa.ChunkedArray:
 
 
 
-def read_manifest_videos(out: BuildOutput) -> pa.Table:
-    """manifest/videos.parquet's copied columns plus `scenes` (count) and `frames_per_stage` (map), read in batches
-    of rows so the scene and frame lists of the whole build are never in memory at once."""
+def _video_columns(rows: pa.Table, copied: list[str]) -> pa.Table:
+    return rows.select(copied).append_column(
+        "scenes", pc.list_value_length(rows["scenes"]).cast(pa.int32())).append_column(
+        "frames_per_stage", frames_per_stage(rows["sampling"]))
+
+
+def read_manifest_videos(out: BuildOutput, start: int = 0, stop: int | None = None) -> pa.Table:
+    """Rows `start` to `stop` of manifest/videos.parquet (all by default): its copied columns plus `scenes` (count)
+    and `frames_per_stage` (map), read in batches of rows from the row groups holding them, so that the scene and
+    frame lists of more rows are never in memory at once."""
     filesystem, path_of = out.arrow_filesystem()
     copied = list(stats_schema.VIDEO_COPIED_COLUMNS)
     parquet = pq.ParquetFile(filesystem.open_input_file(path_of(layout.MANIFEST_VIDEOS)))
-    columns = [*copied, "scenes", "sampling"]
-    tables = []
-    for batch in parquet.iter_batches(layout.MANIFEST_BATCH_ROWS, columns=columns):
-        rows = pa.Table.from_batches([batch])
-        tables.append(rows.select(copied).append_column(
-            "scenes", pc.list_value_length(rows["scenes"]).cast(pa.int32())).append_column(
-            "frames_per_stage", frames_per_stage(rows["sampling"])))
+    stop = parquet.metadata.num_rows if stop is None else stop
+    groups, first, position = [], None, 0
+    for i in range(parquet.num_row_groups):
+        n = parquet.metadata.row_group(i).num_rows
+        if position < stop and position + n > start:
+            groups.append(i)
+            first = position if first is None else first
+        position += n
+    tables, position = [], first or 0
+    batches = parquet.iter_batches(layout.MANIFEST_BATCH_ROWS, row_groups=groups, columns=[*copied, "scenes",
+                                                                                            "sampling"]) \
+        if groups else ()
+    for batch in batches:
+        begin, end = max(start - position, 0), min(stop - position, batch.num_rows)
+        position += batch.num_rows
+        if end > begin:
+            tables.append(_video_columns(pa.Table.from_batches([batch]).slice(begin, end - begin), copied))
     if not tables:
         empty = parquet.schema_arrow.empty_table()
         tables.append(empty.select(copied).append_column("scenes", pa.array([], pa.int32())).append_column(
@@ -146,3 +176,163 @@ def build(videos: pa.Table, task_counts: list[pa.Table], reject_counts: list[pa.
         "random_init": pc.is_in(ids, value_set=random),
     })
     return pa.table({f.name: columns[f.name] for f in stats_schema.VIDEOS}).cast(stats_schema.VIDEOS)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# stats/videos.parquet by groups of manifest rows
+
+
+@dataclass(frozen=True)
+class Sources:
+    """What the other checks left for the per-video rows: ObjectRefs under Ray (fetched by the tasks, never by the
+    driver), the values themselves without Ray."""
+    annotations: list  # per group of annotation shards, its payload (pipeline/stats/annotations.py VIDEO_PAYLOAD)
+    hico_stages: list[str]  # HiCo stages with an index (their clips per video are read from it)
+    hico_random: list  # arrays of the video_ids of random-weight HiCo records
+    in_shards: list  # per group of shards, its (video_id, in_shard) table from the shard records
+    stage_tags: list  # (curriculum stage, [the distinct video_ids of each of its tasks])
+    shard_index_missing: bool
+
+
+@dataclass
+class VideosFile:
+    """stats/videos.parquet spooled to a local file, and what the driver learnt of the rows on the way: the videos
+    naming a shard, and those whose shard the manifest and the shard records disagree on (with the first sorted)."""
+    path: str
+    rows: int = 0
+    claimed: int = 0
+    wrong_shard: int = 0
+    wrong_shard_examples: list = field(default_factory=list)
+
+    def read(self) -> pa.Table:
+        return pq.read_table(self.path)
+
+
+def build_file(out: BuildOutput, sources: Sources, tasks_in_flight: int | None = None) -> VideosFile:
+    """stats/videos.parquet of the build, computed by Ray tasks over STATS_VIDEOS_PER_TASK manifest rows at a time
+    (`group_rows`) and written in row groups of STATS_VIDEOS_ROWS_PER_GROUP rows to a local spool file, removed
+    when the returned VideosFile is dropped. Raises ManifestOrder when the manifest is not in video_id order (the
+    tasks' runs of rows would not join up in order)."""
+    from pipeline.core import tempdirs
+
+    with arrow_s3_operation("GetObject", out.uri(layout.MANIFEST_VIDEOS)):
+        total = out.open_parquet(layout.MANIFEST_VIDEOS).metadata.num_rows
+    size = stats_schema.STATS_VIDEOS_PER_TASK
+    spans = ((i, min(i + size, total)) for i in range(0, total, size))
+    fd, path = tempdirs.mkstemp(prefix="longvid-stats-videos-", suffix=".parquet")
+    os.close(fd)
+    result = VideosFile(path)
+    weakref.finalize(result, _remove, path)
+    last = None
+    with _RowGroupWriter(path, stats_schema.VIDEOS, stats_schema.STATS_VIDEOS_ROWS_PER_GROUP) as writer:
+        for found, _ in remote.imap_with_payload("stats", group_rows, spans,
+                                                 (out.root, storage.settings(), sources), "video rows",
+                                                 total=-(-total // size), in_flight=tasks_in_flight):
+            rows = found["rows"]
+            if rows.num_rows:
+                first = rows["video_id"][0].as_py()
+                if last is not None and first <= last:
+                    raise ManifestOrder(f"{layout.MANIFEST_VIDEOS} is not in video_id order ({first!r} after "
+                                        f"{last!r}): rerun the `shard` stage")
+                last = rows["video_id"][-1].as_py()
+            writer.add(rows)
+            result.rows += rows.num_rows
+            result.claimed += found["claimed"]
+            result.wrong_shard += found["wrong_shard"]
+            result.wrong_shard_examples = sorted(result.wrong_shard_examples +
+                                                 found["wrong_shard_examples"])[:stats_schema.EXAMPLES]
+    return result
+
+
+class ManifestOrder(LongVidError, RuntimeError):
+    """manifest/videos.parquet is not in video_id order, which the `shard` stage guarantees."""
+
+
+def _remove(path: str) -> None:
+    if os.path.exists(path):
+        os.unlink(path)
+
+
+class _RowGroupWriter:
+    """A Parquet file written as tables arrive, in row groups of `rows_per_group` rows: the bytes of a whole-table
+    write with that row group size, whatever the sizes of the tables added."""
+
+    def __init__(self, path: str, schema: pa.Schema, rows_per_group: int):
+        self.writer = pq.ParquetWriter(path, schema, compression="zstd")
+        self.schema = schema
+        self.rows_per_group = rows_per_group
+        self.pending: list[pa.Table] = []
+        self.rows = 0
+        self.written = 0
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind, *_) -> None:
+        if kind is None:
+            if self.rows:
+                self._flush(self.rows)
+            elif not self.written:  # as a whole-table write of no rows
+                self.writer.write_table(self.schema.empty_table())
+        self.writer.close()
+
+    def add(self, table: pa.Table) -> None:
+        self.pending.append(table)
+        self.rows += table.num_rows
+        while self.rows >= self.rows_per_group:
+            self._flush(self.rows_per_group)
+
+    def _flush(self, n: int) -> None:
+        buffered = pa.concat_tables(self.pending)
+        self.writer.write_table(buffered.slice(0, n).combine_chunks(), row_group_size=self.rows_per_group)
+        rest = buffered.slice(n)
+        self.pending = [rest] if rest.num_rows else []
+        self.rows -= n
+        self.written += n
+
+
+def _in(table: pa.Table, ids: pa.Array) -> pa.Table:
+    return table.filter(pc.is_in(table["video_id"], value_set=ids))
+
+
+def _among(values: pa.Array | pa.ChunkedArray, ids: pa.Array) -> pa.Array:
+    return pc.filter(values, pc.is_in(values, value_set=ids))
+
+
+def group_rows(span: tuple[int, int], root: str, settings, sources: Sources) -> tuple[dict, None]:
+    """stats/videos.parquet rows of manifest rows span[0] to span[1] (in video_id order), with how many of them name
+    a shard and which disagree with the shard records on it; no payload."""
+    storage.configure(**dataclasses.asdict(settings))
+    out = BuildOutput(root)
+    with arrow_s3_operation("GetObject", out.uri(layout.MANIFEST_VIDEOS)):
+        videos = read_manifest_videos(out, *span)
+    ids = videos["video_id"].combine_chunks()
+    annotations = [remote.get(p)["videos"] for p in sources.annotations]
+    hico_clips = []
+    for stage in sources.hico_stages:
+        index = _in(out.read_table(layout.hico_index_path(stage), columns=["video_id", "num_rows"]), ids)
+        hico_clips.append(pa.table({"video_id": index["video_id"], "stage": pa.array([stage] * index.num_rows,
+                                                                                    pa.string()),
+                                    "rows": index["num_rows"]}))
+    stage_tags = []
+    for stage, task_videos in sources.stage_tags:
+        tagged = [_among(remote.get(v), ids) for v in task_videos]
+        tagged = pc.unique(pa.chunked_array(tagged, pa.string())) if tagged else pa.array([], pa.string())
+        stage_tags.append(pa.table({"video_id": tagged, "stage": pa.array([stage] * len(tagged), pa.string())}))
+    random_ids = [_among(a["random_videos"], ids) for a in annotations] + \
+        [_among(remote.get(r), ids) for r in sources.hico_random]
+    rows = build(videos, [_in(a["task_counts"], ids) for a in annotations],
+                 [_in(a["reject_video_counts"], ids) for a in annotations], hico_clips, stage_tags, random_ids)
+    found = {"rows": rows, "claimed": 0, "wrong_shard": 0, "wrong_shard_examples": []}
+    claimed = videos.filter(pc.fill_null(pc.not_equal(videos["shard"], ""), False)).select(["video_id", "shard"])
+    found["claimed"] = claimed.num_rows
+    if not sources.shard_index_missing:
+        recorded = [_in(remote.get(t), ids) for t in sources.in_shards]
+        recorded = pa.concat_tables(recorded) if recorded else pa.table(
+            {"video_id": pa.array([], pa.string()), "in_shard": pa.array([], pa.string())})
+        both = claimed.join(recorded, "video_id", join_type="full outer")
+        wrong = pc.unique(pc.filter(both["video_id"], pc.invert(
+            pc.fill_null(pc.equal(both["shard"], both["in_shard"]), False))))
+        found["wrong_shard"] = len(wrong)
+        found["wrong_shard_examples"] = pc.take(wrong, pc.sort_indices(wrong)[:stats_schema.EXAMPLES]).to_pylist()
+    return found, None
