@@ -180,17 +180,67 @@ class HicoReader:
 
 
 INDEX_ORDER = [("video_id", "ascending"), ("file", "ascending"), ("row_group", "ascending")]
+# Rows per row group of the index file. A writer holds at most one group, so the stage writing the index needs memory
+# that does not grow with videos; an index of up to this many rows is one row group, as pyarrow's default writes it.
+INDEX_ROW_GROUP_ROWS = 65_536
 
 
 def index_table(segments: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(segments, schema=tables.HICO_INDEX)
 
 
+class IndexWriter:
+    """Writes an index file from parts arriving in (video_id, file, row_group) order (each part sorted here), in
+    row groups of INDEX_ROW_GROUP_ROWS, so the bytes depend on the rows only, not on how they were split in parts."""
+
+    def __init__(self, where):
+        self._writer = pq.ParquetWriter(where, tables.HICO_INDEX, compression="zstd")
+        self._pending: list[pa.Table] = []
+        self._rows = 0
+        self._last: tuple | None = None
+        self._groups = 0
+
+    def write(self, part: pa.Table) -> None:
+        if not part.num_rows:
+            return
+        part = part.cast(tables.HICO_INDEX).sort_by(INDEX_ORDER)
+        first = tuple(part[c][0].as_py() for c, _ in INDEX_ORDER)
+        if self._last is not None and first < self._last:
+            raise ValueError(f"HiCo index rows out of order: {first} after {self._last}")
+        self._last = tuple(part[c][-1].as_py() for c, _ in INDEX_ORDER)
+        self._pending.append(part)
+        self._rows += part.num_rows
+        while self._rows >= INDEX_ROW_GROUP_ROWS:
+            self._flush(INDEX_ROW_GROUP_ROWS)
+
+    def _flush(self, rows: int) -> None:
+        table = pa.concat_tables([tables.empty(tables.HICO_INDEX), *self._pending]).combine_chunks()
+        self._writer.write_table(table.slice(0, rows), row_group_size=INDEX_ROW_GROUP_ROWS)
+        rest = table.slice(rows)
+        self._pending, self._rows = ([rest] if rest.num_rows else []), rest.num_rows
+        self._groups += 1
+
+    def close(self) -> None:
+        if self._rows or not self._groups:  # an empty index is written as pyarrow writes an empty table
+            self._flush(self._rows)
+        self._writer.close()
+
+    def __enter__(self) -> "IndexWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is None:
+            self.close()
+        else:
+            self._writer.close()
+
+
 def index_bytes_of(parts: list[pa.Table]) -> bytes:
     """The index file of some index_table parts: their rows in (video_id, file, row_group) order."""
     table = pa.concat_tables([tables.empty(tables.HICO_INDEX), *parts])
     buf = io.BytesIO()
-    pq.write_table(table.sort_by(INDEX_ORDER).combine_chunks(), buf, compression="zstd")
+    with IndexWriter(buf) as writer:
+        writer.write(table)
     return buf.getvalue()
 
 

@@ -122,9 +122,10 @@ def _todo(units: list[dict]) -> list[str]:
 def test_annotate_resume_redoes_only_the_changed_shards(fabricated, small_groups):
     out, cfg, counts, _ = fabricated
     ctx = StageContext(cfg)
-    committed, todo = annotate._units(ctx)
+    done, todo = annotate._units(ctx)
     names = [layout.shard_name(i) for i in range(counts["shards"])]
-    assert [r["shard"] for r in committed] == names and todo == []
+    assert list(done.grounding) == names and todo == []
+    assert sum(done.grounding.values()) == done.counts["grounding"] == counts["grounding"]
 
     stale, missing = names[1], names[GROUP + 1]
     record_path = out / layout.annotation_record_path(stale)
@@ -134,9 +135,9 @@ def test_annotate_resume_redoes_only_the_changed_shards(fabricated, small_groups
     try:
         record_path.write_text(json.dumps({**json.loads(record), "digest": "an older digest"}))
         grounding.unlink()
-        committed, todo = annotate._units(ctx)
+        done, todo = annotate._units(ctx)
         assert _todo(todo) == [stale, missing]
-        assert [r["shard"] for r in committed] == [n for n in names if n not in (stale, missing)]
+        assert list(done.grounding) == [n for n in names if n not in (stale, missing)]
         assert todo[0]["record_uri"].endswith(layout.annotation_record_path(stale))
         assert todo[0]["digest"] == json.loads(record)["digest"]
     finally:
@@ -180,3 +181,45 @@ def test_hico_refuses_plans_of_other_sampling_settings(fabricated, small_groups)
     other = config_schema.build(config_schema.to_dict(cfg), [f"sampling.stages.{stage}.max_frames={more}"])
     with pytest.raises(StageInputMissing, match="run the `shard` stage first"):
         list(hico._units(StageContext(other), hico.weights_digest(other)))
+
+
+def _index_rows_from_records(out: Path, stage: str) -> list[dict]:
+    """The index transcribed from the hico records: every segment of every record, in (video, file, row group)
+    order."""
+    segments = [s for p in sorted((out / layout.hico_records_dir(stage)).glob("*.json"))
+                for s in json.loads(p.read_text())["segments"]]
+    return sorted(segments, key=lambda s: (s["video_id"], s["file"], s["row_group"]))
+
+
+def test_hico_index_is_the_records_segments_whatever_the_grouping(fabricated, monkeypatch):
+    out, cfg, _, _ = fabricated
+    from compressors import token_store
+
+    index = out / layout.hico_index_path(cfg.hico.stage)
+    expected = _index_rows_from_records(out, cfg.hico.stage)
+    monkeypatch.setattr(token_store, "INDEX_ROW_GROUP_ROWS", 7)  # the driver writes several row groups
+    written = {}
+    for shards_per_task in (GROUP, 1000):
+        monkeypatch.setattr(sharded_videos, "SHARDS_PER_TASK", shards_per_task)
+        index.unlink()
+        runner.run_build(cfg, ["hico"], quiet=True)
+        written[shards_per_task] = index.read_bytes()
+        f = pq.ParquetFile(index)
+        assert f.metadata.num_row_groups == math.ceil(len(expected) / 7) > 1
+        assert [f.metadata.row_group(g).num_rows for g in range(f.metadata.num_row_groups - 1)] == \
+            [7] * (f.metadata.num_row_groups - 1)
+        assert f.read().to_pylist() == expected
+    assert written[GROUP] == written[1000]
+    monkeypatch.undo()
+    index.unlink()
+    runner.run_build(cfg, ["hico"], quiet=True)
+    assert pq.ParquetFile(index).metadata.num_row_groups == 1 and pq.read_table(index).to_pylist() == expected
+
+
+def test_hico_index_part_read_from_records_is_the_planned_part(fabricated):
+    out, cfg, _, _ = fabricated
+    ctx = StageContext(cfg)
+    group = next(sharded_videos.shard_groups(ctx, GROUP))
+    planned, part = hico.plan_shards(group, ctx, hico.weights_digest(cfg))
+    assert planned["todo"] == [] and planned["names"] is None and part.num_rows > len(group)
+    assert hico.index_part([shard.name for shard in group], ctx).equals(part)

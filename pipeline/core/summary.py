@@ -72,32 +72,46 @@ def _total(values) -> int:
 def summarize_persisted(out_uri: str) -> dict | None:
     """The same summary as `summarize(manifest.assemble(...))`, read from the manifest tables a finished `shard`
     stage persisted (column reads, no per-part work); None when they cannot stand in for it (missing, or some video
-    not sharded yet, so the shard plan is not final)."""
+    not sharded yet, so the shard plan is not final). Only the duration column is read whole (8 bytes a video, summed
+    in row order); the other columns are counted a row group at a time, so the driver holds no other per-video column."""
     from pipeline.stats.sources import BuildOutput
 
     out = BuildOutput(out_uri)
     if not all(out.exists(p) for p in (layout.MANIFEST_CRAWL, layout.MANIFEST_VIDEOS, layout.MANIFEST_REJECTS,
                                         layout.SHARD_INDEX)):
         return None
-    videos = out.read_table(layout.MANIFEST_VIDEOS, columns=["duration_s", "bytes", "shard", "scenes"])
-    if videos["shard"].null_count:
+    videos = out.open_parquet(layout.MANIFEST_VIDEOS)
+    unsharded = pending_scenes = input_bytes = 0
+    for group in range(videos.metadata.num_row_groups):  # iter_batches' buffers grow with the file; a group's do not
+        counts = _group_counts(videos.read_row_group(group, columns=["bytes", "shard", "scenes"], use_threads=False))
+        unsharded, pending_scenes, input_bytes = (a + b for a, b in zip((unsharded, pending_scenes, input_bytes),
+                                                                        counts))
+    if unsharded:
         return None
-    reasons = out.read_table(layout.MANIFEST_REJECTS, columns=["reason"])["reason"]
+    rejects, reasons = out.open_parquet(layout.MANIFEST_REJECTS), {}
+    for group in range(rejects.metadata.num_row_groups):
+        for reason, n in _reason_counts(rejects.read_row_group(group, columns=["reason"]).column("reason")).items():
+            reasons[reason] = reasons.get(reason, 0) + n
     shardlist = out.read_json(layout.SHARD_INDEX)["shardlist"]
     return {
-        "inputs": out.read_table(layout.MANIFEST_CRAWL, columns=["source_uri"]).num_rows,
-        "accepted": videos.num_rows,
-        "rejected": len(reasons),
-        "rejected_by_reason": _reason_counts(reasons),
+        "inputs": out.open_parquet(layout.MANIFEST_CRAWL).metadata.num_rows,
+        "accepted": videos.metadata.num_rows,
+        "rejected": rejects.metadata.num_rows,
+        "rejected_by_reason": dict(sorted(reasons.items())),
         "pending_probe": 0,
-        "pending_scenes": videos["scenes"].null_count,
-        "hours": _hours(videos["duration_s"]),
-        "input_bytes": _total(videos["bytes"]),
+        "pending_scenes": pending_scenes,
+        "hours": _hours(videos.read(columns=["duration_s"])["duration_s"]),
+        "input_bytes": input_bytes,
         "shards": len(shardlist),
         "shards_planned": len(shardlist),
         "shard_bytes": sum(e["filesize"] for e in shardlist),
-        "sharded_videos": videos.num_rows,
+        "sharded_videos": videos.metadata.num_rows,
     }
+
+
+def _group_counts(videos) -> tuple[int, int, int]:
+    """(videos in no shard, videos without scenes, input bytes) of some manifest rows."""
+    return videos.column("shard").null_count, videos.column("scenes").null_count, _total(videos.column("bytes"))
 
 
 def stats_section(out_uri: str, summary: dict) -> dict | None:

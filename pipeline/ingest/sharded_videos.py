@@ -91,12 +91,13 @@ def shard_groups(ctx: StageContext, shards_per_group: int | None = None) -> Iter
 
 
 def map_shard_groups(ctx: StageContext, stage: str, task: Callable[..., Any], shared_args: tuple,
-                     shards_per_group: int | None = None) -> Iterator[Any]:
+                     shards_per_group: int | None = None, payload: bool = False) -> Iterator[Any]:
     """`task(group, *shared_args)` as one Ray task per group of consecutive shards (a list of Shard; the task reads
-    its shards' rows with `read_shards`), a bounded number in flight; results in shard order."""
+    its shards' rows with `read_shards`), a bounded number in flight; results in shard order. With `payload`, as in
+    `ray_runtime.imap_units`: the task returns (result, payload) and this yields (result, payload's ObjectRef)."""
     return ray_runtime.imap_units(stage, task, shard_groups(ctx, shards_per_group), shared_args,
                                   "shards planned",
-                                  total_items=len(_index(ctx)), items_of=len)
+                                  total_items=len(_index(ctx)), items_of=len, payload=payload)
 
 
 def _row_groups(f: pq.ParquetFile, first: str, last: str) -> list[int]:

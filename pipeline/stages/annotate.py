@@ -186,28 +186,52 @@ def unit_digest(ctx: StageContext, shard_sha256: str, videos: list[dict], hico_d
                             "videos": videos})
 
 
-def _units(ctx: StageContext) -> tuple[list[dict], list[dict]]:
-    """The committed records and the units to annotate, in shard order. Ray tasks plan groups of consecutive shards
-    (`plan_shards`: their rows, the hico record, the digest, the committed check); the driver reads only the
-    manifest's shard column and collects the records and units, which name only their shard (the decode task reads
-    the shard's rows itself)."""
+def _units(ctx: StageContext) -> tuple["_Annotated", list[dict]]:
+    """What is annotated already (per shard, its grounding count) and the units to annotate, in shard order. Ray
+    tasks plan groups of consecutive shards (`plan_shards`: their rows, the hico record, the digest, the committed
+    check); the driver reads only the manifest's shard column and keeps per shard a name and a count; the units name
+    only their shard (the decode task reads the shard's rows itself)."""
     cfg = ctx.cfg
     a = cfg.annotate
     has_hico = a.backend == "hico_mllm" and storage.exists(ctx.uri(layout.hico_index_path(cfg.hico.stage)))
-    committed, todo = [], []
+    done, todo = _Annotated(), []
     for planned in sharded_videos.map_shard_groups(ctx, NAME, plan_shards, (ctx, model_digest(cfg), has_hico)):
-        committed += planned["committed"]
+        done.add_committed(planned["committed"])
         todo += planned["todo"]
-    return committed, todo
+    return done, todo
+
+
+class _Annotated:
+    """The annotated shards' grounding counts (the QVHighlights export's qids follow them) and the stage's totals."""
+
+    def __init__(self):
+        self.grounding: dict[str, int] = {}
+        self.counts = {t: 0 for t in TABLE_SCHEMAS}
+        self.random_init = False
+
+    def add_record(self, record: dict) -> None:
+        self.grounding[record["shard"]] = record["counts"]["grounding"]
+        for t in TABLE_SCHEMAS:
+            self.counts[t] += record["counts"][t]
+        self.random_init = self.random_init or bool(record["random_init"])
+
+    def add_committed(self, committed: dict) -> None:
+        """A `plan_shards` result's committed shards."""
+        self.grounding.update(zip(committed["shards"], committed["grounding"]))
+        for t in TABLE_SCHEMAS:
+            self.counts[t] += committed["counts"][t]
+        self.random_init = self.random_init or committed["random_init"]
 
 
 def plan_shards(group: list, ctx: StageContext, model: str, has_hico: bool) -> dict:
-    """One Ray task: the committed record or the unit to annotate of each shard of `group` (consecutive Shards;
-    their rows read here)."""
+    """One Ray task: the unit to annotate of each shard of `group` (consecutive Shards; their rows read here) whose
+    annotations are not committed; of the committed ones, their names, grounding counts, count totals and
+    random_init."""
     configure_worker(ctx.cfg)
     cfg = ctx.cfg
     hico_stage_uri = ctx.uri(layout.hico_dir(cfg.hico.stage))
-    committed, todo = [], []
+    committed = {"shards": [], "grounding": [], "counts": {t: 0 for t in TABLE_SCHEMAS}, "random_init": False}
+    todo = []
     rows_of = sharded_videos.read_shards(ctx.out, [shard.name for shard in group], MANIFEST_COLUMNS)
     for shard, rows in zip(group, rows_of):
         name = shard.name
@@ -222,7 +246,11 @@ def plan_shards(group: list, ctx: StageContext, model: str, has_hico: bool) -> d
         record_uri = ctx.uri(layout.annotation_record_path(name))
         record = committed_record(record_uri, digest, out_uris.values())
         if record is not None:
-            committed.append(record)
+            committed["shards"].append(name)
+            committed["grounding"].append(record["counts"]["grounding"])
+            for t in TABLE_SCHEMAS:
+                committed["counts"][t] += record["counts"][t]
+            committed["random_init"] = committed["random_init"] or bool(record["random_init"])
             continue
         todo.append({"shard": name, "shard_uri": shard.uri, "digest": digest, "out_uris": out_uris,
                      "record_uri": record_uri, "hico_uri": hico_stage_uri if hico_digest else None,
@@ -275,10 +303,9 @@ def run(ctx: StageContext) -> dict:
     from pipeline.stages.hico import resolve_gpus
 
     cfg = ctx.cfg
-    committed, todo = _units(ctx)
-    if committed:
-        log.info(f"[annotate] {len(committed)} shards already annotated, {len(todo)} to go")
-    records = list(committed)
+    done, todo = _units(ctx)
+    if done.grounding:
+        log.info(f"[annotate] {len(done.grounding)} shards already annotated, {len(todo)} to go")
     if todo:
         gpus, device = resolve_gpus(cfg.annotate.num_gpus)
         if cfg.annotate.device != "auto":
@@ -297,13 +324,12 @@ def run(ctx: StageContext) -> dict:
         ds = ds.map_batches(Annotator, fn_constructor_kwargs={"cfg": cfg, "device": device}, batch_size=1,
                             compute=ray.data.ActorPoolStrategy(size=cfg.annotate.pool_size), num_gpus=gpus,
                             num_cpus=1)
-        records += [json.loads(r["record"]) for r in ds.take_all()]
+        for row in ds.iter_rows():
+            done.add_record(json.loads(row["record"]))
     planned = sharded_videos.shard_names(ctx)
-    grounding = {r["shard"]: r["counts"]["grounding"] for r in records}
-    _write_qvhighlights(ctx, [(name, grounding[name]) for name in planned if name in grounding])
+    _write_qvhighlights(ctx, [(name, done.grounding[name]) for name in planned if name in done.grounding])
     removed = orphans.remove_unplanned(ctx, layout.ANNOTATION_RECORDS_DIR, ".json", planned)
     for table in TABLE_SCHEMAS:
         removed += orphans.remove_unplanned(ctx, layout.annotation_dir(table), ".parquet", planned)
     orphans.report(NAME, removed)
-    totals = {t: sum(r["counts"][t] for r in records) for t in TABLE_SCHEMAS}
-    return {"shards": len(records), **totals, "random_init": any(r["random_init"] for r in records)}
+    return {"shards": len(done.grounding), **done.counts, "random_init": done.random_init}

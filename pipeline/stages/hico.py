@@ -11,7 +11,9 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
-from pipeline.core import orphans, tempdirs
+import pyarrow as pa
+
+from pipeline.core import orphans, ray_runtime, tempdirs
 from pipeline.core.committed import committed_record
 from pipeline.core.context import StageContext, StageInputMissing, configure_worker
 from pipeline.core.parts import settings_digest
@@ -151,19 +153,20 @@ def unit_digest(cfg: BuildConfig, shard_sha256: str, videos: list[dict], weights
 
 
 def _units(ctx: StageContext, weights: str) -> Iterator[dict]:
-    """Per group of consecutive shards, in shard order, what `plan_shards` found: the committed records' index rows
-    and counts, and the units to encode. A unit names its shard, and the encoder reads the shard's rows itself, so
-    the driver never holds every video's frame lists."""
-    for planned in sharded_videos.map_shard_groups(ctx, NAME, plan_shards, (ctx, weights)):
+    """Per group of consecutive shards, in shard order, what `plan_shards` found (committed counts, the units to
+    encode) and, as `index_ref`, the reference of its index part. A unit names its shard, and the encoder reads the
+    shard's rows itself, so the driver never holds every video's frame lists."""
+    for planned, index_ref in sharded_videos.map_shard_groups(ctx, NAME, plan_shards, (ctx, weights), payload=True):
         if planned["missing"]:
             raise StageInputMissing(planned["missing"])
-        yield planned
+        yield {**planned, "index_ref": index_ref}
 
 
-def plan_shards(group: list, ctx: StageContext, weights: str) -> dict:
+def plan_shards(group: list, ctx: StageContext, weights: str) -> tuple[dict, object]:
     """One Ray task: the committed check of each shard of `group` (consecutive Shards; their rows read here).
-    Committed records come back as their index rows (an Arrow table), clip count and random_init; the others as
-    units to encode."""
+    Returns the committed records' shard and clip counts and random_init, the units to encode (and, when there are
+    some, the group's shard names), and, as a second object, the group's index part when every shard is committed
+    (else None: it is read from the records once they are written)."""
     from compressors import token_store
 
     configure_worker(ctx.cfg)
@@ -176,7 +179,7 @@ def plan_shards(group: list, ctx: StageContext, weights: str) -> dict:
         try:
             videos = shard_videos(rows, h.stage, ctx.cfg)
         except StageInputMissing as e:
-            return {"missing": str(e)}
+            return {"missing": str(e)}, None
         digest = unit_digest(ctx.cfg, shard.sha256, videos, weights)
         record_uri = ctx.uri(layout.hico_record_path(h.stage, shard.name))
         out_uri = ctx.uri(layout.hico_part_path(h.stage, shard.name))
@@ -189,32 +192,41 @@ def plan_shards(group: list, ctx: StageContext, weights: str) -> dict:
             continue
         todo.append({"shard": shard.name, "shard_uri": shard.uri, "out_uri": out_uri, "record_uri": record_uri,
                      "digest": digest})
-    return {"missing": None, "index": index, "shards": shards, "clips": clips, "random_init": random_init,
-            "todo": todo}
+    planned = {"missing": None, "shards": shards, "clips": clips, "random_init": random_init, "todo": todo,
+               "names": [shard.name for shard in group] if todo else None}
+    return planned, (None if todo else _concat_index(index))
 
 
-class _Index:
-    """The HiCo index's rows, kept as Arrow tables (a record's segments are converted as it arrives)."""
+def _concat_index(parts: list):
+    from compressors import token_store
+
+    return pa.concat_tables([token_store.index_table([]), *parts])
+
+
+def index_part(unit, ctx: StageContext):
+    """One Ray task: the index rows of a group of shards: its index part from planning (`unit` is then that table,
+    resolved by Ray), or, for a group that had shards to encode, read from its shards' records (names in `unit`)."""
+    if isinstance(unit, pa.Table):
+        return unit
+    from compressors import token_store
+
+    configure_worker(ctx.cfg)
+    stage = ctx.cfg.hico.stage
+    return _concat_index([token_store.index_table(json.loads(storage.read_bytes(
+        ctx.uri(layout.hico_record_path(stage, name))))["segments"]) for name in unit])
+
+
+class _Totals:
+    """What the stage reports: shards and clips encoded, and whether any came from a random-weight encoder."""
 
     def __init__(self):
-        self.parts: list = []
         self.shards = self.clips = 0
         self.random_init = False
 
-    def add(self, record: dict) -> None:
-        from compressors import token_store
-
-        self.parts.append(token_store.index_table(record["segments"]))
-        self.shards += 1
-        self.clips += record["clips"]
-        self.random_init = self.random_init or bool(record["random_init"])
-
-    def add_planned(self, planned: dict) -> None:
-        """The committed records of a `plan_shards` result."""
-        self.parts += planned["index"]
-        self.shards += planned["shards"]
-        self.clips += planned["clips"]
-        self.random_init = self.random_init or planned["random_init"]
+    def add(self, shards: int, clips: int, random_init: bool) -> None:
+        self.shards += shards
+        self.clips += clips
+        self.random_init = self.random_init or bool(random_init)
 
 
 def run(ctx: StageContext) -> dict:
@@ -223,12 +235,13 @@ def run(ctx: StageContext) -> dict:
     from compressors import token_store
 
     cfg = ctx.cfg
-    index, todo = _Index(), []
+    totals, todo, index_units = _Totals(), [], []
     for planned in _units(ctx, weights_digest(cfg)):
-        index.add_planned(planned)
+        totals.add(planned["shards"], planned["clips"], planned["random_init"])
         todo += planned["todo"]
-    if index.shards:
-        log.info(f"[hico] {index.shards} shards already encoded, {len(todo)} to go")
+        index_units.append(planned["names"] or planned["index_ref"])  # per group: its names or its index part
+    if totals.shards:
+        log.info(f"[hico] {totals.shards} shards already encoded, {len(todo)} to go")
     if todo:
         gpus, device = resolve_device(cfg)
         if cfg.hico.encoder.allow_random_init and not cfg.hico.encoder.checkpoint:
@@ -239,10 +252,16 @@ def run(ctx: StageContext) -> dict:
                             compute=ray.data.ActorPoolStrategy(size=cfg.hico.pool_size), num_gpus=gpus,
                             num_cpus=1)
         for row in ds.iter_rows():
-            index.add(json.loads(row["record"]))
-    storage.write_bytes_if_changed(ctx.uri(layout.hico_index_path(cfg.hico.stage)),
-                                   token_store.index_bytes_of(index.parts))
+            record = json.loads(row["record"])
+            totals.add(1, record["clips"], record["random_init"])
+    # The index is written as its parts arrive in shard order (shards hold consecutive video_id ranges, so this is
+    # the index's order), a row group at a time: the driver holds a group's rows, not the build's.
+    with storage.local_output_if_changed(ctx.uri(layout.hico_index_path(cfg.hico.stage))) as path, \
+            token_store.IndexWriter(path) as writer:
+        for part in ray_runtime.imap_units(NAME, index_part, index_units, (ctx,), "shard groups indexed",
+                                           total_items=len(index_units)):
+            writer.write(part)
     planned = sharded_videos.shard_names(ctx)
     orphans.report(NAME, orphans.remove_unplanned(ctx, layout.hico_dir(cfg.hico.stage), ".parquet", planned)
                    + orphans.remove_unplanned(ctx, layout.hico_records_dir(cfg.hico.stage), ".json", planned))
-    return {"shards": index.shards, "clips": index.clips, "random_init": index.random_init}
+    return {"shards": totals.shards, "clips": totals.clips, "random_init": totals.random_init}
