@@ -148,6 +148,11 @@ def mix_members_part_path(stage: str, partition: int) -> str:
     return f"{MIX_PARTS_DIR}/{stage}/members/part-{partition:06d}.parquet"
 
 
+def mix_payloads_part_path(partition: int) -> str:
+    """The sorted payload paths (videos, frame files) a partition's chosen records point at, one per line."""
+    return f"{MIX_PARTS_DIR}/payload-lists/part-{partition:06d}.txt"
+
+
 def mix_run_path(part_path: str, level: int, index: int) -> str:
     """A sorted run merged from a group of parts, beside the parts it merges (`part_path`: any of them)."""
     return f"{part_path.rsplit('/', 1)[0]}/run-{level}-{index:06d}.parquet"

@@ -10,16 +10,17 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from test_stats import mixed_build
 
+from pipeline.core import ray_runtime
 from pipeline.io import storage
 from pipeline.report import gallery as report_gallery
 from pipeline.report import plots as report_plots
 from pipeline.report.data import collect
-from pipeline.stats import remote
 from pipeline.stats.sources import BuildOutput
 from schemas import layout
 from schemas.config import ReportConfig
@@ -57,7 +58,7 @@ def expected_facts(out: Path) -> tuple[Counter, Counter, dict[str, list[int]]]:
 @pytest.mark.parametrize("in_ray_tasks", [True, False])
 def test_figures_equal_an_independent_count_of_the_annotation_tables(mixed, monkeypatch, in_ray_tasks):
     if not in_ray_tasks:  # the report made outside the job (`longvid report`): the same functions, in this process
-        monkeypatch.setattr(remote, "ray_running", lambda: False)
+        monkeypatch.setattr(ray_runtime, "ray_running", lambda: False)
     rows, random_rows, words = expected_facts(mixed)
     assert rows["captions"] and rows["qa"] and rows["grounding"]
     facts = collect(BuildOutput(str(mixed)), ReportConfig()).facts
@@ -134,7 +135,7 @@ def test_driver_storage_requests_do_not_grow_with_shards(mixed, tmp_path, monkey
     def report_requests(in_ray_tasks: bool) -> tuple[int, dict]:
         with monkeypatch.context() as m:
             if not in_ray_tasks:
-                m.setattr(remote, "ray_running", lambda: False)
+                m.setattr(ray_runtime, "ray_running", lambda: False)
             calls = count_driver_requests(m)
             facts = collect(BuildOutput(str(out)), cfg).facts
         return sum(calls.values()), dict(facts.rows)
@@ -148,3 +149,57 @@ def test_driver_storage_requests_do_not_grow_with_shards(mixed, tmp_path, monkey
     assert after == before
     # the same report without Ray reads every part in this process: the counter sees per-shard reads
     assert in_driver >= after + added
+
+
+def test_videos_table_read_in_small_batches_gives_the_same_report(mixed, monkeypatch):
+    """The stats videos table and the manifest are read a batch at a time: batches of one row give the same figures
+    as an independent count over the whole table, and the same report bytes."""
+    from pipeline.report import aggregate
+    from pipeline.report.build import build
+
+    cfg = ReportConfig(gallery_videos=2)
+    whole = build(str(mixed), cfg)
+    monkeypatch.setattr(aggregate, "BATCH_ROWS", 1)
+    assert build(str(mixed), cfg) == whole
+    facts = collect(BuildOutput(str(mixed)), cfg).videos
+
+    rows = pq.read_table(mixed / layout.stats_table_path("videos")).to_pylist()
+    assert len(rows) > 1
+    assert facts.totals == {k: sum(r[k] or 0 for r in rows) for k in ("captions", "qa", "grounding",
+                                                                      "annotation_rejects")}
+    assert facts.counts["sizes"] == dict(Counter((r["width"], r["height"]) for r in rows))
+    assert facts.counts["codecs"] == dict(Counter(r["codec"] for r in rows))
+    clips: Counter = Counter()
+    for r in rows:
+        clips.update(dict(r["hico_clips"] or []))
+    assert facts.maps["hico_clips"] == dict(sorted(clips.items()))
+    durations = np.array([r["duration_s"] for r in rows if r["duration_s"]])
+    edges = report_plots.log_bins(durations, cfg.histogram_bins)
+    assert np.array_equal(facts.duration.edges, edges)
+    assert facts.duration.counts.tolist() == np.histogram(durations, edges)[0].tolist()
+    scenes = np.array([r["scenes_per_minute"] for r in rows if r["scenes_per_minute"] is not None])
+    counts, edges = np.histogram(scenes, cfg.histogram_bins)
+    assert np.array_equal(facts.scenes_per_minute.edges, edges)
+    assert facts.scenes_per_minute.counts.tolist() == counts.tolist()
+
+
+@pytest.mark.parametrize("bins", ["log", 7, 30])
+def test_counted_histogram_draws_the_bars_of_ax_hist_over_the_values(bins):
+    """The report draws histograms from counts added a batch at a time: the image is the one ax.hist gives over
+    all the values, also when values fall on the bin edges."""
+    rng = np.random.default_rng(3)
+    values = np.concatenate([rng.lognormal(5, 1.5, 5000), [1.0, 1.0, 60.0, 600.0]])
+    edges = report_plots.log_bins(values, 30) if bins == "log" else np.histogram_bin_edges(
+        np.array([values.min(), values.max()]), bins)
+    values = np.concatenate([values, edges[1:-1]])  # values exactly on inner edges
+    counted = report_plots.Histogram(edges)
+    for chunk in np.array_split(values, 7):
+        counted.add(chunk)
+
+    images = []
+    for draw in (lambda ax: ax.hist(values, bins=edges if bins == "log" else bins, color="#3b6ea8"),
+                 lambda ax: counted.draw(ax, color="#3b6ea8")):
+        fig, (ax,) = report_plots._figure()
+        draw(ax)
+        images.append(report_plots.png(fig))
+    assert images[0] == images[1]

@@ -152,7 +152,8 @@ def _build_records(part: Partition, ctx: StageContext) -> dict:
 def write_payloads(part: Partition, tasks: dict[str, list[str]], last_order: dict[tuple[str, str], str | None],
                    ctx: StageContext) -> dict:
     """Ray task: the videos and frame directories of the partition's chosen records (order at most the task's
-    `last_order` when capped); returns the payload files it is responsible for."""
+    `last_order` when capped); writes the sorted list of the payload files it is responsible for to its payload
+    list (read by the stale-file check, pipeline/mix/files.py) and returns per-partition counts."""
     configure_worker(ctx.cfg)
     cfg = ctx.cfg
     videos = {v.video_id: v for v in part.videos}
@@ -179,5 +180,7 @@ def write_payloads(part: Partition, tasks: dict[str, list[str]], last_order: dic
         mix_payload.write_unit(unit, ctx)
     files = sorted({layout.mix_video_path(v, videos[v].extension) for v in copy_videos}
                    | {f for d in frame_dirs.values() for f in d.files(cfg.mix.frame_prefix)})
+    listed = "".join(f"{f}\n" for f in files).encode("utf-8")
+    storage.write_bytes(ctx.uri(layout.mix_payloads_part_path(part.index)), listed)
     return {"partition": part.index, "done": done, "written": len(units), "videos": len(copy_videos),
-            "frame_dirs": len(frame_dirs), "files": files}
+            "frame_dirs": len(frame_dirs), "files": len(files)}

@@ -1,5 +1,5 @@
 """What the report shows of the annotation tables and the HiCo records, read in tasks over groups of shards
-(pipeline/stats/remote.py: Ray tasks when Ray runs, this process otherwise): the driver lists the folders and
+(ray_runtime.imap_units: Ray tasks when Ray runs, this process otherwise): the driver lists the folders and
 gets back small aggregates — rows and random-weight rows per table, word counts as counts per length, the gallery
 videos' caption and QA rows, whether a HiCo stage has random-weight records — never one read per shard."""
 
@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.core import ray_runtime
 from pipeline.io import storage
-from pipeline.stats import remote
 from pipeline.stats.sources import BuildOutput
 from schemas import layout
 from schemas import stats as stats_schema
@@ -58,9 +58,9 @@ def read_annotations(out: BuildOutput, gallery_ids: list[str]) -> AnnotationFact
               for i in range(0, len(stems), SHARDS_PER_TASK))
     wanted = pa.array(sorted(gallery_ids), pa.string())
     facts = AnnotationFacts()
-    for found, _ in remote.imap_with_payload("report", read_shard_group, groups,
-                                             (out.root, storage.settings(), wanted), "annotation shards",
-                                             total=-(-len(stems) // SHARDS_PER_TASK)):
+    for found in ray_runtime.imap_units("report", read_shard_group, groups, (out.root, storage.settings(), wanted),
+                                        "annotation shards", -(-len(stems) // SHARDS_PER_TASK),
+                                        local_without_ray=True):
         facts.rows.update(found["rows"])
         facts.random_rows.update(found["random_rows"])
         for kind, counts in found["lengths"].items():
@@ -71,8 +71,8 @@ def read_annotations(out: BuildOutput, gallery_ids: list[str]) -> AnnotationFact
     return facts
 
 
-def read_shard_group(group: tuple, root: str, settings, wanted: pa.Array) -> tuple[dict, None]:
-    """One group of shards ((stem, {table: relative path}) each): its aggregates, and no payload."""
+def read_shard_group(group: tuple, root: str, settings, wanted: pa.Array) -> dict:
+    """One group of shards ((stem, {table: relative path}) each): its aggregates."""
     storage.configure(**dataclasses.asdict(settings))
     out = BuildOutput(root)
     rows, random_rows = Counter(), Counter()
@@ -94,7 +94,7 @@ def read_shard_group(group: tuple, root: str, settings, wanted: pa.Array) -> tup
                 lengths["grounding queries"].update(_word_counts(t["query"]))
             if table in GALLERY_TABLES and len(wanted):
                 gallery[table] += t.filter(pc.is_in(t["video_id"], value_set=wanted)).to_pylist()
-    return {"rows": rows, "random_rows": random_rows, "lengths": lengths, **gallery}, None
+    return {"rows": rows, "random_rows": random_rows, "lengths": lengths, **gallery}
 
 
 def hico_random_stages(out: BuildOutput) -> list[str]:
@@ -105,16 +105,15 @@ def hico_random_stages(out: BuildOutput) -> list[str]:
         names = out.listing(records_dir).files
         groups = ([f"{records_dir}/{n}" for n in names[i:i + SHARDS_PER_TASK]]
                   for i in range(0, len(names), SHARDS_PER_TASK))
-        found = [random for random, _ in remote.imap_with_payload(
-            "report", any_random_record, groups, (out.root, storage.settings()), "HiCo records",
-            total=-(-len(names) // SHARDS_PER_TASK))]
-        if any(found):
+        found = ray_runtime.imap_units("report", any_random_record, groups, (out.root, storage.settings()),
+                                       "HiCo records", -(-len(names) // SHARDS_PER_TASK), local_without_ray=True)
+        if any(list(found)):
             stages.append(stage)
     return sorted(stages)
 
 
-def any_random_record(paths: list[str], root: str, settings) -> tuple[bool, None]:
-    """Whether one of these HiCo records was made by a random-weight encoder (and no payload)."""
+def any_random_record(paths: list[str], root: str, settings) -> bool:
+    """Whether one of these HiCo records was made by a random-weight encoder."""
     storage.configure(**dataclasses.asdict(settings))
     out = BuildOutput(root)
-    return any(out.read_json(path).get("random_init") for path in paths), None
+    return any(out.read_json(path).get("random_init") for path in paths)

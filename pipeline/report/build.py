@@ -9,14 +9,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-import pyarrow.compute as pc
-
 from pipeline.io import storage
-from pipeline.report import aggregate
 from pipeline.report import html as h
 from pipeline.report import plots as report_plots
 from pipeline.report.data import ReportData, collect
-from pipeline.stats import summary as stats_summary
 from pipeline.stats.sources import BuildOutput
 from schemas import layout
 from schemas.config import BuildConfig, ReportConfig
@@ -56,16 +52,15 @@ def _status(d: ReportData) -> list[str]:
 
 
 def _summary_table(d: ReportData) -> str:
-    s, t = d.summary, d.tables
-    videos = t["videos"]
+    s, v = d.summary, d.videos
     rows = [["inputs", f"{s['inputs']:,}"], ["accepted videos", f"{s['accepted']:,}"],
             ["rejected inputs", f"{s['rejected']:,}"], ["hours of video", f"{s['hours']:.3f}"]]
     if "shards" in s:
         rows.append(["shards", f"{s['shards']:,} ({_bytes(s['shard_bytes'])})"])
-    total = {name: pc.sum(videos[name]).as_py() or 0 for name in ("captions", "qa", "grounding", "annotation_rejects")}
+    total = v.totals
     rows += [["captions / QA / grounding", f"{total['captions']:,} / {total['qa']:,} / {total['grounding']:,}"],
              ["rejected model outputs", f"{total['annotation_rejects']:,}"]]
-    clips = stats_summary._map_totals(videos["hico_clips"])
+    clips = v.maps["hico_clips"]
     if clips:
         rows.append(["HiCo clips", ", ".join(f"{k}: {v:,}" for k, v in sorted(clips.items()))])
     return h.table(["", "value"], rows)
@@ -78,12 +73,11 @@ def _bytes(n: int) -> str:
 
 
 def _plots(d: ReportData) -> list[str]:
-    t, bins = d.tables, d.cfg.histogram_bins
-    v = t["videos"]
+    t, v = d.tables, d.videos
     rejects = t["rejects"].to_pylist()
     stages = t["stages"].to_pylist()
     mix_note = None if d.mixtures_built else "mixtures not built (run the `mix` stage)"
-    qa_family = {k: n for k, n in stats_summary._map_totals(v["annotations_per_task"]).items() if k in QA_FAMILIES}
+    qa_family = {k: n for k, n in v.maps["annotations_per_task"].items() if k in QA_FAMILIES}
     per_stage_family: dict[str, dict[str, int]] = defaultdict(dict)
     hours: dict[str, dict[str, float]] = defaultdict(dict)
     for r in stages:
@@ -93,16 +87,14 @@ def _plots(d: ReportData) -> list[str]:
     input_reasons = {r["reason"]: r["count"] for r in rejects if r["scope"] == "input"}
     output_reasons = {f"{r['task']}: {r['reason']}": r["count"] for r in rejects if r["scope"] == "annotation"}
     figures = [
-        ("Duration", "duration", report_plots.duration_histogram(aggregate.floats(v["duration_s"]), bins),
+        ("Duration", "duration", report_plots.duration_histogram(v.duration),
          "Accepted videos by duration; dashed lines mark 1 min, 10 min and 1 h where in range."),
         ("Resolution and frame rate", "resolution",
-         report_plots.resolution_fps(aggregate.value_counts(v, ["width", "height"]),
-                                     aggregate.value_counts(v, ["fps"])),
+         report_plots.resolution_fps(v.counts["sizes"], v.counts["fps"]),
          "Display size after rotation, and the container's frame rate."),
-        ("Codec mix", "codecs", report_plots.codec_mix(aggregate.value_counts(v, ["codec"]),
-                                                       aggregate.value_counts(v, ["container"])),
+        ("Codec mix", "codecs", report_plots.codec_mix(v.counts["codecs"], v.counts["containers"]),
          "Video codec and container."),
-        ("Scenes per minute", "scenes", report_plots.scenes_per_minute(aggregate.floats(v["scenes_per_minute"]), bins),
+        ("Scenes per minute", "scenes", report_plots.scenes_per_minute(v.scenes_per_minute),
          "Shot changes per minute of video (PySceneDetect)."),
         ("Rejects by reason", "rejects", report_plots.rejects_by_reason(input_reasons, output_reasons),
          "Inputs that were not accepted, and model outputs that failed validation (grouped reasons)."),
@@ -111,7 +103,7 @@ def _plots(d: ReportData) -> list[str]:
          "All validated QA pairs by family; the curriculum mixtures' QA samples by stage and family."),
         ("Hours per curriculum stage", "hours", report_plots.hours_per_stage(hours, mix_note),
          "Duration of the training samples (clips for clipped samples), each sample counted once."),
-        ("Annotation lengths", "lengths", report_plots.annotation_lengths(d.facts.lengths, bins),
+        ("Annotation lengths", "lengths", report_plots.annotation_lengths(d.facts.lengths, d.cfg.histogram_bins),
          "Words per caption, summary, question, answer and grounding query; dotted line: median."),
     ]
     return [h.section(title, anchor, h.img(png, title) + f"<div class=\"sub\">{h.esc(text)}</div>")

@@ -8,6 +8,7 @@ import os
 import random
 import shutil
 import tarfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -36,12 +37,29 @@ MANIFEST_COLUMNS = ["video_id", "shard", "extension", "duration_s", "reader_num_
 
 def pick(videos: pa.Table, count: int, seed: int) -> list[dict]:
     """`count` sharded videos chosen by `seed` (the same build and seed always show the same videos): a seeded
-    sample of the sharded videos sorted by video_id. The sample depends only on how many there are, so it is drawn
-    as positions and only the chosen rows become Python objects."""
-    sharded = videos.filter(pc.fill_null(pc.not_equal(videos["shard"], ""), False))
-    candidates = sharded.take(pc.sort_indices(sharded["video_id"]))
-    positions = random.Random(seed).sample(range(candidates.num_rows), min(count, candidates.num_rows))
-    return candidates.take(pa.array(sorted(positions), pa.int64())).to_pylist()
+    sample of the sharded videos sorted by video_id."""
+    return pick_from_batches(lambda columns: iter([videos.select(columns)]), count, seed, videos.column_names)
+
+
+def pick_from_batches(batches: Callable[[list[str]], Iterator[pa.Table]], count: int, seed: int,
+                      columns: list[str] = MANIFEST_COLUMNS) -> list[dict]:
+    """pick() over a manifest read in batches (`batches(columns)`, called twice), the chosen rows with `columns`.
+    The sample depends only on how many sharded videos there are, so it is drawn as positions among their sorted
+    ids: the driver holds those ids (one string per video, ~25 bytes at 20-character ids) and only the chosen rows
+    of the other columns."""
+    ids = pa.chunked_array([_sharded(t)["video_id"] for t in batches(["video_id", "shard"])], pa.string())
+    candidates = ids.take(pc.sort_indices(ids))
+    positions = random.Random(seed).sample(range(len(candidates)), min(count, len(candidates)))
+    if not positions:
+        return []
+    chosen = candidates.take(pa.array(sorted(positions), pa.int64())).combine_chunks()
+    rows = _sharded(pa.concat_tables([t.filter(pc.is_in(t["video_id"], value_set=chosen))
+                                      for t in batches(columns)]))
+    return rows.take(pc.sort_indices(rows["video_id"])).to_pylist()
+
+
+def _sharded(videos: pa.Table) -> pa.Table:
+    return videos.filter(pc.fill_null(pc.not_equal(videos["shard"], ""), False))
 
 
 def _thumbnail(frame) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from collections import Counter
+from dataclasses import dataclass, field
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -84,6 +85,24 @@ def _top(counter: Counter, n: int) -> dict:
     return {**dict(items[:n - 1]), "other": sum(v for _, v in items[n - 1:])}
 
 
+@dataclass
+class Histogram:
+    """Bin edges (none when there is no value) and the values counted in each bin by numpy's rule (a bin holds
+    [its left edge, the next), the last one both edges), added a batch of values at a time."""
+
+    edges: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    counts: np.ndarray | None = None
+
+    def add(self, values: np.ndarray) -> None:
+        counts, _ = np.histogram(values, bins=self.edges)
+        self.counts = counts if self.counts is None else self.counts + counts
+
+    def draw(self, ax, **style) -> None:
+        """ax.hist of the counted values: each bin's left edge weighted by its count falls in that bin, so the bars
+        are those of ax.hist over the values themselves."""
+        ax.hist(self.edges[:-1], bins=self.edges, weights=self.counts, **style)
+
+
 def log_bins(values: np.ndarray, bins: int) -> np.ndarray:
     """Log-spaced bin edges with a margin around positive data (logspace's rounded end edges would otherwise drop
     the shortest and the longest value)."""
@@ -93,15 +112,15 @@ def log_bins(values: np.ndarray, bins: int) -> np.ndarray:
     return np.logspace(np.log10(lo), np.log10(hi), bins + 1)
 
 
-def duration_histogram(durations: np.ndarray, bins: int) -> bytes:
+def duration_histogram(durations: Histogram) -> bytes:
+    """durations: the positive durations counted in the bins of log_bins."""
     fig, (ax,) = _figure()
     ax.set_title("Video duration (log scale)", fontsize=10)
-    values = durations[durations > 0]
-    if values.size == 0:
+    if durations.edges.size == 0:
         _empty(ax, "no accepted videos")
         return png(fig)
-    edges = log_bins(values, bins)
-    ax.hist(values, bins=edges, color=BAR, edgecolor="white")
+    edges = durations.edges
+    durations.draw(ax, color=BAR, edgecolor="white")
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
@@ -154,13 +173,14 @@ def codec_mix(codecs: dict[str, int], containers: dict[str, int]) -> bytes:
     return png(fig)
 
 
-def scenes_per_minute(data: np.ndarray, bins: int) -> bytes:
+def scenes_per_minute(data: Histogram) -> bytes:
+    """data: scenes per minute counted in numpy's equal-width bins over their range."""
     fig, (ax,) = _figure()
     ax.set_title("Scenes per minute", fontsize=10)
-    if data.size == 0:
+    if data.edges.size == 0:
         _empty(ax, "no scene detection yet (run the `scenes` stage)")
         return png(fig)
-    ax.hist(data, bins=bins, color=BAR, edgecolor="white")
+    data.draw(ax, color=BAR, edgecolor="white")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("scenes per minute of video")
     ax.set_ylabel("videos")

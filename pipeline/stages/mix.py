@@ -7,9 +7,10 @@ forms, places, serialises and validates its records into sorted parts (pipeline/
 would read more than `mix.merge_fan_in` parts, Ray tasks first merge groups of them into sorted runs
 (pipeline/mix/runs.py) → a Ray task per (stage, task) and one per stage's members merge them by streaming into a
 spool under work/, applying the caps (pipeline/mix/final.py) → a Ray task per partition writes the payloads its
-chosen records point at (skipped when committed) → commit, only when every check passed and only changed files →
-remove what is no longer referenced, the parts and the spool. The driver holds a batch of the manifest and the
-merges' small results; the files do not depend on the partitioning."""
+chosen records point at (skipped when committed) and lists them → commit, only when every check passed and only
+changed files → a Ray task removes what is no longer referenced (pipeline/mix/files.py) → the parts and the spool
+go. The driver holds a batch of the manifest and per-partition and per-task results, never a row or a path per
+video; the files do not depend on the partitioning."""
 
 from __future__ import annotations
 
@@ -108,17 +109,16 @@ def _build(ctx: StageContext) -> dict:
     done = sum(r["done"] for r in paid)
     if done:
         log.info(f"[mix] payloads of {done} shards already committed, {sum(r['written'] for r in paid)} written")
-    keep = {f for r in paid for f in r["files"]}
     phase = time.monotonic()
     mix_final.commit(ctx, assembled)
     log.info(f"[mix] committed: {sum(len(a.spooled) for a in assembled)} changed files moved from the spool in "
              f"{time.monotonic() - phase:.1f} s")
     for a in assembled:
-        keep |= set(a.files)
         if not a.counts:
             log.warning(f"[mix] {a.stage} has no records (no annotation of its tasks has a "
                         f"{'/'.join(cfg.mix.stages[a.stage].videos)} duration)")
-    removed = mix_files.remove_stale(ctx, keep)
+    removed = mix_files.remove_stale_in_task(ctx, [f for a in assembled for f in a.files],
+                                             [layout.mix_payloads_part_path(r["partition"]) for r in paid])
     if removed:
         log.info(f"[mix] removed {removed} files no configured stage references")
     return {"records": counts, "videos": sum(r["videos"] for r in paid),
