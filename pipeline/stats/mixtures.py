@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from pipeline.core import ray_runtime
 from pipeline.core.columns import runs
 from pipeline.io import storage
 from pipeline.stats import remote
@@ -83,12 +84,10 @@ def _run_tasks(tasks: list[TaskPlan], root: str, keys, lookup: list, in_flight: 
     from pipeline.core.progress import Progress
 
     settings = storage.settings()
-    if not remote.ray_running():
+    if not ray_runtime.ray_running():
         yield from (check_task(t, root, settings, keys, *lookup) for t in tasks)
         return
     import ray
-
-    from pipeline.core.ray_runtime import default_in_flight
 
     whole, distinct = remote.remote(check_task, 2), remote.remote(distinct_videos, 2)
     member, jsonl, check = (remote.remote(fn) for fn in (member_part, jsonl_part, bucket_check))
@@ -108,7 +107,7 @@ def _run_tasks(tasks: list[TaskPlan], root: str, keys, lookup: list, in_flight: 
         progress.advance(1)
         return found
 
-    limit = default_in_flight(in_flight)
+    limit = ray_runtime.default_in_flight(in_flight)
     for task in tasks:
         if task.buckets == 1:
             pending.append((task, tuple(whole.remote(task, root, settings, keys, *lookup)), 1))

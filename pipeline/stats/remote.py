@@ -7,11 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-
-def ray_running() -> bool:
-    import ray
-
-    return ray.is_initialized()
+from pipeline.core import ray_runtime
 
 
 def remote(fn: Callable, returns: int = 1):
@@ -29,9 +25,7 @@ def imap_with_payload(stage: str, fn: Callable[..., tuple], units: Iterable[Any]
     Ray (ray_runtime.imap_units) the payload is an ObjectRef the driver never fetches."""
     from pipeline.core.progress import Progress
 
-    if ray_running():
-        from pipeline.core import ray_runtime
-
+    if ray_runtime.ray_running():
         yield from ray_runtime.imap_units(stage, fn, units, shared_args, unit, total, in_flight=in_flight,
                                           payload=True)
         return
@@ -45,7 +39,7 @@ def imap_with_payload(stage: str, fn: Callable[..., tuple], units: Iterable[Any]
 def call(fn: Callable, *args, returns: int = 1):
     """fn(*args) as one Ray task whose results stay in the object store (ObjectRefs, one per return), or its value
     in this process without Ray: how the driver hands per-video data from task to task without holding it."""
-    if not ray_running():
+    if not ray_runtime.ray_running():
         return fn(*args)
     return remote(fn, returns).remote(*args)
 
