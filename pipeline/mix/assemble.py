@@ -46,17 +46,6 @@ def _row_groups(ctx: StageContext, relative: str, columns: list[str]) -> Iterato
             yield parquet.read_row_group(group, columns=columns, use_threads=False).combine_chunks()
 
 
-def _batches(ctx: StageContext, relative: str, columns: list[str], rows: int) -> Iterator[pa.RecordBatch]:
-    """A Parquet file's rows, `rows` at a time, one row group after the other (a reader per row group, so none
-    keeps the buffers of the groups before): the memory is a batch and a group's pages, whatever the group's size
-    (the manifest's 8,192-row groups read whole and combined peaked at ~90 MiB of Arrow, in batches at ~17)."""
-    with arrow_s3_operation("GetObject", ctx.uri(relative)):
-        parquet = BuildOutput(ctx.out).open_parquet(relative)
-        for group in range(parquet.num_row_groups):
-            yield from parquet.iter_batches(rows, row_groups=[group], columns=columns, use_threads=False)
-            pa.default_memory_pool().release_unused()  # freed pages otherwise stay in the RSS, more with each group
-
-
 def _committed_annotations(ctx: StageContext) -> dict[str, set[str]]:
     """table -> stems of its committed annotation files (one listing per table)."""
     return {table: {rel.removesuffix(".parquet") for rel, _, _ in
@@ -83,7 +72,7 @@ def iter_partitions(ctx: StageContext) -> Iterator[Partition]:
                                         "`annotate` stage first")
         current.shards.append((name, ctx.uri(f"{layout.SHARDS_DIR}/{name}"), sha[name]))
 
-    for batch in _batches(ctx, layout.MANIFEST_VIDEOS, MANIFEST_COLUMNS, layout.MANIFEST_BATCH_ROWS):
+    for batch in BuildOutput(ctx.out).batches(layout.MANIFEST_VIDEOS, MANIFEST_COLUMNS, layout.MANIFEST_BATCH_ROWS):
         frames = manifest.plan_frame_counts(pa.chunked_array([batch.column("sampling")]))
         for v, planned in zip(batch.drop_columns(["sampling"]).to_pylist(), frames):
             name = v["shard"]

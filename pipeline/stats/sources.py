@@ -120,6 +120,19 @@ class BuildOutput:
         filesystem, path_of = self.arrow_filesystem()
         return pq.ParquetFile(filesystem.open_input_file(path_of(relative)))
 
+    def batches(self, relative: str, columns: list[str], rows: int) -> Iterator:
+        """A Parquet file's `columns`, `rows` at a time, one row group after the other (a reader per row group, so
+        none keeps the buffers of the groups before), handing the allocator's freed pages back after each group:
+        without that the RSS grew with the bytes read (~0.9 KiB a video over a manifest read, measured) while Arrow's
+        live bytes stayed at a few MiB. Lazy, ranged reads on S3; a network failure there is StorageUnavailable."""
+        import pyarrow as pa
+
+        with arrow_s3_operation("GetObject", self.uri(relative)):
+            parquet = self.open_parquet(relative)
+            for group in range(parquet.num_row_groups):
+                yield from parquet.iter_batches(rows, row_groups=[group], columns=columns, use_threads=False)
+                pa.default_memory_pool().release_unused()
+
     def arrow_filesystem(self):
         """(pyarrow filesystem, function mapping a relative path to that filesystem's path) for lazy dataset scans.
 
