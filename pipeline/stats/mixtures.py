@@ -13,6 +13,7 @@ from pipeline.core import ray_runtime
 from pipeline.core.columns import runs
 from pipeline.io import storage
 from pipeline.stats import remote
+from pipeline.stats.inputs import sorted_examples
 from pipeline.stats.mixture_parts import (
     TaskPlan,
     bucket_check,
@@ -38,10 +39,6 @@ class MixtureStats:
 
 
 MEMBER_BATCH_ROWS = 65536  # rows of members.parquet read at a time (its row group size)
-
-
-def _sorted_examples(values) -> list:
-    return sorted(values)[:stats_schema.EXAMPLES]
 
 
 @dataclass
@@ -197,9 +194,9 @@ def _add_stage(result: MixtureStats, plan: _StagePlan, results: list[tuple]) -> 
         result.mismatches.append(f"{members_path} is not in (task, record_id, turn) order (rerun the `mix` stage)")
     if unknown:
         result.mismatches.append(f"{members_path}: {len(unknown)} videos are not in manifest/videos.parquet "
-                                 f"(e.g. {_sorted_examples(unknown)}; rerun the `mix` stage)")
+                                 f"(e.g. {sorted_examples(unknown)}; rerun the `mix` stage)")
     if dangling:
-        examples = _sorted_examples(e for f in found for e in f["dangling_examples"])
+        examples = sorted_examples(e for f in found for e in f["dangling_examples"])
         result.mismatches.append(f"{members_path}: {dangling} rows point at annotation rows that do not "
                                  f"exist or belong to another video (e.g. {examples}; the "
                                  "annotations changed after mixing: rerun the `mix` stage)")

@@ -17,6 +17,7 @@ from pipeline.io import storage
 from pipeline.stats import inputs, remote
 from pipeline.stats import videos as stats_videos
 from pipeline.stats.annotations import read_annotations, read_hico
+from pipeline.stats.inputs import first_sorted
 from pipeline.stats.mixtures import collect as collect_mixtures
 from pipeline.stats.sources import BuildOutput
 from schemas import layout, tables
@@ -40,10 +41,6 @@ class BuildStats:
         """The four tables, stats/videos.parquet read back from its spool (for small builds: the report of a build
         the stats stage has not run on, tests)."""
         return {"videos": self.videos.read(), **self.small_tables}
-
-
-def _first_sorted(values: pa.Array | pa.ChunkedArray) -> list[str]:
-    return pc.take(values, pc.sort_indices(values)[:stats_schema.EXAMPLES]).to_pylist()
 
 
 @dataclass
@@ -88,7 +85,7 @@ def wrong_shard_message(checks: ShardChecks, claimed: int, wrong: int, examples:
     unknown = pc.unique(pa.chunked_array(checks.unknown, pa.string())) if checks.unknown else pa.array([], pa.string())
     if not wrong and not len(unknown):
         return []
-    examples = sorted(examples + _first_sorted(unknown))[:stats_schema.EXAMPLES]
+    examples = sorted(examples + first_sorted(unknown))[:stats_schema.EXAMPLES]
     return [f"{wrong + len(unknown)} videos: manifest/videos.parquet and the shard records disagree on their "
             f"shard (e.g. {examples}; rerun the `shard` stage)"]
 
@@ -187,7 +184,7 @@ def compute(out: BuildOutput, tasks_in_flight: int | None = None, member_rows: i
     if hico.unknown:
         unknown = pc.unique(pa.chunked_array(hico.unknown, pa.string()))
         mismatches.append(f"HiCo tokens of {len(unknown)} videos not in manifest/videos.parquet (e.g. "
-                          f"{_first_sorted(unknown)}; rerun the `hico` stage)")
+                          f"{first_sorted(unknown)}; rerun the `hico` stage)")
     mismatches += mix.mismatches
     built = {
         "shards": tables.to_table(shards.rows, stats_schema.SHARDS),

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from pipeline.io import storage
 from pipeline.stats import remote
+from pipeline.stats.inputs import first_sorted
 from pipeline.stats.sources import BuildOutput, arrow_s3_operation
 from schemas import layout
 from schemas import stats as stats_schema
@@ -334,5 +335,5 @@ def group_rows(span: tuple[int, int], root: str, settings, sources: Sources) -> 
         wrong = pc.unique(pc.filter(both["video_id"], pc.invert(
             pc.fill_null(pc.equal(both["shard"], both["in_shard"]), False))))
         found["wrong_shard"] = len(wrong)
-        found["wrong_shard_examples"] = pc.take(wrong, pc.sort_indices(wrong)[:stats_schema.EXAMPLES]).to_pylist()
+        found["wrong_shard_examples"] = first_sorted(wrong)
     return found, None
