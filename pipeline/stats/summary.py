@@ -8,9 +8,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.stats import tables as stats
 from pipeline.stats.sources import BuildOutput
 from schemas import layout
+from schemas import stats as stats_schema
 
 MIXTURES_NOT_BUILT = "not built (run the `mix` stage)"
 
@@ -33,16 +33,11 @@ def _total(column: pa.ChunkedArray) -> int:
     return int(pc.sum(column).as_py() or 0)
 
 
-def _sequential_sum(values: np.ndarray) -> float:
-    """Python's `sum` of floats (added left to right, as the summary always did), without a Python float per
-    value: numpy's accumulate adds in order, unlike np.sum's pairwise summation."""
-    return float(np.add.accumulate(values)[-1]) if len(values) else 0
-
-
-def _stages(tables: dict[str, pa.Table]) -> dict[str, dict]:
+def _stage_rows(stages: pa.Table) -> dict[str, dict]:
+    """Per curriculum stage: its totals over stats/stages.parquet (a row per (stage, task))."""
     per_stage: dict[str, dict] = defaultdict(lambda: {"samples": 0, "annotations": 0, "hours": 0.0,
                                                       "visual_tokens": 0, "text_tokens": 0, "tasks": {}})
-    for r in tables["stages"].to_pylist():
+    for r in stages.to_pylist():
         s = per_stage[r["stage"]]
         for key in ("samples", "annotations", "visual_tokens", "text_tokens"):
             s[key] += r[key] or 0
@@ -50,18 +45,49 @@ def _stages(tables: dict[str, pa.Table]) -> dict[str, dict]:
         s["tasks"][r["task"]] = r["samples"]
         if r["random_init"]:
             s["random_init"] = True
-    videos = tables["videos"]
-    tags = pa.chunked_array([pc.list_flatten(c) for c in videos["stage_tags"].chunks], pa.string())
-    owners = pa.chunked_array([pc.list_parent_indices(c) for c in videos["stage_tags"].chunks], pa.int64())
-    offsets = np.cumsum([0] + [len(c) for c in videos["stage_tags"].chunks[:-1]], dtype=np.int64)
-    video_of_tag = np.concatenate([o.to_numpy() + offsets[i] for i, o in enumerate(owners.chunks)]) if \
-        owners.num_chunks else np.zeros(0, np.int64)
-    durations = pc.fill_null(videos["duration_s"], 0.0).to_numpy()
-    for stage, s in per_stage.items():
-        mine = np.unique(video_of_tag[pc.equal(tags, stage).to_numpy(zero_copy_only=False)])  # ascending, once each
-        s["videos"] = len(mine)
-        s["video_hours"] = round(_sequential_sum(durations[mine]) / 3600, 6)
-    return dict(sorted(per_stage.items()))
+    return per_stage
+
+
+VIDEO_COLUMNS = ["duration_s", "stage_tags", "captions", "qa", "grounding", "annotations_per_task", "hico_clips",
+                 "random_init"]
+
+
+class _VideoTotals:
+    """The section's totals over stats/videos.parquet, added a batch of videos at a time (in file order, so the
+    per-stage video hours are the same left-to-right float sums as over the whole column)."""
+
+    def __init__(self, stages: list[str]):
+        self.rows = 0
+        self.sums = {"captions": 0, "qa": 0, "grounding": 0, "random_init": 0}
+        self.maps: dict[str, dict[str, int]] = {"annotations_per_task": {}, "hico_clips": {}}
+        self.stage_videos = dict.fromkeys(stages, 0)
+        self.stage_seconds = dict.fromkeys(stages, 0.0)
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        self.rows += batch.num_rows
+        for name in ("captions", "qa", "grounding"):
+            self.sums[name] += _total(batch.column(name))
+        self.sums["random_init"] += _total(pc.cast(batch.column("random_init"), pa.int64()))
+        for name, totals in self.maps.items():
+            for key, value in _map_totals(pa.chunked_array([batch.column(name)])).items():
+                totals[key] = totals.get(key, 0) + value
+        tag_lists = batch.column("stage_tags")
+        tags = pc.list_flatten(tag_lists)
+        video_of_tag = pc.list_parent_indices(tag_lists).to_numpy()
+        durations = pc.fill_null(batch.column("duration_s"), 0.0).to_numpy()
+        for stage in self.stage_videos:
+            mine = np.unique(video_of_tag[pc.equal(tags, stage).to_numpy(zero_copy_only=False)])  # once each
+            self.stage_videos[stage] += len(mine)
+            self.stage_seconds[stage] = float(np.add.accumulate(  # Python's left-to-right sum, not pairwise
+                np.concatenate([[self.stage_seconds[stage]], durations[mine]]))[-1])
+
+
+def _video_totals(out: BuildOutput, stages: list[str]) -> _VideoTotals:
+    totals = _VideoTotals(stages)
+    for batch in out.batches(layout.stats_table_path("videos"), VIDEO_COLUMNS,
+                             stats_schema.STATS_VIDEOS_ROWS_PER_GROUP):
+        totals.add(batch)
+    return totals
 
 
 def read(out: BuildOutput) -> dict:
@@ -78,29 +104,35 @@ def read(out: BuildOutput) -> dict:
 
 
 def section(out_uri: str, summary: dict) -> dict | None:
+    """The `stats` section, or None before the `stats` stage has run. stats/videos.parquet is read a row group at
+    a time (pipeline/stats/sources.py `BuildOutput.batches`): the driver holds no column of every video."""
     out = BuildOutput(out_uri)
-    tables = stats.load(out)
-    if tables is None:
+    if not all(out.exists(layout.stats_table_path(name)) for name in layout.STATS_TABLES):
         return None
-    videos, rejects = tables["videos"], tables["rejects"].to_pylist()
+    rejects = out.read_table(layout.stats_table_path("rejects")).to_pylist()
+    shards = out.read_table(layout.stats_table_path("shards"), columns=["shard"]).num_rows
+    per_stage = _stage_rows(out.read_table(layout.stats_table_path("stages")))
+    videos = _video_totals(out, list(per_stage))
+    for stage, s in per_stage.items():
+        s["videos"] = videos.stage_videos[stage]
+        s["video_hours"] = round(videos.stage_seconds[stage] / 3600, 6)
+    stages = dict(sorted(per_stage.items()))
     input_rejects = sum(r["count"] for r in rejects if r["scope"] == "input")
     mixture_stages = out.mixture_stages()
-    stages = _stages(tables)
-    up_to_date = (videos.num_rows == summary["accepted"] and input_rejects == summary["rejected"]
-                  and tables["shards"].num_rows == summary["shards"] and sorted(stages) == mixture_stages)
-    random_videos = int(pc.sum(pc.cast(videos["random_init"], pa.int64())).as_py() or 0)
+    up_to_date = (videos.rows == summary["accepted"] and input_rejects == summary["rejected"]
+                  and shards == summary["shards"] and sorted(stages) == mixture_stages)
     doc = {
         "up_to_date": up_to_date,
         "annotations": {
-            "captions": _total(videos["captions"]),
-            "qa": _total(videos["qa"]),
-            "grounding": _total(videos["grounding"]),
+            "captions": videos.sums["captions"],
+            "qa": videos.sums["qa"],
+            "grounding": videos.sums["grounding"],
             "rejected_outputs": sum(r["count"] for r in rejects if r["scope"] == "annotation"),
-            "per_task": _map_totals(videos["annotations_per_task"]),
+            "per_task": dict(sorted(videos.maps["annotations_per_task"].items())),
         },
-        "hico_clips": _map_totals(videos["hico_clips"]),
+        "hico_clips": dict(sorted(videos.maps["hico_clips"].items())),
         "curriculum": stages if mixture_stages else MIXTURES_NOT_BUILT,
-        "random_init_videos": random_videos,
+        "random_init_videos": videos.sums["random_init"],
     }
     if not up_to_date:
         doc["note"] = "the stats tables describe an older state of this build: rerun the `stats` stage"
