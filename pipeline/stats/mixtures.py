@@ -136,22 +136,21 @@ def _plan_stage(out: BuildOutput, stage: str, member_rows: int, jsonl_bytes: int
     members_path = layout.mixture_members_path(stage)
     plan = _StagePlan(stage)
     with arrow_s3_operation("GetObject", out.uri(members_path)):
-        parquet = out.open_parquet(members_path)
-        missing_cols = set(MIX_MEMBERS.names) - set(parquet.schema_arrow.names)
-        if missing_cols:
-            plan.problem = f"{members_path} lacks columns {sorted(missing_cols)} (rerun the `mix` stage)"
-            return plan
-        groups: dict[str, list[list[int]]] = {}  # task -> [row group, rows of the task in it]
-        last = None
-        for i in range(parquet.num_row_groups):
-            for task, start, stop in runs(parquet.read_row_group(i, columns=["task"])["task"]):
-                if task != last:
-                    plan.unsorted = plan.unsorted or task in groups
-                    last = task
-                in_groups = groups.setdefault(task, [])
-                if not in_groups or in_groups[-1][0] != i:
-                    in_groups.append([i, 0])
-                in_groups[-1][1] += stop - start
+        missing_cols = set(MIX_MEMBERS.names) - set(out.open_parquet(members_path).schema_arrow.names)
+    if missing_cols:
+        plan.problem = f"{members_path} lacks columns {sorted(missing_cols)} (rerun the `mix` stage)"
+        return plan
+    groups: dict[str, list[list[int]]] = {}  # task -> [row group, rows of the task in it]
+    last = None
+    for i, rows in out.row_groups(members_path, ["task"]):
+        for task, start, stop in runs(rows["task"]):
+            if task != last:
+                plan.unsorted = plan.unsorted or task in groups
+                last = task
+            in_groups = groups.setdefault(task, [])
+            if not in_groups or in_groups[-1][0] != i:
+                in_groups.append([i, 0])
+            in_groups[-1][1] += stop - start
     files = out.mixture_task_files(stage)
     for task in sorted(set(groups) | set(files)):
         jsonl = files.get(task)
