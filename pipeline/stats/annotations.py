@@ -92,17 +92,14 @@ def read_shard_group(group: tuple, root: str, settings, keys: pa.Table) -> tuple
     reject_counts: Counter = Counter()
     file_messages, record_messages = [], []
     lookup: dict = {}
+    read: list[tuple] = []  # (table, path, video_ids) of every file, checked against the manifest at the end
     for stem, paths in group:
         counts: Counter = Counter()
         for table, path in sorted(paths.items(), key=lambda item: TABLE_ORDER.index(item[0])):
             rows = out.read_table(path, columns=ANNOTATION_COLUMNS[table]).combine_chunks()
             counts[table] += rows.num_rows
             videos = rows["video_id"]
-            unknown = pc.unique(pc.filter(videos, pc.invert(pc.is_in(videos, value_set=accepted)))).to_pylist()
-            if unknown:
-                file_messages.append((TABLE_ORDER.index(table), path, (
-                    f"{path}: {len(unknown)} videos are not in manifest/videos.parquet (e.g. "
-                    f"{sorted(unknown)[:stats_schema.EXAMPLES]}; rerun the `annotate` stage)")))
+            read.append((table, path, videos))
             random = pc.fill_null(rows["random_init"], False).combine_chunks() if rows.num_rows else \
                 pa.array([], pa.bool_())
             random_videos.append(pc.unique(pc.filter(videos, random)))
@@ -124,6 +121,7 @@ def read_shard_group(group: tuple, root: str, settings, keys: pa.Table) -> tuple
         if recorded != found:
             record_messages.append((stem, f"annotations of {stem}: the tables hold {found} rows but {record_path} "
                                           f"recorded {recorded} (rerun the `annotate` stage)"))
+    file_messages += _unknown_video_messages(read, accepted)
     per_video = {
         "task_counts": pa.concat_tables(task_counts) if task_counts else TASK_COUNTS.empty_table(),
         "reject_video_counts": (pa.concat_tables(reject_video_counts) if reject_video_counts else
@@ -134,6 +132,24 @@ def read_shard_group(group: tuple, root: str, settings, keys: pa.Table) -> tuple
     summary = {"reject_counts": sorted(reject_counts.items()), "file_messages": file_messages,
                "record_messages": record_messages}
     return summary, {"lookup": lookup, "videos": per_video}
+
+
+def _unknown_video_messages(read: list[tuple], accepted: pa.Array) -> list[tuple]:
+    """(table order, path, message) for each (table, path, video_ids) holding videos not in `accepted`: one
+    lookup of all the files' ids (the manifest's ids hashed once per group of shards, not once per file)."""
+    if not read:
+        return []
+    known = pc.is_in(pa.chunked_array([videos for *_, videos in read], pa.string()), value_set=accepted)
+    messages, start = [], 0
+    for table, path, videos in read:
+        mine = known.slice(start, len(videos))
+        start += len(videos)
+        unknown = pc.unique(pc.filter(videos, pc.invert(mine))).to_pylist()
+        if unknown:
+            messages.append((TABLE_ORDER.index(table), path, (
+                f"{path}: {len(unknown)} videos are not in manifest/videos.parquet (e.g. "
+                f"{sorted(unknown)[:stats_schema.EXAMPLES]}; rerun the `annotate` stage)")))
+    return messages
 
 
 @dataclass

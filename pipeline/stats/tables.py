@@ -123,12 +123,18 @@ def check_shard_group(entries: list[dict], root: str, settings, keys: pa.Table) 
                             f"{record['filesize']} (rerun the `shard` stage)")
         members = pa.array(record["video_ids"], pa.string())
         in_shards.append(pa.table({"video_id": members, "in_shard": pa.array([name] * len(members), pa.string())}))
-        positions = pc.drop_null(pc.index_in(members, value_set=ids))
-        duration = sum(d or 0.0 for d in pc.take(durations, positions).to_pylist())
         rows.append({"shard": name, "samples": record["nsamples"], "bytes": record["filesize"],
-                     "sha256": record["sha256"], "duration_s": round(duration, 6), "hours": round(duration / 3600, 6)})
+                     "sha256": record["sha256"]})
     in_shard = pa.concat_tables(in_shards) if in_shards else IN_SHARD.empty_table()
     recorded = in_shard["video_id"]
+    # one lookup of the group's videos in the manifest (hashing its ids once per group, not once per shard)
+    positions = pc.index_in(recorded, value_set=ids)
+    start = 0
+    for row, shard in zip(rows, in_shards):
+        mine = pc.drop_null(positions.slice(start, shard.num_rows))
+        start += shard.num_rows
+        duration = sum(d or 0.0 for d in pc.take(durations, mine).to_pylist())
+        row.update({"duration_s": round(duration, 6), "hours": round(duration / 3600, 6)})
     unknown = pc.unique(pc.filter(recorded, pc.invert(pc.is_in(recorded, value_set=ids))))
     return {"rows": rows, "messages": messages, "unknown": unknown.combine_chunks() if isinstance(
         unknown, pa.ChunkedArray) else unknown}, in_shard
