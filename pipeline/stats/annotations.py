@@ -22,10 +22,11 @@ from schemas.mixture import CAPTION_TASK, GROUNDING_TASK, SUMMARY_TASK
 @dataclass
 class Annotations:
     reject_counts: Counter = field(default_factory=Counter)  # (task, reason) -> rejected outputs
-    # per group of shards, its payload (ObjectRefs under Ray, which the driver never fetches; the values without
-    # Ray): {"lookup": its piece of the row lookup (ROW_LOOKUP) the mixture checks take, "videos": its per-video
-    # counts (VIDEO_PAYLOAD) the stats/videos rows take}
-    payloads: list = field(default_factory=list)
+    # per group of shards, its two payloads (ObjectRefs under Ray, which the driver never fetches; the values
+    # without Ray), apart so that a task fetches only the one it reads: its piece of the row lookup (ROW_LOOKUP) the
+    # mixture checks take, and its per-video counts (VIDEO_PAYLOAD) the stats/videos rows take
+    lookups: list = field(default_factory=list)
+    videos: list = field(default_factory=list)
 
 
 ANNOTATION_COLUMNS = {
@@ -70,20 +71,22 @@ def read_annotations(out: BuildOutput, keys, mismatches: list[str],
     ann = Annotations()
     file_messages: list[tuple] = []
     record_messages: list[tuple] = []
-    for found, payload in remote.imap_with_payload("stats", read_shard_group, groups,
-                                                   (out.root, storage.settings(), keys), "annotation shards",
-                                                   total=-(-len(stems) // size), in_flight=tasks_in_flight):
+    for found, (lookup, videos) in remote.imap_with_payload("stats", read_shard_group, groups,
+                                                            (out.root, storage.settings(), keys), "annotation shards",
+                                                            total=-(-len(stems) // size), in_flight=tasks_in_flight,
+                                                            payloads=2):
         ann.reject_counts.update(dict(found["reject_counts"]))
-        ann.payloads.append(payload)
+        ann.lookups.append(lookup)
+        ann.videos.append(videos)
         file_messages += found["file_messages"]
         record_messages += found["record_messages"]
     mismatches += [m for *_, m in sorted(file_messages)] + [m for _, m in sorted(record_messages)]
     return ann
 
 
-def read_shard_group(group: tuple, root: str, settings, keys: pa.Table) -> tuple[dict, dict]:
-    """One group of shards: (reject counts and messages for the driver, payload: this group's piece of the row
-    lookup and its per-video counts). `group` holds (shard stem, {table: relative path of its Parquet file}); each
+def read_shard_group(group: tuple, root: str, settings, keys: pa.Table) -> tuple[dict, dict, dict]:
+    """One group of shards: (reject counts and messages for the driver; payloads: this group's piece of the row
+    lookup, its per-video counts). `group` holds (shard stem, {table: relative path of its Parquet file}); each
     shard's rows are checked against its record."""
     storage.configure(**dataclasses.asdict(settings))
     out = BuildOutput(root)
@@ -131,7 +134,7 @@ def read_shard_group(group: tuple, root: str, settings, keys: pa.Table) -> tuple
     }
     summary = {"reject_counts": sorted(reject_counts.items()), "file_messages": file_messages,
                "record_messages": record_messages}
-    return summary, {"lookup": lookup, "videos": per_video}
+    return summary, lookup, per_video
 
 
 def _unknown_video_messages(read: list[tuple], accepted: pa.Array) -> list[tuple]:

@@ -58,11 +58,11 @@ class _MemberProblems:
 def member_part(plan: TaskPlan, index: int, root: str, settings, keys: pa.Table, *lookup: dict) -> list:
     """Member part `index`: [summary, its distinct video_ids, per-record partial aggregates of bucket 0, 1, ...]
     (PER_RECORD tables). `keys`: the manifest's video_id (and duration_s) table; `lookup`: the annotation groups'
-    payloads (pipeline/stats/annotations.py), of which the row lookup is read."""
+    pieces of the row lookup (pipeline/stats/annotations.py ROW_LOOKUP)."""
     storage.configure(**dataclasses.asdict(settings))
     out = BuildOutput(root)
     accepted = keys["video_id"]
-    rows_lookup = _FlatLookup.of({key: value for piece in lookup for key, value in piece["lookup"].items()})
+    rows_lookup = _FlatLookup.of({key: value for piece in lookup for key, value in piece.items()})
     members_path = layout.mixture_members_path(plan.stage)
     problems = _MemberProblems()
     partials, videos = [], []

@@ -51,7 +51,7 @@ class _StagePlan:
 
 def collect(out: BuildOutput, lookup: list, keys, tasks_in_flight: int | None = None,
             member_rows: int | None = None, jsonl_bytes: int | None = None) -> MixtureStats:
-    """lookup: the annotation groups' payloads holding the pieces of the row lookup (pipeline/stats/annotations.py;
+    """lookup: the annotation groups' pieces of the row lookup (pipeline/stats/annotations.py ROW_LOOKUP;
     ObjectRefs under Ray); keys: manifest/videos' video_id and duration_s (an ObjectRef under Ray). Each (stage, task) is checked by Ray tasks (at most `tasks_in_flight`
     Ray tasks submitted at a time; in this process when Ray is not running), in parts of about `member_rows` rows of
     members.parquet and `jsonl_bytes` bytes of JSONL (schemas.stats defaults). The driver reads no more than the

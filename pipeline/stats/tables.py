@@ -179,8 +179,8 @@ def compute(out: BuildOutput, tasks_in_flight: int | None = None, member_rows: i
     ann = read_annotations(out, keys, ann_messages, tasks_in_flight)
     hico_messages: list[str] = []
     hico = read_hico(out, keys, hico_messages, tasks_in_flight)
-    mix = collect_mixtures(out, ann.payloads, keys, tasks_in_flight, member_rows, jsonl_bytes)
-    sources = stats_videos.Sources(ann.payloads, hico.stages, hico.random_videos, shards.in_shards,
+    mix = collect_mixtures(out, ann.lookups, keys, tasks_in_flight, member_rows, jsonl_bytes)
+    sources = stats_videos.Sources(ann.videos, hico.stages, hico.random_videos, shards.in_shards,
                                    mix.stage_tags, shards.index_missing)
     videos = stats_videos.build_file(out, sources, tasks_in_flight)
     found_inputs = remote.get(checked_inputs)
