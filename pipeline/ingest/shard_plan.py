@@ -21,8 +21,8 @@ from typing import Callable, Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from compressors.row_groups import RowGroupWriter
 from pipeline import sampling
 from pipeline.core import parts, ray_runtime
 from pipeline.core.context import StageContext, configure_worker
@@ -469,36 +469,12 @@ def reconcile(plan: Plan, outcome: Outcome) -> None:
             f"{lost} inputs in neither table, {twice} listed twice, {len(outcome.left_out)} left out by shards")
 
 
-class VideosWriter:
+class VideosWriter(RowGroupWriter):
     """manifest/videos.parquet written as the rows arrive, in row groups of VIDEOS_ROWS_PER_GROUP (the bytes a
     whole-table write gives while the build fits one group)."""
 
     def __init__(self, path: str):
-        self.writer = pq.ParquetWriter(path, tables.VIDEOS, compression="zstd")
-        self.pending: list[pa.Table] = []
-        self.rows = 0
-        self.written = 0
-
-    def add(self, table: pa.Table) -> None:
-        self.pending.append(table)
-        self.rows += table.num_rows
-        while self.rows >= VIDEOS_ROWS_PER_GROUP:
-            self._flush(VIDEOS_ROWS_PER_GROUP)
-
-    def _flush(self, n: int) -> None:
-        buffered = pa.concat_tables(self.pending)
-        self.writer.write_table(buffered.slice(0, n).combine_chunks(), row_group_size=VIDEOS_ROWS_PER_GROUP)
-        rest = buffered.slice(n)
-        self.pending = [rest] if rest.num_rows else []
-        self.rows -= n
-        self.written += n
-
-    def close(self) -> None:
-        if self.rows:
-            self._flush(self.rows)
-        elif not self.written:  # as a whole-table write of no rows
-            self.writer.write_table(tables.empty(tables.VIDEOS))
-        self.writer.close()
+        super().__init__(path, tables.VIDEOS, VIDEOS_ROWS_PER_GROUP)
 
 
 @contextmanager
