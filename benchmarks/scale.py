@@ -17,6 +17,9 @@ work (planning the parts, rewriting the manifest, the build summary). `--stages`
 also gets the hico stage's committed outputs (records, index and placeholder token files; added to a reused build
 that lacks them), so hico encodes nothing and does only its planning and index. Without `hico` in `--stages` no hico
 output is fabricated, so the other stages (stats reads the hico index when there is one) measure what they did.
+Before measuring, the outputs of the measured stages and of every stage after the first of them are removed, and
+nothing else; a list whose stage would then lack an input (`--stages report` on a build without stats/) is refused
+with exit status 2, naming the input and the stage to add (docs/scale.md, "Measuring it").
 """
 
 from __future__ import annotations
@@ -270,9 +273,10 @@ def check_inputs(stages: list[str], exists) -> None:
                 continue
             writer = max((s for s in ORDER[:ORDER.index(stage)] if rel in STAGE_OUTPUTS[s]), key=ORDER.index)
             why = "is missing from the build" if rel not in reset else "is removed before measuring"
-            fixed = [s for s in ORDER if s in stages or s == writer]
+            between = ORDER[ORDER.index(writer):ORDER.index(stage)]
+            fixed = [s for s in ORDER if s in stages or (s in between and STAGE_OUTPUTS[s])]
             raise StageListError(f"--stages {','.join(stages)}: `{stage}` reads {rel}, which {why}; add `{writer}` "
-                                 f"(the stage that writes it) before it: --stages {','.join(fixed)}")
+                                 f"(the stage that writes it) and the stages after it: --stages {','.join(fixed)}")
         made.update(STAGE_OUTPUTS[stage])
 
 
@@ -395,16 +399,16 @@ def _measure(args) -> int:
         storage.write_bytes(marker, json.dumps(want).encode())
         if with_hico:
             storage.write_bytes(hico_marker, json.dumps(want).encode())
-    if with_hico and not (storage.exists(hico_marker) and json.loads(storage.read_bytes(hico_marker)) == want):
-        fabricate_hico(StageContext(cfg), args.fraction, args.seed,
-                       log=lambda m: print(m, file=sys.stderr, flush=True))
-        storage.write_bytes(hico_marker, json.dumps(want).encode())
-    fabricate_s = time.monotonic() - t0
     try:
         check_inputs(stages, lambda rel: _present(storage.join(out, rel)))
     except StageListError as e:
         print(f"scale.py: {e}", file=sys.stderr)
         return 2
+    if with_hico and not (storage.exists(hico_marker) and json.loads(storage.read_bytes(hico_marker)) == want):
+        fabricate_hico(StageContext(cfg), args.fraction, args.seed,
+                       log=lambda m: print(m, file=sys.stderr, flush=True))
+        storage.write_bytes(hico_marker, json.dumps(want).encode())
+    fabricate_s = time.monotonic() - t0
     reset_outputs(out, stages)
     load = load_average()
     results = {}

@@ -135,28 +135,6 @@ def _rejects(rows: pa.Table, reason, message, stage: str, duplicate_of=None) -> 
     return pa.table(columns).cast(tables.REJECTS)
 
 
-def _first_of_each(keys: pa.ChunkedArray) -> np.ndarray:
-    """Row of the first occurrence of each row's key (keys in their order)."""
-    n = len(keys)
-    firsts = pa.table({"k": keys, "i": pa.array(np.arange(n, dtype=np.int64))}).group_by(
-        "k", use_threads=False).aggregate([("i", "min")])
-    return np.asarray(firsts["i_min"].take(pc.index_in(keys, value_set=firsts["k"])))
-
-
-def _dedup(ok: pa.Table) -> tuple[pa.Table, pa.Table]:
-    """The rows kept (first in source_uri order of each content hash, in video_id order) and the duplicates'
-    reject rows, as `manifest._dedup` makes them."""
-    ok = ok.sort_by("source_uri")
-    first = _first_of_each(ok["sha256"])
-    is_first = first == np.arange(ok.num_rows)
-    dups = ok.filter(pa.array(~is_first))
-    kept_uri = ok["source_uri"].take(first[~is_first])
-    kept_id = ok["video_id"].take(first[~is_first])
-    message = _duplicate_message(kept_uri, kept_id)
-    reason = pa.array([reasons.DUPLICATE] * dups.num_rows, pa.string())
-    return ok.filter(pa.array(is_first)).sort_by("video_id"), _rejects(dups, reason, message, "dedup", kept_id)
-
-
 def _duplicate_message(kept_uri, kept_id):
     return pc.binary_join_element_wise("same bytes as ", kept_uri, " (kept as video_id ", kept_id, ")", "")
 
