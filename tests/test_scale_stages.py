@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -56,14 +58,23 @@ def test_a_list_lacking_an_input_is_refused_before_anything_is_removed(fabricate
     assert _hashes(out) == before
 
 
-def test_report_alone_on_a_complete_build_keeps_every_other_output(fabricated, ray_local, tmp_path, capsys):
+def _scale_command(work: Path, *args: str) -> subprocess.CompletedProcess:
+    """scale.py as a user runs it (its stage children write to its stderr)."""
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, scale.__file__, "--fraction", FRACTION, "--work", str(work), "--reuse",
+                           *args], env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_report_alone_on_a_complete_build_keeps_every_other_output(fabricated, ray_local, tmp_path):
     out = fabricated / f"scale-{FRACTION}"
     stages = ["shard", "annotate", "mix", "stats"]
     runner.run_build(make_config([fabricated], out, scale.OVERRIDES, stages=stages), quiet=True)
     (out / layout.REPORT_HTML).write_text("a report of an older build")
     before = _hashes(out)
 
-    assert _scale(fabricated, "--stages", "report", "--json", str(tmp_path / "r.json")) == 0
+    run = _scale_command(fabricated, "--stages", "report", "--json", str(tmp_path / "r.json"))
+    assert run.returncode == 0, run.stderr[-2000:]
     assert list(json.loads((tmp_path / "r.json").read_text())["stages"]) == ["report"]
     after = _hashes(out)
     assert after.pop(layout.REPORT_HTML) != before.pop(layout.REPORT_HTML)  # rendered again
@@ -73,7 +84,8 @@ def test_report_alone_on_a_complete_build_keeps_every_other_output(fabricated, r
 
     shutil.rmtree(out / "stats")
     before = _hashes(out)
-    assert _scale(fabricated, "--stages", "report") == 2
+    run = _scale_command(fabricated, "--stages", "report")
+    assert run.returncode == 2
     assert "`report` reads stats, which is missing from the build; add `stats` (the stage that writes it) and the " \
-           "stages after it: --stages stats,report" in capsys.readouterr().err
+           "stages after it: --stages stats,report" in run.stderr
     assert _hashes(out) == before
