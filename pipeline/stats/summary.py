@@ -10,7 +10,6 @@ import pyarrow.compute as pc
 
 from pipeline.stats.sources import BuildOutput
 from schemas import layout
-from schemas import stats as stats_schema
 
 MIXTURES_NOT_BUILT = "not built (run the `mix` stage)"
 
@@ -33,32 +32,24 @@ def _total(column: pa.ChunkedArray) -> int:
     return int(pc.sum(column).as_py() or 0)
 
 
-def _stage_rows(stages: pa.Table) -> dict[str, dict]:
-    """Per curriculum stage: its totals over stats/stages.parquet (a row per (stage, task))."""
-    per_stage: dict[str, dict] = defaultdict(lambda: {"samples": 0, "annotations": 0, "hours": 0.0,
-                                                      "visual_tokens": 0, "text_tokens": 0, "tasks": {}})
-    for r in stages.to_pylist():
-        s = per_stage[r["stage"]]
-        for key in ("samples", "annotations", "visual_tokens", "text_tokens"):
-            s[key] += r[key] or 0
-        s["hours"] = round(s["hours"] + (r["hours"] or 0.0), 6)
-        s["tasks"][r["task"]] = r["samples"]
-        if r["random_init"]:
-            s["random_init"] = True
-    return per_stage
+def _sequential_sum(values: np.ndarray) -> float:
+    """Python's `sum` of floats (added left to right, as the summary always did), without a Python float per
+    value: numpy's accumulate adds in order, unlike np.sum's pairwise summation."""
+    return float(np.add.accumulate(values)[-1]) if len(values) else 0
 
 
-VIDEO_COLUMNS = ["duration_s", "stage_tags", "captions", "qa", "grounding", "annotations_per_task", "hico_clips",
-                 "random_init"]
+SECTION_COLUMNS = ["captions", "qa", "grounding", "annotations_per_task", "hico_clips", "random_init", "stage_tags",
+                   "duration_s"]
+BATCH_ROWS = 8192  # stats/videos.parquet rows read at a time
 
 
 class _VideoTotals:
-    """The section's totals over stats/videos.parquet, added a batch of videos at a time (in file order, so the
-    per-stage video hours are the same left-to-right float sums as over the whole column)."""
+    """The section's sums over stats/videos.parquet, added a batch at a time in row order (so each float sum is the
+    left-to-right sum of the whole column): the driver holds no row per video."""
 
     def __init__(self, stages: list[str]):
         self.rows = 0
-        self.sums = {"captions": 0, "qa": 0, "grounding": 0, "random_init": 0}
+        self.totals = {"captions": 0, "qa": 0, "grounding": 0, "random_init": 0}
         self.maps: dict[str, dict[str, int]] = {"annotations_per_task": {}, "hico_clips": {}}
         self.stage_videos = dict.fromkeys(stages, 0)
         self.stage_seconds = dict.fromkeys(stages, 0.0)
@@ -66,28 +57,36 @@ class _VideoTotals:
     def add(self, batch: pa.RecordBatch) -> None:
         self.rows += batch.num_rows
         for name in ("captions", "qa", "grounding"):
-            self.sums[name] += _total(batch.column(name))
-        self.sums["random_init"] += _total(pc.cast(batch.column("random_init"), pa.int64()))
+            self.totals[name] += _total(batch.column(name))
+        self.totals["random_init"] += _total(pc.cast(batch.column("random_init"), pa.int64()))
         for name, totals in self.maps.items():
-            for key, value in _map_totals(pa.chunked_array([batch.column(name)])).items():
-                totals[key] = totals.get(key, 0) + value
-        tag_lists = batch.column("stage_tags")
-        tags = pc.list_flatten(tag_lists)
-        video_of_tag = pc.list_parent_indices(tag_lists).to_numpy()
+            for key, n in _map_totals(pa.chunked_array([batch.column(name)])).items():
+                totals[key] = totals.get(key, 0) + n
+        tags = batch.column("stage_tags")
+        flat, video_of_tag = pc.list_flatten(tags), pc.list_parent_indices(tags).to_numpy()
         durations = pc.fill_null(batch.column("duration_s"), 0.0).to_numpy()
         for stage in self.stage_videos:
-            mine = np.unique(video_of_tag[pc.equal(tags, stage).to_numpy(zero_copy_only=False)])  # once each
+            mine = np.unique(video_of_tag[pc.equal(flat, stage).to_numpy(zero_copy_only=False)])  # once each
             self.stage_videos[stage] += len(mine)
-            self.stage_seconds[stage] = float(np.add.accumulate(  # Python's left-to-right sum, not pairwise
-                np.concatenate([[self.stage_seconds[stage]], durations[mine]]))[-1])
+            self.stage_seconds[stage] = _sequential_sum(np.concatenate([[self.stage_seconds[stage]],
+                                                                         durations[mine]]))
 
 
-def _video_totals(out: BuildOutput, stages: list[str]) -> _VideoTotals:
-    totals = _VideoTotals(stages)
-    for batch in out.batches(layout.stats_table_path("videos"), VIDEO_COLUMNS,
-                             stats_schema.STATS_VIDEOS_ROWS_PER_GROUP):
-        totals.add(batch)
-    return totals
+def _stages(stage_rows: list[dict], videos: _VideoTotals) -> dict[str, dict]:
+    per_stage: dict[str, dict] = defaultdict(lambda: {"samples": 0, "annotations": 0, "hours": 0.0,
+                                                      "visual_tokens": 0, "text_tokens": 0, "tasks": {}})
+    for r in stage_rows:
+        s = per_stage[r["stage"]]
+        for key in ("samples", "annotations", "visual_tokens", "text_tokens"):
+            s[key] += r[key] or 0
+        s["hours"] = round(s["hours"] + (r["hours"] or 0.0), 6)
+        s["tasks"][r["task"]] = r["samples"]
+        if r["random_init"]:
+            s["random_init"] = True
+    for stage, s in per_stage.items():
+        s["videos"] = videos.stage_videos[stage]
+        s["video_hours"] = round(videos.stage_seconds[stage] / 3600, 6)
+    return dict(sorted(per_stage.items()))
 
 
 def read(out: BuildOutput) -> dict:
@@ -104,35 +103,33 @@ def read(out: BuildOutput) -> dict:
 
 
 def section(out_uri: str, summary: dict) -> dict | None:
-    """The `stats` section, or None before the `stats` stage has run. stats/videos.parquet is read a row group at
-    a time (pipeline/stats/sources.py `BuildOutput.batches`): the driver holds no column of every video."""
     out = BuildOutput(out_uri)
-    if not all(out.exists(layout.stats_table_path(name)) for name in layout.STATS_TABLES):
+    paths = {name: layout.stats_table_path(name) for name in layout.STATS_TABLES}
+    if not all(out.exists(p) for p in paths.values()):
         return None
-    rejects = out.read_table(layout.stats_table_path("rejects")).to_pylist()
-    shards = out.read_table(layout.stats_table_path("shards"), columns=["shard"]).num_rows
-    per_stage = _stage_rows(out.read_table(layout.stats_table_path("stages")))
-    videos = _video_totals(out, list(per_stage))
-    for stage, s in per_stage.items():
-        s["videos"] = videos.stage_videos[stage]
-        s["video_hours"] = round(videos.stage_seconds[stage] / 3600, 6)
-    stages = dict(sorted(per_stage.items()))
+    rejects = out.read_table(paths["rejects"]).to_pylist()
+    stage_rows = out.read_table(paths["stages"]).to_pylist()
+    videos = _VideoTotals(sorted({r["stage"] for r in stage_rows}))
+    for batch in out.batches(paths["videos"], SECTION_COLUMNS, BATCH_ROWS):
+        videos.add(batch)
     input_rejects = sum(r["count"] for r in rejects if r["scope"] == "input")
     mixture_stages = out.mixture_stages()
+    stages = _stages(stage_rows, videos)
     up_to_date = (videos.rows == summary["accepted"] and input_rejects == summary["rejected"]
-                  and shards == summary["shards"] and sorted(stages) == mixture_stages)
+                  and out.open_parquet(paths["shards"]).metadata.num_rows == summary["shards"]
+                  and sorted(stages) == mixture_stages)
     doc = {
         "up_to_date": up_to_date,
         "annotations": {
-            "captions": videos.sums["captions"],
-            "qa": videos.sums["qa"],
-            "grounding": videos.sums["grounding"],
+            "captions": videos.totals["captions"],
+            "qa": videos.totals["qa"],
+            "grounding": videos.totals["grounding"],
             "rejected_outputs": sum(r["count"] for r in rejects if r["scope"] == "annotation"),
             "per_task": dict(sorted(videos.maps["annotations_per_task"].items())),
         },
         "hico_clips": dict(sorted(videos.maps["hico_clips"].items())),
         "curriculum": stages if mixture_stages else MIXTURES_NOT_BUILT,
-        "random_init_videos": videos.sums["random_init"],
+        "random_init_videos": videos.totals["random_init"],
     }
     if not up_to_date:
         doc["note"] = "the stats tables describe an older state of this build: rerun the `stats` stage"
