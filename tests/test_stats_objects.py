@@ -64,3 +64,30 @@ def test_imap_units_payload_mode_yields_results_in_order_and_payload_refs():
         assert [pc.max(ray.get(ref)).as_py() for _, ref in seen] == [u * 10 for u in range(7)]
     plain = list(ray_runtime.imap_units("test", summary_and_payload, range(3), (1,), "units", 3))
     assert [r[0] for r in plain] == [{"unit": u} for u in range(3)]
+
+
+def summary_and_two_payloads(unit: int, scale: int) -> tuple[dict, pa.Array, dict]:
+    return {"unit": unit}, pa.array(np.full(1000, unit * scale, np.int64)), {"big": np.full(50_000, unit)}
+
+
+def test_two_payloads_are_two_objects_fetched_apart_with_and_without_ray(monkeypatch):
+    """The annotation groups leave their row lookup and their per-video counts as two objects, so that a task
+    reading one never deserialises the other (stats/videos tasks fetch every group's counts)."""
+    import ray
+    from ray import cloudpickle
+
+    from pipeline.stats import remote
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray_runtime.init()
+    seen = list(remote.imap_with_payload("test", summary_and_two_payloads, iter(range(5)), (10,), "units", 5,
+                                         in_flight=2, payloads=2))
+    assert [result for result, _ in seen] == [{"unit": u} for u in range(5)]
+    assert all(len(refs) == 2 and all(isinstance(r, ray.ObjectRef) for r in refs) for _, refs in seen)
+    assert [pc.max(ray.get(first)).as_py() for _, (first, _) in seen] == [u * 10 for u in range(5)]
+    assert [int(ray.get(second)["big"][0]) for _, (_, second) in seen] == list(range(5))
+    monkeypatch.setattr(ray_runtime, "ray_running", lambda: False)  # as in a command outside a job
+    local = list(remote.imap_with_payload("test", summary_and_two_payloads, iter(range(3)), (10,), "units", 3,
+                                          payloads=2))
+    assert [(r, pc.max(a).as_py(), int(b["big"][0])) for r, (a, b) in local] == [({"unit": u}, u * 10, u)
+                                                                               for u in range(3)]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
@@ -80,3 +81,33 @@ def test_record_ids_planted_in_one_task_are_reported_with_examples(annotated_bui
         f"{layout.mixture_task_path(stage, task)} and {layout.mixture_members_path(stage)} disagree on record ids: "
         f"2 only in the file (e.g. ['zz-planted-a', 'zz-planted-b']), 2 only in the members "
         f"(e.g. {sorted(replaced)})"]
+
+
+def test_annotation_files_naming_videos_outside_the_manifest_are_each_named(mixed, tmp_path):
+    """The manifest's ids are looked up once per group of shards: each file holding unknown videos is still named
+    with its own count and examples, in (table, path) order, and the files around it are not."""
+    from pipeline.io import storage
+    from pipeline.stats import inputs
+    from pipeline.stats.annotations import read_annotations
+
+    out = tmp_path / "out"
+    shutil.copytree(mixed[0], out)
+    planted = {("qa", -1): ["ghost-b", "ghost-a", "ghost-b"], ("grounding", 0): ["ghost-c"]}
+    expected = []
+    for (table, which), ghosts in planted.items():
+        path = sorted((out / layout.annotation_dir(table)).glob("*.parquet"))[which]
+        rows = pq.read_table(path)
+        assert rows.num_rows >= len(ghosts)
+        ids = rows["video_id"].to_pylist()
+        ids[:len(ghosts)] = ghosts
+        pq.write_table(rows.set_column(rows.schema.get_field_index("video_id"), "video_id",
+                                       pa.array(ids, pa.string())), path)
+        relative = str(path.relative_to(out))
+        unique = sorted(set(ghosts))
+        expected.append((["captions", "qa", "grounding", "rejects"].index(table), relative,
+                         f"{relative}: {len(unique)} videos are not in manifest/videos.parquet (e.g. {unique}; "
+                         "rerun the `annotate` stage)"))
+    messages: list[str] = []
+    keys = inputs.manifest_keys(str(out), storage.settings())
+    read_annotations(BuildOutput(str(out)), keys, messages)
+    assert [m for m in messages if "not in manifest" in m] == [m for *_, m in sorted(expected)]

@@ -111,13 +111,14 @@ def ray_running() -> bool:
 
 def imap_units(stage: str, fn: Callable[..., Any], units: Iterable[Any], shared_args: tuple, unit: str,
                total_items: int, items_of: Callable[[Any], int] = lambda u: 1, num_cpus: float = 1,
-               in_flight: int | None = None, payload: bool = False,
+               in_flight: int | None = None, payload: bool | int = False,
                inputs_of: Callable[[Any], Sequence] | None = None, local_without_ray: bool = False) -> Iterator[Any]:
     """`map_units` over units read as they are submitted, at most `in_flight` (default: twice the cluster's CPUs)
     in flight, results yielded in unit order: the driver holds only the units and results in flight.
 
     With `payload`, `fn` returns (result, payload) as two objects and this yields (result, payload's ObjectRef): the
-    driver fetches the result only and hands the payload on by reference to later tasks. `inputs_of` as in
+    driver fetches the result only and hands the payload on by reference to later tasks; with `payload` = n > 1,
+    `fn` returns (result, n payloads) and this yields (result, a tuple of their n ObjectRefs). `inputs_of` as in
     `map_units`: a unit's ObjectRefs, passed after the shared arguments once they are ready. With
     `local_without_ray`, when Ray is not running (a command outside a job), `fn` runs on each unit in this process
     instead."""
@@ -130,7 +131,7 @@ def imap_units(stage: str, fn: Callable[..., Any], units: Iterable[Any], shared_
             progress.advance(items_of(u))
         progress.finish()
         return
-    remote = ray.remote(num_cpus=num_cpus, max_retries=2, num_returns=2 if payload else 1)(tempdirs.released(fn))
+    remote = ray.remote(num_cpus=num_cpus, max_retries=2, num_returns=1 + int(payload))(tempdirs.released(fn))
     shared_refs = tuple(a if isinstance(a, ray.ObjectRef) else ray.put(a) for a in shared_args)  # a ref passes on
     window = default_in_flight(in_flight)
     progress = Progress(stage, total_items, unit)
@@ -138,7 +139,7 @@ def imap_units(stage: str, fn: Callable[..., Any], units: Iterable[Any], shared_
 
     def oldest() -> Any:
         ref, items = pending.popleft()
-        result = (ray.get(ref[0]), ref[1]) if payload else ray.get(ref)
+        result = ((ray.get(ref[0]), ref[1] if payload == 1 else tuple(ref[1:])) if payload else ray.get(ref))
         progress.advance(items)
         return result
 

@@ -22,10 +22,11 @@ from schemas.mixture import CAPTION_TASK, GROUNDING_TASK, SUMMARY_TASK
 @dataclass
 class Annotations:
     reject_counts: Counter = field(default_factory=Counter)  # (task, reason) -> rejected outputs
-    # per group of shards, its payload (ObjectRefs under Ray, which the driver never fetches; the values without
-    # Ray): {"lookup": its piece of the row lookup (ROW_LOOKUP) the mixture checks take, "videos": its per-video
-    # counts (VIDEO_PAYLOAD) the stats/videos rows take}
-    payloads: list = field(default_factory=list)
+    # per group of shards, its two payloads (ObjectRefs under Ray, which the driver never fetches; the values
+    # without Ray), apart so that a task fetches only the one it reads: its piece of the row lookup (ROW_LOOKUP) the
+    # mixture checks take, and its per-video counts (VIDEO_PAYLOAD) the stats/videos rows take
+    lookups: list = field(default_factory=list)
+    videos: list = field(default_factory=list)
 
 
 ANNOTATION_COLUMNS = {
@@ -70,20 +71,22 @@ def read_annotations(out: BuildOutput, keys, mismatches: list[str],
     ann = Annotations()
     file_messages: list[tuple] = []
     record_messages: list[tuple] = []
-    for found, payload in remote.imap_with_payload("stats", read_shard_group, groups,
-                                                   (out.root, storage.settings(), keys), "annotation shards",
-                                                   total=-(-len(stems) // size), in_flight=tasks_in_flight):
+    for found, (lookup, videos) in remote.imap_with_payload("stats", read_shard_group, groups,
+                                                            (out.root, storage.settings(), keys), "annotation shards",
+                                                            total=-(-len(stems) // size), in_flight=tasks_in_flight,
+                                                            payloads=2):
         ann.reject_counts.update(dict(found["reject_counts"]))
-        ann.payloads.append(payload)
+        ann.lookups.append(lookup)
+        ann.videos.append(videos)
         file_messages += found["file_messages"]
         record_messages += found["record_messages"]
     mismatches += [m for *_, m in sorted(file_messages)] + [m for _, m in sorted(record_messages)]
     return ann
 
 
-def read_shard_group(group: tuple, root: str, settings, keys: pa.Table) -> tuple[dict, dict]:
-    """One group of shards: (reject counts and messages for the driver, payload: this group's piece of the row
-    lookup and its per-video counts). `group` holds (shard stem, {table: relative path of its Parquet file}); each
+def read_shard_group(group: tuple, root: str, settings, keys: pa.Table) -> tuple[dict, dict, dict]:
+    """One group of shards: (reject counts and messages for the driver; payloads: this group's piece of the row
+    lookup, its per-video counts). `group` holds (shard stem, {table: relative path of its Parquet file}); each
     shard's rows are checked against its record."""
     storage.configure(**dataclasses.asdict(settings))
     out = BuildOutput(root)
@@ -92,17 +95,14 @@ def read_shard_group(group: tuple, root: str, settings, keys: pa.Table) -> tuple
     reject_counts: Counter = Counter()
     file_messages, record_messages = [], []
     lookup: dict = {}
+    read: list[tuple] = []  # (table, path, video_ids) of every file, checked against the manifest at the end
     for stem, paths in group:
         counts: Counter = Counter()
         for table, path in sorted(paths.items(), key=lambda item: TABLE_ORDER.index(item[0])):
             rows = out.read_table(path, columns=ANNOTATION_COLUMNS[table]).combine_chunks()
             counts[table] += rows.num_rows
             videos = rows["video_id"]
-            unknown = pc.unique(pc.filter(videos, pc.invert(pc.is_in(videos, value_set=accepted)))).to_pylist()
-            if unknown:
-                file_messages.append((TABLE_ORDER.index(table), path, (
-                    f"{path}: {len(unknown)} videos are not in manifest/videos.parquet (e.g. "
-                    f"{sorted(unknown)[:stats_schema.EXAMPLES]}; rerun the `annotate` stage)")))
+            read.append((table, path, videos))
             random = pc.fill_null(rows["random_init"], False).combine_chunks() if rows.num_rows else \
                 pa.array([], pa.bool_())
             random_videos.append(pc.unique(pc.filter(videos, random)))
@@ -124,6 +124,7 @@ def read_shard_group(group: tuple, root: str, settings, keys: pa.Table) -> tuple
         if recorded != found:
             record_messages.append((stem, f"annotations of {stem}: the tables hold {found} rows but {record_path} "
                                           f"recorded {recorded} (rerun the `annotate` stage)"))
+    file_messages += _unknown_video_messages(read, accepted)
     per_video = {
         "task_counts": pa.concat_tables(task_counts) if task_counts else TASK_COUNTS.empty_table(),
         "reject_video_counts": (pa.concat_tables(reject_video_counts) if reject_video_counts else
@@ -133,7 +134,25 @@ def read_shard_group(group: tuple, root: str, settings, keys: pa.Table) -> tuple
     }
     summary = {"reject_counts": sorted(reject_counts.items()), "file_messages": file_messages,
                "record_messages": record_messages}
-    return summary, {"lookup": lookup, "videos": per_video}
+    return summary, lookup, per_video
+
+
+def _unknown_video_messages(read: list[tuple], accepted: pa.Array) -> list[tuple]:
+    """(table order, path, message) for each (table, path, video_ids) holding videos not in `accepted`: one
+    lookup of all the files' ids (the manifest's ids hashed once per group of shards, not once per file)."""
+    if not read:
+        return []
+    known = pc.is_in(pa.chunked_array([videos for *_, videos in read], pa.string()), value_set=accepted)
+    messages, start = [], 0
+    for table, path, videos in read:
+        mine = known.slice(start, len(videos))
+        start += len(videos)
+        unknown = pc.unique(pc.filter(videos, pc.invert(mine))).to_pylist()
+        if unknown:
+            messages.append((TABLE_ORDER.index(table), path, (
+                f"{path}: {len(unknown)} videos are not in manifest/videos.parquet (e.g. "
+                f"{sorted(unknown)[:stats_schema.EXAMPLES]}; rerun the `annotate` stage)")))
+    return messages
 
 
 @dataclass

@@ -26,8 +26,14 @@ def manifest_keys(root: str, settings) -> pa.Table:
         return out.open_parquet(layout.MANIFEST_VIDEOS).read(columns=KEY_COLUMNS).combine_chunks()
 
 
-def _first_sorted(values: pa.Array | pa.ChunkedArray) -> list[str]:
+def first_sorted(values: pa.Array | pa.ChunkedArray) -> list:
+    """The first EXAMPLES values, sorted (the ids a consistency message quotes), taken with Arrow."""
     return pc.take(values, pc.sort_indices(values)[:stats_schema.EXAMPLES]).to_pylist()
+
+
+def sorted_examples(values) -> list:
+    """The first EXAMPLES of Python values, sorted (examples gathered from several parts)."""
+    return sorted(values)[:stats_schema.EXAMPLES]
 
 
 def reconcile(crawl: pa.ChunkedArray, accepted: pa.ChunkedArray, rejected: pa.ChunkedArray,
@@ -44,7 +50,7 @@ def reconcile(crawl: pa.ChunkedArray, accepted: pa.ChunkedArray, rejected: pa.Ch
     for what, uris in (("in neither manifest table", lost), ("listed more than once", twice),
                        ("not in manifest/crawl.parquet", extra)):
         if len(uris):
-            mismatches.append(f"{len(uris)} inputs {what} (e.g. {_first_sorted(uris)})")
+            mismatches.append(f"{len(uris)} inputs {what} (e.g. {first_sorted(uris)})")
 
 
 def check_inputs(root: str, settings) -> dict:

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 from pipeline.io import storage
 from pipeline.stats import buckets as hash_buckets
 from pipeline.stats import text_tokens as text_tokens_of
+from pipeline.stats.inputs import first_sorted, sorted_examples
 from pipeline.stats.sources import BuildOutput, arrow_s3_operation
 from schemas import layout
 from schemas import stats as stats_schema
@@ -47,14 +48,6 @@ class TaskPlan:
         return max(len(self.member_parts), len(self.jsonl_parts), 1)
 
 
-def _sorted_examples(values) -> list:
-    return sorted(values)[:stats_schema.EXAMPLES]
-
-
-def _first_sorted(values: pa.Array | pa.ChunkedArray) -> list:
-    return pc.take(values, pc.sort_indices(values)[:stats_schema.EXAMPLES]).to_pylist()
-
-
 @dataclass
 class _MemberProblems:
     unknown: set = field(default_factory=set)  # video_ids not in the manifest
@@ -65,11 +58,11 @@ class _MemberProblems:
 def member_part(plan: TaskPlan, index: int, root: str, settings, keys: pa.Table, *lookup: dict) -> list:
     """Member part `index`: [summary, its distinct video_ids, per-record partial aggregates of bucket 0, 1, ...]
     (PER_RECORD tables). `keys`: the manifest's video_id (and duration_s) table; `lookup`: the annotation groups'
-    payloads (pipeline/stats/annotations.py), of which the row lookup is read."""
+    pieces of the row lookup (pipeline/stats/annotations.py ROW_LOOKUP)."""
     storage.configure(**dataclasses.asdict(settings))
     out = BuildOutput(root)
     accepted = keys["video_id"]
-    rows_lookup = _FlatLookup.of({key: value for piece in lookup for key, value in piece["lookup"].items()})
+    rows_lookup = _FlatLookup.of({key: value for piece in lookup for key, value in piece.items()})
     members_path = layout.mixture_members_path(plan.stage)
     problems = _MemberProblems()
     partials, videos = [], []
@@ -188,9 +181,9 @@ def bucket_check(member_tables: int, *pieces) -> dict:
     return {"records": len(record_ids), "duration_us": pc.sum(per_record["duration_us"]).as_py() or 0,
             "visual_tokens": pc.sum(per_record["visual_tokens"]).as_py() or 0,
             "text_chars": pc.sum(per_record["text_chars"]).as_py() or 0,
-            "duplicates": len(duplicates), "duplicate_examples": _first_sorted(duplicates),
-            "only_file": len(only_file), "only_file_examples": _first_sorted(only_file),
-            "only_members": len(only_members), "only_members_examples": _first_sorted(only_members)}
+            "duplicates": len(duplicates), "duplicate_examples": first_sorted(duplicates),
+            "only_file": len(only_file), "only_file_examples": first_sorted(only_file),
+            "only_members": len(only_members), "only_members_examples": first_sorted(only_members)}
 
 
 def check_task(plan: TaskPlan, root: str, settings, keys: pa.Table, *lookup: dict) -> tuple[dict, pa.Array]:
@@ -227,15 +220,15 @@ def combine(plan: TaskPlan, members: list[dict], jsonls: list[dict], found: list
         messages.append(f"{expected}: lines {bad_lines[:stats_schema.EXAMPLES]} are not JSON records with an id")
     if any(f["duplicates"] for f in found):
         messages.append(f"{expected}: ids repeated on several lines: "
-                        f"{_sorted_examples(e for f in found for e in f['duplicate_examples'])}")
+                        f"{sorted_examples(e for f in found for e in f['duplicate_examples'])}")
     if jsonl is not None:
         only_file = sum(f["only_file"] for f in found)
         only_members = sum(f["only_members"] for f in found)
         if only_file or only_members:
             messages.append(f"{expected} and {members_path} disagree on record ids: {only_file} only in the file "
-                            f"(e.g. {_sorted_examples(e for f in found for e in f['only_file_examples'])}), "
+                            f"(e.g. {sorted_examples(e for f in found for e in f['only_file_examples'])}), "
                             f"{only_members} only in the members "
-                            f"(e.g. {_sorted_examples(e for f in found for e in f['only_members_examples'])})")
+                            f"(e.g. {sorted_examples(e for f in found for e in f['only_members_examples'])})")
     row = {
         "stage": stage,
         "task": task,
@@ -252,7 +245,7 @@ def combine(plan: TaskPlan, members: list[dict], jsonls: list[dict], found: list
             "other_stages": sorted({s for m in members for s in m["other_stages"]}),
             "unknown": sorted({v for m in members for v in m["unknown"]}),
             "dangling": sum(m["dangling"] for m in members),
-            "dangling_examples": _sorted_examples(e for m in members for e in m["dangling_examples"])}
+            "dangling_examples": sorted_examples(e for m in members for e in m["dangling_examples"])}
 
 
 @dataclass(frozen=True)
@@ -320,6 +313,5 @@ def _check_members(problems: _MemberProblems, members: pa.Table, lookup: _FlatLo
     problems.dangling += int(np.count_nonzero(bad))
     if bad.any():
         bad_keys = pc.filter(pc.binary_join_element_wise(tables_, keys, "/"), pa.array(bad))
-        first = pc.take(bad_keys, pc.sort_indices(bad_keys)[:stats_schema.EXAMPLES]).to_pylist()
-        problems.dangling_examples = _sorted_examples(problems.dangling_examples + first)
+        problems.dangling_examples = sorted_examples(problems.dangling_examples + first_sorted(bad_keys))
     return pa.array(random)

@@ -13,6 +13,7 @@ from pipeline.core import ray_runtime
 from pipeline.core.columns import runs
 from pipeline.io import storage
 from pipeline.stats import remote
+from pipeline.stats.inputs import sorted_examples
 from pipeline.stats.mixture_parts import (
     TaskPlan,
     bucket_check,
@@ -40,10 +41,6 @@ class MixtureStats:
 MEMBER_BATCH_ROWS = 65536  # rows of members.parquet read at a time (its row group size)
 
 
-def _sorted_examples(values) -> list:
-    return sorted(values)[:stats_schema.EXAMPLES]
-
-
 @dataclass
 class _StagePlan:
     stage: str
@@ -54,7 +51,7 @@ class _StagePlan:
 
 def collect(out: BuildOutput, lookup: list, keys, tasks_in_flight: int | None = None,
             member_rows: int | None = None, jsonl_bytes: int | None = None) -> MixtureStats:
-    """lookup: the annotation groups' payloads holding the pieces of the row lookup (pipeline/stats/annotations.py;
+    """lookup: the annotation groups' pieces of the row lookup (pipeline/stats/annotations.py ROW_LOOKUP;
     ObjectRefs under Ray); keys: manifest/videos' video_id and duration_s (an ObjectRef under Ray). Each (stage, task) is checked by Ray tasks (at most `tasks_in_flight`
     Ray tasks submitted at a time; in this process when Ray is not running), in parts of about `member_rows` rows of
     members.parquet and `jsonl_bytes` bytes of JSONL (schemas.stats defaults). The driver reads no more than the
@@ -139,22 +136,21 @@ def _plan_stage(out: BuildOutput, stage: str, member_rows: int, jsonl_bytes: int
     members_path = layout.mixture_members_path(stage)
     plan = _StagePlan(stage)
     with arrow_s3_operation("GetObject", out.uri(members_path)):
-        parquet = out.open_parquet(members_path)
-        missing_cols = set(MIX_MEMBERS.names) - set(parquet.schema_arrow.names)
-        if missing_cols:
-            plan.problem = f"{members_path} lacks columns {sorted(missing_cols)} (rerun the `mix` stage)"
-            return plan
-        groups: dict[str, list[list[int]]] = {}  # task -> [row group, rows of the task in it]
-        last = None
-        for i in range(parquet.num_row_groups):
-            for task, start, stop in runs(parquet.read_row_group(i, columns=["task"])["task"]):
-                if task != last:
-                    plan.unsorted = plan.unsorted or task in groups
-                    last = task
-                in_groups = groups.setdefault(task, [])
-                if not in_groups or in_groups[-1][0] != i:
-                    in_groups.append([i, 0])
-                in_groups[-1][1] += stop - start
+        missing_cols = set(MIX_MEMBERS.names) - set(out.open_parquet(members_path).schema_arrow.names)
+    if missing_cols:
+        plan.problem = f"{members_path} lacks columns {sorted(missing_cols)} (rerun the `mix` stage)"
+        return plan
+    groups: dict[str, list[list[int]]] = {}  # task -> [row group, rows of the task in it]
+    last = None
+    for i, rows in out.row_groups(members_path, ["task"]):
+        for task, start, stop in runs(rows["task"]):
+            if task != last:
+                plan.unsorted = plan.unsorted or task in groups
+                last = task
+            in_groups = groups.setdefault(task, [])
+            if not in_groups or in_groups[-1][0] != i:
+                in_groups.append([i, 0])
+            in_groups[-1][1] += stop - start
     files = out.mixture_task_files(stage)
     for task in sorted(set(groups) | set(files)):
         jsonl = files.get(task)
@@ -197,9 +193,9 @@ def _add_stage(result: MixtureStats, plan: _StagePlan, results: list[tuple]) -> 
         result.mismatches.append(f"{members_path} is not in (task, record_id, turn) order (rerun the `mix` stage)")
     if unknown:
         result.mismatches.append(f"{members_path}: {len(unknown)} videos are not in manifest/videos.parquet "
-                                 f"(e.g. {_sorted_examples(unknown)}; rerun the `mix` stage)")
+                                 f"(e.g. {sorted_examples(unknown)}; rerun the `mix` stage)")
     if dangling:
-        examples = _sorted_examples(e for f in found for e in f["dangling_examples"])
+        examples = sorted_examples(e for f in found for e in f["dangling_examples"])
         result.mismatches.append(f"{members_path}: {dangling} rows point at annotation rows that do not "
                                  f"exist or belong to another video (e.g. {examples}; the "
                                  "annotations changed after mixing: rerun the `mix` stage)")

@@ -20,18 +20,20 @@ def remote(fn: Callable, returns: int = 1):
 
 
 def imap_with_payload(stage: str, fn: Callable[..., tuple], units: Iterable[Any], shared_args: tuple, unit: str,
-                      total: int, in_flight: int | None = None) -> Iterator[tuple[Any, Any]]:
+                      total: int, in_flight: int | None = None, payloads: int = 1) -> Iterator[tuple[Any, Any]]:
     """(summary, payload) of fn(u, *shared_args) for each unit, in unit order, at most `in_flight` at a time; under
-    Ray (ray_runtime.imap_units) the payload is an ObjectRef the driver never fetches."""
+    Ray (ray_runtime.imap_units) the payload is an ObjectRef the driver never fetches. With `payloads` = n > 1, fn
+    returns (summary, n payloads) and the payload is a tuple of n (each its own object, fetched apart)."""
     from pipeline.core.progress import Progress
 
     if ray_runtime.ray_running():
         yield from ray_runtime.imap_units(stage, fn, units, shared_args, unit, total, in_flight=in_flight,
-                                          payload=True)
+                                          payload=payloads)
         return
     progress = Progress(stage, total, unit)
     for u in units:
-        yield fn(u, *shared_args)
+        summary, *payload = fn(u, *shared_args)
+        yield summary, payload[0] if payloads == 1 else tuple(payload)
         progress.advance(1)
     progress.finish()
 

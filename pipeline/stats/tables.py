@@ -17,6 +17,7 @@ from pipeline.io import storage
 from pipeline.stats import inputs, remote
 from pipeline.stats import videos as stats_videos
 from pipeline.stats.annotations import read_annotations, read_hico
+from pipeline.stats.inputs import first_sorted
 from pipeline.stats.mixtures import collect as collect_mixtures
 from pipeline.stats.sources import BuildOutput
 from schemas import layout, tables
@@ -40,10 +41,6 @@ class BuildStats:
         """The four tables, stats/videos.parquet read back from its spool (for small builds: the report of a build
         the stats stage has not run on, tests)."""
         return {"videos": self.videos.read(), **self.small_tables}
-
-
-def _first_sorted(values: pa.Array | pa.ChunkedArray) -> list[str]:
-    return pc.take(values, pc.sort_indices(values)[:stats_schema.EXAMPLES]).to_pylist()
 
 
 @dataclass
@@ -88,7 +85,7 @@ def wrong_shard_message(checks: ShardChecks, claimed: int, wrong: int, examples:
     unknown = pc.unique(pa.chunked_array(checks.unknown, pa.string())) if checks.unknown else pa.array([], pa.string())
     if not wrong and not len(unknown):
         return []
-    examples = sorted(examples + _first_sorted(unknown))[:stats_schema.EXAMPLES]
+    examples = sorted(examples + first_sorted(unknown))[:stats_schema.EXAMPLES]
     return [f"{wrong + len(unknown)} videos: manifest/videos.parquet and the shard records disagree on their "
             f"shard (e.g. {examples}; rerun the `shard` stage)"]
 
@@ -126,12 +123,18 @@ def check_shard_group(entries: list[dict], root: str, settings, keys: pa.Table) 
                             f"{record['filesize']} (rerun the `shard` stage)")
         members = pa.array(record["video_ids"], pa.string())
         in_shards.append(pa.table({"video_id": members, "in_shard": pa.array([name] * len(members), pa.string())}))
-        positions = pc.drop_null(pc.index_in(members, value_set=ids))
-        duration = sum(d or 0.0 for d in pc.take(durations, positions).to_pylist())
         rows.append({"shard": name, "samples": record["nsamples"], "bytes": record["filesize"],
-                     "sha256": record["sha256"], "duration_s": round(duration, 6), "hours": round(duration / 3600, 6)})
+                     "sha256": record["sha256"]})
     in_shard = pa.concat_tables(in_shards) if in_shards else IN_SHARD.empty_table()
     recorded = in_shard["video_id"]
+    # one lookup of the group's videos in the manifest (hashing its ids once per group, not once per shard)
+    positions = pc.index_in(recorded, value_set=ids)
+    start = 0
+    for row, shard in zip(rows, in_shards):
+        mine = pc.drop_null(positions.slice(start, shard.num_rows))
+        start += shard.num_rows
+        duration = sum(d or 0.0 for d in pc.take(durations, mine).to_pylist())
+        row.update({"duration_s": round(duration, 6), "hours": round(duration / 3600, 6)})
     unknown = pc.unique(pc.filter(recorded, pc.invert(pc.is_in(recorded, value_set=ids))))
     return {"rows": rows, "messages": messages, "unknown": unknown.combine_chunks() if isinstance(
         unknown, pa.ChunkedArray) else unknown}, in_shard
@@ -176,8 +179,8 @@ def compute(out: BuildOutput, tasks_in_flight: int | None = None, member_rows: i
     ann = read_annotations(out, keys, ann_messages, tasks_in_flight)
     hico_messages: list[str] = []
     hico = read_hico(out, keys, hico_messages, tasks_in_flight)
-    mix = collect_mixtures(out, ann.payloads, keys, tasks_in_flight, member_rows, jsonl_bytes)
-    sources = stats_videos.Sources(ann.payloads, hico.stages, hico.random_videos, shards.in_shards,
+    mix = collect_mixtures(out, ann.lookups, keys, tasks_in_flight, member_rows, jsonl_bytes)
+    sources = stats_videos.Sources(ann.videos, hico.stages, hico.random_videos, shards.in_shards,
                                    mix.stage_tags, shards.index_missing)
     videos = stats_videos.build_file(out, sources, tasks_in_flight)
     found_inputs = remote.get(checked_inputs)
@@ -187,7 +190,7 @@ def compute(out: BuildOutput, tasks_in_flight: int | None = None, member_rows: i
     if hico.unknown:
         unknown = pc.unique(pa.chunked_array(hico.unknown, pa.string()))
         mismatches.append(f"HiCo tokens of {len(unknown)} videos not in manifest/videos.parquet (e.g. "
-                          f"{_first_sorted(unknown)}; rerun the `hico` stage)")
+                          f"{first_sorted(unknown)}; rerun the `hico` stage)")
     mismatches += mix.mismatches
     built = {
         "shards": tables.to_table(shards.rows, stats_schema.SHARDS),

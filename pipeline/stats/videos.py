@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from compressors.row_groups import RowGroupWriter as _RowGroupWriter
 from pipeline.io import storage
 from pipeline.stats import remote
+from pipeline.stats.inputs import first_sorted
 from pipeline.stats.sources import BuildOutput, arrow_s3_operation
 from schemas import layout
 from schemas import stats as stats_schema
@@ -186,7 +187,7 @@ def build(videos: pa.Table, task_counts: list[pa.Table], reject_counts: list[pa.
 class Sources:
     """What the other checks left for the per-video rows: ObjectRefs under Ray (fetched by the tasks, never by the
     driver), the values themselves without Ray."""
-    annotations: list  # per group of annotation shards, its payload (pipeline/stats/annotations.py VIDEO_PAYLOAD)
+    annotations: list  # per group of annotation shards, its per-video counts (pipeline/stats/annotations.py VIDEO_PAYLOAD)
     hico_stages: list[str]  # HiCo stages with an index (their clips per video are read from it)
     hico_random: list  # arrays of the video_ids of random-weight HiCo records
     in_shards: list  # per group of shards, its (video_id, in_shard) table from the shard records
@@ -269,7 +270,7 @@ def group_rows(span: tuple[int, int], root: str, settings, sources: Sources) -> 
     with arrow_s3_operation("GetObject", out.uri(layout.MANIFEST_VIDEOS)):
         videos = read_manifest_videos(out, *span)
     ids = videos["video_id"].combine_chunks()
-    annotations = [remote.get(p)["videos"] for p in sources.annotations]
+    annotations = [remote.get(p) for p in sources.annotations]
     hico_clips = []
     for stage in sources.hico_stages:
         index = _in(out.read_table(layout.hico_index_path(stage), columns=["video_id", "num_rows"]), ids)
@@ -296,5 +297,5 @@ def group_rows(span: tuple[int, int], root: str, settings, sources: Sources) -> 
         wrong = pc.unique(pc.filter(both["video_id"], pc.invert(
             pc.fill_null(pc.equal(both["shard"], both["in_shard"]), False))))
         found["wrong_shard"] = len(wrong)
-        found["wrong_shard_examples"] = pc.take(wrong, pc.sort_indices(wrong)[:stats_schema.EXAMPLES]).to_pylist()
+        found["wrong_shard_examples"] = first_sorted(wrong)
     return found, None
