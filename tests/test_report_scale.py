@@ -203,3 +203,27 @@ def test_counted_histogram_draws_the_bars_of_ax_hist_over_the_values(bins):
         draw(ax)
         images.append(report_plots.png(fig))
     assert images[0] == images[1]
+
+
+def test_report_is_the_same_whatever_the_shards_per_task(mixed, tmp_path, monkeypatch):
+    """A task counts its group's parts of each table together: one task for every shard, or one for all of them,
+    gives the same figures (equal to an independent count, an empty part among them) and the same report bytes."""
+    from pipeline.report import annotations
+    from pipeline.report.build import build
+
+    out = tmp_path / "out"
+    shutil.copytree(mixed, out)
+    qa = sorted((out / layout.annotation_dir("qa")).glob("*.parquet"))[0]
+    pq.write_table(pq.read_table(qa).slice(0, 0), qa.with_name("longvid-999999.parquet"))  # a shard with no QA
+    cfg = ReportConfig(gallery_videos=2)
+    rows, random_rows, words = expected_facts(out)
+    reports = []
+    for per_task in (1, 64):
+        monkeypatch.setattr(annotations, "SHARDS_PER_TASK", per_task)
+        facts = collect(BuildOutput(str(out)), cfg).facts
+        assert {t: facts.rows[t] for t in TABLES} == {t: rows[t] for t in TABLES}
+        assert {t: facts.random_rows[t] for t in TABLES} == {t: random_rows[t] for t in TABLES}
+        assert {k: dict(c) for k, c in facts.lengths.items()} == {k: dict(Counter(v)) for k, v in words.items()}
+        assert facts.qa and facts.captions  # the gallery videos' rows came back
+        reports.append(build(str(out), cfg))
+    assert reports[0] == reports[1]
