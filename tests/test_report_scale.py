@@ -88,15 +88,23 @@ def reference_pick(rows: list[dict], count: int, seed: int) -> list[dict]:
 
 @pytest.mark.parametrize("seed", [0, 1, 7, 12345])
 @pytest.mark.parametrize("count", [0, 1, 6, 40, 500])
-def test_gallery_pick_matches_the_reference_rule(seed, count):
+@pytest.mark.parametrize("in_id_order", [False, True])  # the shard stage writes the manifest in video_id order
+def test_gallery_pick_matches_the_reference_rule(seed, count, in_id_order):
     rng = random.Random(seed + 99)
     ids = [f"v{rng.randrange(10 ** 6):07d}" for _ in range(300)]
-    ids = list(dict.fromkeys(ids))
-    rng.shuffle(ids)
+    ids = sorted(dict.fromkeys(ids)) if in_id_order else list(dict.fromkeys(ids))
+    if not in_id_order:
+        rng.shuffle(ids)
     rows = [{"video_id": v, "shard": rng.choice([None, "", "longvid-000000.tar", "longvid-000001.tar"]),
              "duration_s": rng.uniform(1, 3600)} for v in ids]
     table = pa.Table.from_pylist(rows)
-    assert report_gallery.pick(table, count, seed) == reference_pick(rows, count, seed)
+    expected = reference_pick(rows, count, seed)
+    assert report_gallery.pick(table, count, seed) == expected
+    for rows_per_batch in (1, 7, 64):  # read in batches, as the report reads the manifest
+        def batches(columns, n=rows_per_batch):
+            return iter(table.select(columns).slice(i, n) for i in range(0, table.num_rows, n))
+
+        assert report_gallery.pick_from_batches(batches, count, seed, table.column_names) == expected
 
 
 def count_driver_requests(monkeypatch) -> Counter:
