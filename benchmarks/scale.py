@@ -17,6 +17,9 @@ work (planning the parts, rewriting the manifest, the build summary). `--stages`
 also gets the hico stage's committed outputs (records, index and placeholder token files; added to a reused build
 that lacks them), so hico encodes nothing and does only its planning and index. Without `hico` in `--stages` no hico
 output is fabricated, so the other stages (stats reads the hico index when there is one) measure what they did.
+Before measuring, the outputs of the measured stages and of every stage after the first of them are removed, and
+nothing else; a list whose stage would then lack an input (`--stages report` on a build without stats/) is refused
+with exit status 2, naming the input and the stage to add (docs/scale.md, "Measuring it").
 """
 
 from __future__ import annotations
@@ -37,9 +40,25 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 STAGES = ("shard", "annotate", "mix", "stats", "report")
-# Outputs the measured stages write: removed before measuring, so every run does the same work.
-STAGE_OUTPUTS = ("manifest/videos.parquet", "manifest/rejects.parquet", "shards/index.json", "stats", "report.html",
-                 "annotations/grounding_qvhighlights.jsonl", "mixtures", "work/mix", "manifest/plan")
+# The stages --stages may name, in pipeline order (pipeline/stages/__init__.py).
+ORDER = ("probe", "scenes", "shard", "hico", "annotate", "mix", "stats", "report")
+_MANIFEST = ("manifest/videos.parquet", "manifest/rejects.parquet")
+# What each stage writes over the fabricated build: removed before measuring it (and the stages after it, whose
+# outputs would be made from older inputs), so every run does the same work. hico's fabricated outputs are its
+# committed units and stay.
+STAGE_OUTPUTS = {
+    "probe": _MANIFEST, "scenes": _MANIFEST, "shard": _MANIFEST + ("shards/index.json", "manifest/plan"),
+    "hico": (), "annotate": ("annotations/grounding_qvhighlights.jsonl",), "mix": ("mixtures", "work/mix"),
+    "stats": ("stats",), "report": ("report.html",),
+}
+# Outputs of earlier stages a stage reads (the fabricated committed units aside).
+STAGE_INPUTS = {
+    "probe": (), "scenes": (), "shard": (),
+    "hico": _MANIFEST[:1] + ("shards/index.json",), "annotate": _MANIFEST[:1] + ("shards/index.json",),
+    "mix": _MANIFEST[:1] + ("shards/index.json",),
+    "stats": _MANIFEST + ("shards/index.json", "annotations/grounding_qvhighlights.jsonl", "mixtures"),
+    "report": _MANIFEST[:1] + ("stats",),
+}
 STORAGE_CALLS = ("exists", "size", "read_bytes", "read_range", "open_read", "list_files", "write_bytes",
                  "write_bytes_if_changed", "staged_output", "remove_files", "read_parquet", "write_parquet",
                  "remove_stale_temporaries")
@@ -218,10 +237,64 @@ def run_child(stage: str, cfg_json: str, result_path: str) -> None:
 # Parent
 
 
-def reset_outputs(out: str) -> None:
+class StageListError(ValueError):
+    """A --stages list that cannot be measured on this build (exit 2)."""
+
+
+def parse_stages(text: str) -> list[str]:
+    stages = [s for s in text.split(",") if s]
+    unknown = [s for s in stages if s not in ORDER]
+    if unknown:
+        raise StageListError(f"--stages: unknown stage {unknown[0]!r}; the stages scale.py measures are "
+                             f"{','.join(ORDER)}")
+    if [ORDER.index(s) for s in stages] != sorted({ORDER.index(s) for s in stages}):
+        raise StageListError(f"--stages {text}: name each stage once, in pipeline order "
+                             f"({','.join(s for s in ORDER if s in stages)})")
+    return stages
+
+
+def outputs_to_reset(stages: list[str]) -> list[str]:
+    """The outputs of the measured stages and of every stage after the first of them (pipeline order)."""
+    if not stages:
+        return []
+    later = ORDER[ORDER.index(stages[0]):]
+    return list(dict.fromkeys(rel for stage in later for rel in STAGE_OUTPUTS[stage]))
+
+
+def check_inputs(stages: list[str], exists) -> None:
+    """Raises StageListError, naming the input and the stage to add, when a measured stage would lack an input once
+    the outputs are reset: one written by a stage before it that is not measured before it. `exists(rel)` says
+    whether the build holds `rel` now."""
+    reset = set(outputs_to_reset(stages))
+    made: set[str] = set()
+    for stage in stages:
+        for rel in STAGE_INPUTS[stage]:
+            if rel in made or (rel not in reset and exists(rel)):
+                continue
+            writer = max((s for s in ORDER[:ORDER.index(stage)] if rel in STAGE_OUTPUTS[s]), key=ORDER.index)
+            why = "is missing from the build" if rel not in reset else "is removed before measuring"
+            between = ORDER[ORDER.index(writer):ORDER.index(stage)]
+            fixed = [s for s in ORDER if s in stages or (s in between and STAGE_OUTPUTS[s])]
+            raise StageListError(f"--stages {','.join(stages)}: `{stage}` reads {rel}, which {why}; add `{writer}` "
+                                 f"(the stage that writes it) and the stages after it: --stages {','.join(fixed)}")
+        made.update(STAGE_OUTPUTS[stage])
+
+
+def _present(uri: str) -> bool:
+    """A file, or a folder (prefix) holding one."""
     from pipeline.io import storage
 
-    for rel in STAGE_OUTPUTS:
+    if storage.exists(uri):
+        return True
+    if not storage.is_s3(uri) and not os.path.isdir(uri):
+        return False
+    return next(iter(storage.list_files(uri)), None) is not None
+
+
+def reset_outputs(out: str, stages: list[str]) -> None:
+    from pipeline.io import storage
+
+    for rel in outputs_to_reset(stages):
         uri = storage.join(out, rel)
         if storage.is_s3(uri):
             storage.remove_files([u for u, _ in storage.list_files(uri)] + ([uri] if storage.exists(uri) else []))
@@ -305,7 +378,12 @@ def _measure(args) -> int:
     marker = storage.join(out, "work/scale-fabricated.json")
     hico_marker = storage.join(out, "work/scale-hico-fabricated.json")
     want = {"fraction": args.fraction, "seed": args.seed}
-    with_hico = "hico" in args.stages.split(",")
+    try:
+        stages = parse_stages(args.stages)
+    except StageListError as e:
+        print(f"scale.py: {e}", file=sys.stderr)
+        return 2
+    with_hico = "hico" in stages
     t0 = time.monotonic()
     if args.reuse and storage.exists(marker) and json.loads(storage.read_bytes(marker)) == want:
         counts = json.loads(storage.read_bytes(storage.join(out, "work/scale-counts.json")))
@@ -321,15 +399,20 @@ def _measure(args) -> int:
         storage.write_bytes(marker, json.dumps(want).encode())
         if with_hico:
             storage.write_bytes(hico_marker, json.dumps(want).encode())
+    try:
+        check_inputs(stages, lambda rel: _present(storage.join(out, rel)))
+    except StageListError as e:
+        print(f"scale.py: {e}", file=sys.stderr)
+        return 2
     if with_hico and not (storage.exists(hico_marker) and json.loads(storage.read_bytes(hico_marker)) == want):
         fabricate_hico(StageContext(cfg), args.fraction, args.seed,
                        log=lambda m: print(m, file=sys.stderr, flush=True))
         storage.write_bytes(hico_marker, json.dumps(want).encode())
     fabricate_s = time.monotonic() - t0
-    reset_outputs(out)
+    reset_outputs(out, stages)
     load = load_average()
     results = {}
-    for stage in [s for s in args.stages.split(",") if s]:
+    for stage in stages:
         print(f"[scale] measuring {stage} ...", file=sys.stderr, flush=True)
         results[stage] = measure_stage(stage, cfg, args.timeout_s)
         print(f"[scale] {stage}: {json.dumps({k: v for k, v in results[stage].items() if k != 'result'})}",

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from compressors.arrow_fs import s3_filesystem
+from compressors.row_groups import RowGroupWriter
 from schemas import layout, tables
 
 ROW_GROUP_BYTES = 256 * 1024**2
@@ -194,11 +195,8 @@ class IndexWriter:
     row groups of INDEX_ROW_GROUP_ROWS, so the bytes depend on the rows only, not on how they were split in parts."""
 
     def __init__(self, where):
-        self._writer = pq.ParquetWriter(where, tables.HICO_INDEX, compression="zstd")
-        self._pending: list[pa.Table] = []
-        self._rows = 0
+        self._rows = RowGroupWriter(where, tables.HICO_INDEX, INDEX_ROW_GROUP_ROWS)
         self._last: tuple | None = None
-        self._groups = 0
 
     def write(self, part: pa.Table) -> None:
         if not part.num_rows:
@@ -208,31 +206,16 @@ class IndexWriter:
         if self._last is not None and first < self._last:
             raise ValueError(f"HiCo index rows out of order: {first} after {self._last}")
         self._last = tuple(part[c][-1].as_py() for c, _ in INDEX_ORDER)
-        self._pending.append(part)
-        self._rows += part.num_rows
-        while self._rows >= INDEX_ROW_GROUP_ROWS:
-            self._flush(INDEX_ROW_GROUP_ROWS)
-
-    def _flush(self, rows: int) -> None:
-        table = pa.concat_tables([tables.empty(tables.HICO_INDEX), *self._pending]).combine_chunks()
-        self._writer.write_table(table.slice(0, rows), row_group_size=INDEX_ROW_GROUP_ROWS)
-        rest = table.slice(rows)
-        self._pending, self._rows = ([rest] if rest.num_rows else []), rest.num_rows
-        self._groups += 1
+        self._rows.add(part)
 
     def close(self) -> None:
-        if self._rows or not self._groups:  # an empty index is written as pyarrow writes an empty table
-            self._flush(self._rows)
-        self._writer.close()
+        self._rows.close()
 
     def __enter__(self) -> "IndexWriter":
         return self
 
     def __exit__(self, *exc) -> None:
-        if exc[0] is None:
-            self.close()
-        else:
-            self._writer.close()
+        self._rows.__exit__(*exc)
 
 
 def index_bytes_of(parts: list[pa.Table]) -> bytes:

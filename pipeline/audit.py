@@ -209,15 +209,18 @@ def _text_table(table: pa.Table, max_rows: int) -> str:
 
 
 def _reject_reasons(out: BuildOutput, con) -> list[dict]:
-    written = stats.load(out)
-    if written is not None:
-        return written["rejects"].to_pylist()
-    inputs = con.sql("SELECT stage, reason, bytes FROM rejects").to_arrow_table().to_pylist()
+    """stats/rejects.parquet's rows, or the same rows counted from the manifest and annotation rejects when the
+    `stats` stage has not run."""
+    written = layout.stats_table_path("rejects")
+    if out.exists(written):
+        return out.read_table(written).to_pylist()
+    inputs = con.sql("SELECT stage, reason, count(*), coalesce(sum(bytes), 0) FROM rejects GROUP BY stage, reason "
+                     "ORDER BY stage, reason").fetchall()
     outputs = Counter()
     for r in con.sql("SELECT task, reason, count(*) AS n FROM annotation_rejects GROUP BY ALL").to_arrow_table() \
             .to_pylist():
         outputs[(r["task"], stats_schema.reason_group(r["reason"]))] += r["n"]
-    return stats.reject_rows(inputs, outputs)
+    return stats.reject_rows(inputs, sum(n for _, _, n, _ in inputs), outputs)
 
 
 def overview(out_uri: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -191,3 +192,20 @@ def test_s3_report_is_written_to_the_bucket(s3_mixed):
     html = client.get_object(Bucket="audit", Key=f"build/{layout.REPORT_HTML}")["Body"].read().decode()
     _no_secrets(html)
     assert html.count('class="card"') == 2 and html.count('class="thumb"') == 2 * 4  # frames streamed from S3 tars
+
+
+def test_top_reasons_before_the_stats_stage_match_the_stats_table(mixed, capsys, tmp_path):
+    """A build the `stats` stage has not run on counts its reject reasons from the manifest and annotation rejects:
+    the overview prints the same top reasons as from stats/rejects.parquet."""
+    def top_reasons(out) -> list[str]:
+        code, stdout, stderr = run_cli(capsys, "audit", out)
+        assert code == 0, stderr
+        lines = stdout.splitlines()
+        start = next(i for i, line in enumerate(lines) if line.startswith("Top reject reasons"))
+        return lines[start:lines.index("", start)]
+
+    before_stats = tmp_path / "build"
+    shutil.copytree(mixed, before_stats)
+    for name in layout.STATS_TABLES:
+        (before_stats / layout.stats_table_path(name)).unlink()
+    assert top_reasons(before_stats) == top_reasons(mixed)

@@ -180,6 +180,23 @@ def test_summary_reconciles(mixed):
     assert result["summary"]["inputs"] == 11
 
 
+def test_summary_section_read_a_video_at_a_time_counts_each_stages_videos(mixed, monkeypatch):
+    """The stats section of summary.json sums stats/videos.parquet a batch at a time: one-row batches give the
+    written section, whose per-stage videos and hours are those of the videos in the stage's membership table."""
+    from pipeline.core import summary
+    from pipeline.stats import summary as stats_summary
+
+    out, _ = mixed
+    written = json.loads((out / layout.STATS_SUMMARY).read_text())["stats"]
+    monkeypatch.setattr(stats_summary, "BATCH_ROWS", 1)
+    assert stats_summary.section(str(out), summary.summarize_persisted(str(out))) == written
+    durations = {v["video_id"]: v["duration_s"] for v in rows(out / layout.MANIFEST_VIDEOS)}
+    for stage, c in written["curriculum"].items():
+        videos = {m["video_id"] for m in rows(out / layout.mixture_members_path(stage))}
+        assert c["videos"] == len(videos) > 0
+        assert c["video_hours"] == pytest.approx(sum(durations[v] for v in videos) / 3600, abs=1e-6)
+
+
 def test_text_token_count_is_words_and_punctuation():
     assert stats_schema.count_text_tokens("<image>\nHow many shots? 3 shots.") == 7
     assert stats_schema.reason_group("not valid JSON (Expecting value at char 0)") == "not valid JSON"

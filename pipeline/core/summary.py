@@ -58,11 +58,6 @@ def _reason_counts(reasons) -> dict[str, int]:
     return dict(sorted((r["values"], r["counts"]) for r in pc.value_counts(reasons).to_pylist()))
 
 
-def _hours(durations) -> float:
-    # summed as Python floats in row order, as `summarize` sums them: the rounded figure is the same to the last bit
-    return round(sum(durations.to_pylist()) / 3600, 6)
-
-
 def _total(values) -> int:
     import pyarrow.compute as pc
 
@@ -72,8 +67,8 @@ def _total(values) -> int:
 def summarize_persisted(out_uri: str) -> dict | None:
     """The same summary as `summarize(manifest.assemble(...))`, read from the manifest tables a finished `shard`
     stage persisted (column reads, no per-part work); None when they cannot stand in for it (missing, or some video
-    not sharded yet, so the shard plan is not final). Only the duration column is read whole (8 bytes a video, summed
-    in row order); the other columns are counted a row group at a time, so the driver holds no other per-video column."""
+    not sharded yet, so the shard plan is not final). The columns are read a batch at a time (BuildOutput.batches, which
+    hands Arrow's freed pages back after each row group): the driver holds no per-video column."""
     from pipeline.stats.sources import BuildOutput
 
     out = BuildOutput(out_uri)
@@ -82,10 +77,13 @@ def summarize_persisted(out_uri: str) -> dict | None:
         return None
     videos = out.open_parquet(layout.MANIFEST_VIDEOS)
     unsharded = pending_scenes = input_bytes = 0
-    for group in range(videos.metadata.num_row_groups):  # iter_batches' buffers grow with the file; a group's do not
-        counts = _group_counts(videos.read_row_group(group, columns=["bytes", "shard", "scenes"], use_threads=False))
+    seconds = 0  # summed as Python floats in row order, as `summarize` sums them: the same figure to the last bit
+    for batch in out.batches(layout.MANIFEST_VIDEOS, ["bytes", "shard", "scenes", "duration_s"],
+                             layout.MANIFEST_BATCH_ROWS):
+        counts = _group_counts(batch)
         unsharded, pending_scenes, input_bytes = (a + b for a, b in zip((unsharded, pending_scenes, input_bytes),
                                                                         counts))
+        seconds = sum(batch.column("duration_s").to_pylist(), seconds)
     if unsharded:
         return None
     rejects, reasons = out.open_parquet(layout.MANIFEST_REJECTS), {}
@@ -100,7 +98,7 @@ def summarize_persisted(out_uri: str) -> dict | None:
         "rejected_by_reason": dict(sorted(reasons.items())),
         "pending_probe": 0,
         "pending_scenes": pending_scenes,
-        "hours": _hours(videos.read(columns=["duration_s"])["duration_s"]),
+        "hours": round(seconds / 3600, 6),
         "input_bytes": input_bytes,
         "shards": len(shardlist),
         "shards_planned": len(shardlist),

@@ -68,10 +68,11 @@ def estimated_sizes(ctx: StageContext, rows: pa.Table) -> np.ndarray:
     return out
 
 
-def read_probe_group(uris: list[str], ctx: StageContext) -> tuple[dict, pa.Table]:
+def read_probe_group(uris: list[str], ctx: StageContext, sizes: bool = True) -> tuple[dict, pa.Table]:
     """One Ray task: a group of committed probe parts (in crawl order). Returns the keys of its rows, in source_uri
     order — `ok`, `sha` (the content hash, 32 bytes; empty when not ok), `video_id` (bytes) and `est` (estimated
-    shard bytes) — and, as the payload left in the object store, the rows themselves in that order."""
+    shard bytes; zeros without `sizes`) — and, as the payload left in the object store, the rows themselves in that
+    order."""
     configure_worker(ctx.cfg)
     rows = read_group(uris, PROBE_COLUMNS, tables.PROBE_PART)
     rows = rows.take(pc.sort_indices(rows["source_uri"]))
@@ -80,7 +81,8 @@ def read_probe_group(uris: list[str], ctx: StageContext) -> tuple[dict, pa.Table
     keys = {"rows": rows.num_rows, "ok": ok.to_numpy(zero_copy_only=False),
             "sha": np.array([bytes.fromhex(s or "") for s in shas], dtype="S32"),
             "video_id": np.array([v.encode() for v in pc.if_else(ok, rows["video_id"], "").to_pylist()], dtype="S"),
-            "est": estimated_sizes(ctx, rows.set_column(rows.schema.get_field_index("ok"), "ok", ok))}
+            "est": estimated_sizes(ctx, rows.set_column(rows.schema.get_field_index("ok"), "ok", ok)) if sizes
+            else np.zeros(rows.num_rows, np.int64)}
     return keys, rows
 
 
@@ -113,16 +115,47 @@ def gather_rows(unit: tuple[np.ndarray, np.ndarray, int], ctx: StageContext, *gr
     configure_worker(ctx.cfg)
     wanted, starts, n_probe = unit
     probe, scene = groups[:n_probe], groups[n_probe:]
-    group_of = np.searchsorted(starts, wanted, side="right") - 1
-    pieces, where = [], []
-    for g in np.unique(group_of):
-        at = np.flatnonzero(group_of == g)
-        pieces.append(probe[g].select(CARRIED).take(pa.array(wanted[at] - starts[g])))
-        where.append(at)
-    rows = pa.concat_tables([empty(tables.PROBE_PART, CARRIED)] + pieces)
-    if where:
-        rows = rows.take(pa.array(np.argsort(np.concatenate(where), kind="stable")))
+    rows = _probe_rows(wanted, starts, probe, CARRIED)
     scenes = pa.concat_tables([empty(tables.SCENES_PART, ["video_id", "scenes"])] + list(scene))
     scene_col = scenes["scenes"].take(pc.index_in(rows["video_id"], value_set=scenes["video_id"]))
     return pa.Table.from_arrays([rows[n] for n in CARRIED] + [scene_col],
                                 schema=pa.schema([tables.VIDEOS.field(n) for n in CARRIED + ["scenes"]]))
+
+
+def _probe_rows(wanted: np.ndarray, starts: np.ndarray, probe: tuple[pa.Table, ...], columns: list[str]) -> pa.Table:
+    """`columns` of the given global probe rows, in their order, from the probe groups' row tables."""
+    group_of = np.searchsorted(starts, wanted, side="right") - 1
+    pieces, where = [], []
+    for g in np.unique(group_of):
+        at = np.flatnonzero(group_of == g)
+        pieces.append(probe[g].select(columns).take(pa.array(wanted[at] - starts[g])))
+        where.append(at)
+    rows = pa.concat_tables([empty(tables.PROBE_PART, columns)] + pieces)
+    if where:
+        rows = rows.take(pa.array(np.argsort(np.concatenate(where), kind="stable")))
+    return rows
+
+
+def take_probe_rows(unit: tuple[np.ndarray, np.ndarray], ctx: StageContext, *probe: pa.Table) -> pa.Table:
+    """One Ray task: the probe rows (PROBE_COLUMNS) of some videos in the order given, for the `scenes` stage's part
+    tasks. `unit`: their global probe rows and the first global row of each probe group; `probe`: the groups'
+    rows."""
+    configure_worker(ctx.cfg)
+    wanted, starts = unit
+    return _probe_rows(wanted, starts, probe, PROBE_COLUMNS)
+
+
+class StoredRows:
+    """Rows of a table in the Ray object store, `count` from `offset`: handed to a task by reference (the driver
+    holds no row) and iterated as dicts where they are used (`manifest.ArrowRows`)."""
+
+    def __init__(self, ref, offset: int, count: int):
+        self.ref, self.offset, self.count = ref, offset, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self):
+        import ray
+
+        yield from manifest.ArrowRows(ray.get(self.ref).slice(self.offset, self.count))

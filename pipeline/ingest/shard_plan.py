@@ -9,7 +9,8 @@ accepted video, its global probe row and its position among the accepted (int32 
 partitions' rows in video_id order; each partition task (a run of consecutive shards) slices its rows from it, makes
 the sampling plans, sample documents and content digests, and returns its manifest rows, which are written row
 group by row group as the partitions come back (`VideosWriter`). Reject rows (few) are taken from the object store
-by Ray tasks too."""
+by Ray tasks too. The `scenes` stage's scan of the scene parts still to do reads the same keys (`scenes_todo`) and
+hands each pending part its probe rows by reference (`pending_scene_parts`)."""
 
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ from typing import Callable, Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from compressors.row_groups import RowGroupWriter
 from pipeline import sampling
 from pipeline.core import parts, ray_runtime
 from pipeline.core.context import StageContext, configure_worker
@@ -77,12 +78,6 @@ class Partition:
     videos: pa.Table | None = None  # the rows of its shards (set in its task)
 
 
-def read_part_group(uris: list[str], columns: list[str], schema: pa.Schema, ctx: StageContext) -> pa.Table:
-    """One Ray task: `columns` of a group of committed parts, in order, as one table."""
-    configure_worker(ctx.cfg)
-    return plan_rows.read_group(uris, columns, schema)
-
-
 @dataclass
 class _Committed:
     """The committed parts among a folder's planned ones, compactly: each one's index in the sorted array of the
@@ -104,31 +99,30 @@ class _Committed:
                    for i in range(g, min(g + PARTS_PER_READ_TASK, len(self.found)))]
 
 
+def _committed_names(ctx: StageContext, directory: str) -> np.ndarray:
+    """The sorted names of the parts committed in `directory` (one listing), as fixed-width bytes."""
+    return np.sort(np.array([rel.encode() for rel, _, _ in storage.list_committed(ctx.uri(directory))
+                             if "/" not in rel], dtype="S"))
+
+
+def _index_of(names: np.ndarray, name: str) -> int | None:
+    at = int(np.searchsorted(names, name.encode()))
+    return at if at < len(names) and names[at] == name.encode() else None
+
+
 def _committed(ctx: StageContext, directory: str, spans: Iterator[tuple[str, int, int]]) -> _Committed:
     """Which of the planned parts `spans` are committed in `directory` (one listing)."""
-    names = np.sort(np.array([rel.encode() for rel, _, _ in storage.list_committed(ctx.uri(directory))
-                              if "/" not in rel], dtype="S"))
+    names = _committed_names(ctx, directory)
     c = _Committed(directory, names)
     for name, start, stop in spans:
-        at = int(np.searchsorted(names, name.encode()))
-        if at < len(names) and names[at] == name.encode():
+        at = _index_of(names, name)
+        if at is not None:
             c.found.append(at)
             c.starts.append(start)
             c.stops.append(stop)
         else:
             c.pending += stop - start
     return c
-
-
-def _read_parts(ctx: StageContext, directory: str, spans: list[tuple[str, int, int]], schema: pa.Schema,
-                columns: list[str]) -> tuple[pa.Table, int]:
-    """The committed parts among `spans` (only `columns`) as one table, and the number of keys of the parts not
-    committed yet (the `scenes` stage's scan of the probe parts)."""
-    c = _committed(ctx, directory, iter(spans))
-    groups = [[uri for uri, *_ in g] for g in c.groups(ctx)]
-    read = list(ray_runtime.imap_units("manifest", read_part_group, groups, (columns, schema, ctx),
-                                       f"{directory.rsplit('/', 1)[-1]} parts", total_items=len(c), items_of=len))
-    return pa.concat_tables([plan_rows.empty(schema, columns)] + read, promote_options="permissive"), c.pending
 
 
 def _rejects(rows: pa.Table, reason, message, stage: str, duplicate_of=None) -> pa.Table:
@@ -141,60 +135,8 @@ def _rejects(rows: pa.Table, reason, message, stage: str, duplicate_of=None) -> 
     return pa.table(columns).cast(tables.REJECTS)
 
 
-def _first_of_each(keys: pa.ChunkedArray) -> np.ndarray:
-    """Row of the first occurrence of each row's key (keys in their order)."""
-    n = len(keys)
-    firsts = pa.table({"k": keys, "i": pa.array(np.arange(n, dtype=np.int64))}).group_by(
-        "k", use_threads=False).aggregate([("i", "min")])
-    return np.asarray(firsts["i_min"].take(pc.index_in(keys, value_set=firsts["k"])))
-
-
-def _dedup(ok: pa.Table) -> tuple[pa.Table, pa.Table]:
-    """The rows kept (first in source_uri order of each content hash, in video_id order) and the duplicates'
-    reject rows, as `manifest._dedup` makes them."""
-    ok = ok.sort_by("source_uri")
-    first = _first_of_each(ok["sha256"])
-    is_first = first == np.arange(ok.num_rows)
-    dups = ok.filter(pa.array(~is_first))
-    kept_uri = ok["source_uri"].take(first[~is_first])
-    kept_id = ok["video_id"].take(first[~is_first])
-    message = _duplicate_message(kept_uri, kept_id)
-    reason = pa.array([reasons.DUPLICATE] * dups.num_rows, pa.string())
-    return ok.filter(pa.array(is_first)).sort_by("video_id"), _rejects(dups, reason, message, "dedup", kept_id)
-
-
 def _duplicate_message(kept_uri, kept_id):
     return pc.binary_join_element_wise("same bytes as ", kept_uri, " (kept as video_id ", kept_id, ")", "")
-
-
-@dataclass
-class Probed:
-    """The crawl list and its committed probe parts, deduplicated: what the `scenes` stage scans."""
-    crawl_uris: pa.ChunkedArray
-    accepted: pa.Table  # probe rows (PROBE_COLUMNS) that passed probe and dedup, in video_id order
-    rejects: list[pa.Table]  # tables.REJECTS rows of probe failures and duplicates
-    probe_pending: int = 0
-
-    @property
-    def complete(self) -> bool:
-        return self.probe_pending == 0
-
-
-def probed(ctx: StageContext) -> Probed:
-    crawl_uris = sorted_crawl(ctx, ["source_uri"])["source_uri"]
-    probe_spans = parts.part_spans(crawl_uris, ctx.cfg.probe.part_size, manifest.probe_settings(ctx))
-    rows, probe_pending = _read_parts(ctx, layout.PROBE_PARTS_DIR, probe_spans, tables.PROBE_PART, PROBE_COLUMNS)
-    ok = pc.fill_null(rows["ok"], False)
-    probe_rejects = rows.filter(pc.invert(ok))
-    rejects = [_rejects(probe_rejects, probe_rejects["reason"], probe_rejects["message"], "probe")]
-    accepted, duplicates = _dedup(rows.filter(ok))
-    rejects.append(duplicates)
-    return Probed(crawl_uris, accepted, rejects, probe_pending)
-
-
-def scene_spans(ctx: StageContext, accepted: pa.Table) -> list[tuple[str, int, int]]:
-    """(name, first row, end row) of the scene parts over the accepted videos (in video_id order)."""
-    return parts.part_spans(accepted["video_id"], ctx.cfg.scenes.part_size, manifest.scenes_settings(ctx))
 
 
 class _IdKeys:
@@ -226,7 +168,7 @@ class _Probe:
     failed: np.ndarray
 
 
-def _read_probe(ctx: StageContext, plan: Plan) -> _Probe:
+def _read_probe(ctx: StageContext, plan: Plan, sizes: bool = True) -> _Probe:
     spans = ray_runtime.map_units("manifest", plan_rows.probe_spans, [None], (ctx,), "crawl list")[0]
     plan.inputs = spans["inputs"]
     names, starts = spans["names"], spans["starts"]
@@ -237,7 +179,7 @@ def _read_probe(ctx: StageContext, plan: Plan) -> _Probe:
     plan.probe_pending = found.pending
     keys: dict[str, list] = {"rows": [], "ok": [], "sha": [], "video_id": [], "est": []}
     for result, ref in ray_runtime.imap_units("manifest", plan_rows.read_probe_group,
-                                              ([uri for uri, *_ in g] for g in found.groups(ctx)), (ctx,),
+                                              ([uri for uri, *_ in g] for g in found.groups(ctx)), (ctx, sizes),
                                               "probe parts", total_items=len(found), items_of=len, payload=True):
         plan.probe_groups.append(ref)
         for k, values in keys.items():
@@ -324,6 +266,58 @@ def build(ctx: StageContext) -> Plan:
     del sizes
     plan.rejects, plan.reject_rows = _rejects_of(plan, p, scene_failed, why, message)
     return plan
+
+
+@dataclass
+class ScenesTodo:
+    """The `scenes` stage's scan, keys only: the accepted videos' global probe rows (video_id order, int32) and
+    their video_ids (until the scene parts are named); the probe rows stay in the object store."""
+    plan: Plan  # probe_pending, probe_starts and probe_groups (ObjectRefs) of the probe parts read
+    accepted: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    video_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, "S1"))  # dropped once the parts are known
+
+    @property
+    def probe_pending(self) -> int:
+        return self.plan.probe_pending
+
+    @property
+    def complete(self) -> bool:
+        return self.plan.complete
+
+
+def scenes_todo(ctx: StageContext) -> ScenesTodo:
+    """The crawl list and its committed probe parts, deduplicated, as the shard plan reads them (`_read_probe`,
+    without the shard size estimates): what `pending_scene_parts` needs."""
+    plan = Plan(0, tables.empty(tables.REJECTS))
+    p = _read_probe(ctx, plan, sizes=False)
+    return ScenesTodo(plan, p.accepted, p.video_ids)
+
+
+def pending_scene_parts(ctx: StageContext, todo: ScenesTodo) -> Iterator[tuple[str, plan_rows.StoredRows]]:
+    """(name, probe rows) of each scene part over the accepted videos not committed yet, in order. A Ray task takes
+    the rows of a run of those parts, about GATHER_ROWS videos, from the probe groups; each part's rows are a slice
+    of that object (the driver holds references only)."""
+    import ray
+
+    names = _committed_names(ctx, layout.SCENES_PARTS_DIR)
+    pending = [(name, start, stop) for name, start, stop in parts.iter_part_spans(
+        _IdKeys(todo.video_ids), ctx.cfg.scenes.part_size, manifest.scenes_settings(ctx))
+        if _index_of(names, name) is None]
+    todo.video_ids = np.zeros(0, "S1")
+    del names
+    remote = ray.remote(num_cpus=1, max_retries=2)(plan_rows.take_probe_rows)
+    run: list[tuple[str, int, int]] = []
+    for k, part in enumerate(pending):
+        run.append(part)
+        if k + 1 < len(pending) and sum(stop - start for _, start, stop in run) < GATHER_ROWS:
+            continue
+        wanted = np.concatenate([todo.accepted[start:stop] for _, start, stop in run])
+        ref = remote.remote((wanted, todo.plan.probe_starts), ctx, *todo.plan.probe_groups)
+        offset = 0
+        for name, start, stop in run:
+            yield name, plan_rows.StoredRows(ref, offset, stop - start)
+            offset += stop - start
+        run = []
 
 
 def _gather(remote, ctx: StageContext, plan: Plan, first: int, end: int):
@@ -469,36 +463,12 @@ def reconcile(plan: Plan, outcome: Outcome) -> None:
             f"{lost} inputs in neither table, {twice} listed twice, {len(outcome.left_out)} left out by shards")
 
 
-class VideosWriter:
+class VideosWriter(RowGroupWriter):
     """manifest/videos.parquet written as the rows arrive, in row groups of VIDEOS_ROWS_PER_GROUP (the bytes a
     whole-table write gives while the build fits one group)."""
 
     def __init__(self, path: str):
-        self.writer = pq.ParquetWriter(path, tables.VIDEOS, compression="zstd")
-        self.pending: list[pa.Table] = []
-        self.rows = 0
-        self.written = 0
-
-    def add(self, table: pa.Table) -> None:
-        self.pending.append(table)
-        self.rows += table.num_rows
-        while self.rows >= VIDEOS_ROWS_PER_GROUP:
-            self._flush(VIDEOS_ROWS_PER_GROUP)
-
-    def _flush(self, n: int) -> None:
-        buffered = pa.concat_tables(self.pending)
-        self.writer.write_table(buffered.slice(0, n).combine_chunks(), row_group_size=VIDEOS_ROWS_PER_GROUP)
-        rest = buffered.slice(n)
-        self.pending = [rest] if rest.num_rows else []
-        self.rows -= n
-        self.written += n
-
-    def close(self) -> None:
-        if self.rows:
-            self._flush(self.rows)
-        elif not self.written:  # as a whole-table write of no rows
-            self.writer.write_table(tables.empty(tables.VIDEOS))
-        self.writer.close()
+        super().__init__(path, tables.VIDEOS, VIDEOS_ROWS_PER_GROUP)
 
 
 @contextmanager

@@ -14,7 +14,7 @@ import functools
 from pipeline.core import ray_runtime, tempdirs
 from pipeline.core.context import StageContext, configure_worker
 from pipeline.core.errors import Rejection
-from pipeline.ingest import manifest, manifest_refresh, scenes, shard_plan, stage_in
+from pipeline.ingest import manifest, manifest_refresh, plan_rows, scenes, shard_plan, stage_in
 from pipeline.ingest.isolated import IsolatedFailure, IsolatedWorker
 from pipeline.ingest.shots import frames as shot_frames
 from pipeline.ingest.shots import parallel as shot_parallel
@@ -127,16 +127,7 @@ def scenes_part(unit: tuple[str, list[dict]], ctx: StageContext, pool: list | No
 
 
 def run(ctx: StageContext) -> dict:
-    probed = shard_plan.probed(ctx)  # the accepted videos' probe rows as Arrow, in video_id order
-    manifest.require_probed(probed)
-    storage.remove_stale_temporaries(ctx.uri(layout.SCENES_PARTS_DIR))
-    units = []
-    committed = manifest.committed_parts(ctx, layout.SCENES_PARTS_DIR)
-    for name, start, stop in shard_plan.scene_spans(ctx, probed.accepted):
-        if name not in committed:
-            units.append((ctx.uri(f"{layout.SCENES_PARTS_DIR}/{name}"),
-                          manifest.ArrowRows(probed.accepted.slice(start, stop - start))))
-    del probed
+    units = pending_units(ctx)
     pool = None
     if units and ctx.cfg.scenes.detector == scenes.TRANSNET:
         pool = shot_parallel.transnet_pool(ctx.cfg.scenes.actors, ctx.cfg.scenes.num_gpus)
@@ -152,6 +143,16 @@ def run(ctx: StageContext) -> dict:
     stats, plan = manifest_refresh.refresh(ctx, NAME)
     ctx.manifest_summary = stats
     return {"videos": stats["accepted"], "scenes": manifest_refresh.scene_count(plan)}
+
+
+def pending_units(ctx: StageContext) -> list[tuple[str, plan_rows.StoredRows]]:
+    """(URI, probe rows) of each scene part over the accepted videos (video_id order) not committed yet. The scan
+    keeps a few fixed-width keys per video in the driver; the rows stay in the object store (shard_plan)."""
+    todo = shard_plan.scenes_todo(ctx)
+    manifest.require_probed(todo)
+    storage.remove_stale_temporaries(ctx.uri(layout.SCENES_PARTS_DIR))
+    return [(ctx.uri(f"{layout.SCENES_PARTS_DIR}/{name}"), rows) for name, rows in
+            shard_plan.pending_scene_parts(ctx, todo)]
 
 
 def segment_tasks(units: list[tuple[str, list[dict]]], ctx: StageContext) -> dict[str, list]:

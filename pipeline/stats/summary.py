@@ -8,7 +8,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.stats import tables as stats
 from pipeline.stats.sources import BuildOutput
 from schemas import layout
 
@@ -39,10 +38,44 @@ def _sequential_sum(values: np.ndarray) -> float:
     return float(np.add.accumulate(values)[-1]) if len(values) else 0
 
 
-def _stages(tables: dict[str, pa.Table]) -> dict[str, dict]:
+SECTION_COLUMNS = ["captions", "qa", "grounding", "annotations_per_task", "hico_clips", "random_init", "stage_tags",
+                   "duration_s"]
+BATCH_ROWS = 8192  # stats/videos.parquet rows read at a time
+
+
+class _VideoTotals:
+    """The section's sums over stats/videos.parquet, added a batch at a time in row order (so each float sum is the
+    left-to-right sum of the whole column): the driver holds no row per video."""
+
+    def __init__(self, stages: list[str]):
+        self.rows = 0
+        self.totals = {"captions": 0, "qa": 0, "grounding": 0, "random_init": 0}
+        self.maps: dict[str, dict[str, int]] = {"annotations_per_task": {}, "hico_clips": {}}
+        self.stage_videos = dict.fromkeys(stages, 0)
+        self.stage_seconds = dict.fromkeys(stages, 0.0)
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        self.rows += batch.num_rows
+        for name in ("captions", "qa", "grounding"):
+            self.totals[name] += _total(batch.column(name))
+        self.totals["random_init"] += _total(pc.cast(batch.column("random_init"), pa.int64()))
+        for name, totals in self.maps.items():
+            for key, n in _map_totals(pa.chunked_array([batch.column(name)])).items():
+                totals[key] = totals.get(key, 0) + n
+        tags = batch.column("stage_tags")
+        flat, video_of_tag = pc.list_flatten(tags), pc.list_parent_indices(tags).to_numpy()
+        durations = pc.fill_null(batch.column("duration_s"), 0.0).to_numpy()
+        for stage in self.stage_videos:
+            mine = np.unique(video_of_tag[pc.equal(flat, stage).to_numpy(zero_copy_only=False)])  # once each
+            self.stage_videos[stage] += len(mine)
+            self.stage_seconds[stage] = _sequential_sum(np.concatenate([[self.stage_seconds[stage]],
+                                                                         durations[mine]]))
+
+
+def _stages(stage_rows: list[dict], videos: _VideoTotals) -> dict[str, dict]:
     per_stage: dict[str, dict] = defaultdict(lambda: {"samples": 0, "annotations": 0, "hours": 0.0,
                                                       "visual_tokens": 0, "text_tokens": 0, "tasks": {}})
-    for r in tables["stages"].to_pylist():
+    for r in stage_rows:
         s = per_stage[r["stage"]]
         for key in ("samples", "annotations", "visual_tokens", "text_tokens"):
             s[key] += r[key] or 0
@@ -50,17 +83,9 @@ def _stages(tables: dict[str, pa.Table]) -> dict[str, dict]:
         s["tasks"][r["task"]] = r["samples"]
         if r["random_init"]:
             s["random_init"] = True
-    videos = tables["videos"]
-    tags = pa.chunked_array([pc.list_flatten(c) for c in videos["stage_tags"].chunks], pa.string())
-    owners = pa.chunked_array([pc.list_parent_indices(c) for c in videos["stage_tags"].chunks], pa.int64())
-    offsets = np.cumsum([0] + [len(c) for c in videos["stage_tags"].chunks[:-1]], dtype=np.int64)
-    video_of_tag = np.concatenate([o.to_numpy() + offsets[i] for i, o in enumerate(owners.chunks)]) if \
-        owners.num_chunks else np.zeros(0, np.int64)
-    durations = pc.fill_null(videos["duration_s"], 0.0).to_numpy()
     for stage, s in per_stage.items():
-        mine = np.unique(video_of_tag[pc.equal(tags, stage).to_numpy(zero_copy_only=False)])  # ascending, once each
-        s["videos"] = len(mine)
-        s["video_hours"] = round(_sequential_sum(durations[mine]) / 3600, 6)
+        s["videos"] = videos.stage_videos[stage]
+        s["video_hours"] = round(videos.stage_seconds[stage] / 3600, 6)
     return dict(sorted(per_stage.items()))
 
 
@@ -79,28 +104,32 @@ def read(out: BuildOutput) -> dict:
 
 def section(out_uri: str, summary: dict) -> dict | None:
     out = BuildOutput(out_uri)
-    tables = stats.load(out)
-    if tables is None:
+    paths = {name: layout.stats_table_path(name) for name in layout.STATS_TABLES}
+    if not all(out.exists(p) for p in paths.values()):
         return None
-    videos, rejects = tables["videos"], tables["rejects"].to_pylist()
+    rejects = out.read_table(paths["rejects"]).to_pylist()
+    stage_rows = out.read_table(paths["stages"]).to_pylist()
+    videos = _VideoTotals(sorted({r["stage"] for r in stage_rows}))
+    for batch in out.batches(paths["videos"], SECTION_COLUMNS, BATCH_ROWS):
+        videos.add(batch)
     input_rejects = sum(r["count"] for r in rejects if r["scope"] == "input")
     mixture_stages = out.mixture_stages()
-    stages = _stages(tables)
-    up_to_date = (videos.num_rows == summary["accepted"] and input_rejects == summary["rejected"]
-                  and tables["shards"].num_rows == summary["shards"] and sorted(stages) == mixture_stages)
-    random_videos = int(pc.sum(pc.cast(videos["random_init"], pa.int64())).as_py() or 0)
+    stages = _stages(stage_rows, videos)
+    up_to_date = (videos.rows == summary["accepted"] and input_rejects == summary["rejected"]
+                  and out.open_parquet(paths["shards"]).metadata.num_rows == summary["shards"]
+                  and sorted(stages) == mixture_stages)
     doc = {
         "up_to_date": up_to_date,
         "annotations": {
-            "captions": _total(videos["captions"]),
-            "qa": _total(videos["qa"]),
-            "grounding": _total(videos["grounding"]),
+            "captions": videos.totals["captions"],
+            "qa": videos.totals["qa"],
+            "grounding": videos.totals["grounding"],
             "rejected_outputs": sum(r["count"] for r in rejects if r["scope"] == "annotation"),
-            "per_task": _map_totals(videos["annotations_per_task"]),
+            "per_task": dict(sorted(videos.maps["annotations_per_task"].items())),
         },
-        "hico_clips": _map_totals(videos["hico_clips"]),
+        "hico_clips": dict(sorted(videos.maps["hico_clips"].items())),
         "curriculum": stages if mixture_stages else MIXTURES_NOT_BUILT,
-        "random_init_videos": random_videos,
+        "random_init_videos": videos.totals["random_init"],
     }
     if not up_to_date:
         doc["note"] = "the stats tables describe an older state of this build: rerun the `stats` stage"

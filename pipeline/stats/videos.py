@@ -12,13 +12,13 @@ import dataclasses
 import os
 import weakref
 from dataclasses import dataclass, field
-from typing import Self
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from compressors.row_groups import RowGroupWriter as _RowGroupWriter
 from pipeline.io import storage
 from pipeline.stats import remote
 from pipeline.stats.sources import BuildOutput, arrow_s3_operation
@@ -251,44 +251,6 @@ class ManifestOrder(LongVidError, RuntimeError):
 def _remove(path: str) -> None:
     if os.path.exists(path):
         os.unlink(path)
-
-
-class _RowGroupWriter:
-    """A Parquet file written as tables arrive, in row groups of `rows_per_group` rows: the bytes of a whole-table
-    write with that row group size, whatever the sizes of the tables added."""
-
-    def __init__(self, path: str, schema: pa.Schema, rows_per_group: int):
-        self.writer = pq.ParquetWriter(path, schema, compression="zstd")
-        self.schema = schema
-        self.rows_per_group = rows_per_group
-        self.pending: list[pa.Table] = []
-        self.rows = 0
-        self.written = 0
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, kind, *_) -> None:
-        if kind is None:
-            if self.rows:
-                self._flush(self.rows)
-            elif not self.written:  # as a whole-table write of no rows
-                self.writer.write_table(self.schema.empty_table())
-        self.writer.close()
-
-    def add(self, table: pa.Table) -> None:
-        self.pending.append(table)
-        self.rows += table.num_rows
-        while self.rows >= self.rows_per_group:
-            self._flush(self.rows_per_group)
-
-    def _flush(self, n: int) -> None:
-        buffered = pa.concat_tables(self.pending)
-        self.writer.write_table(buffered.slice(0, n).combine_chunks(), row_group_size=self.rows_per_group)
-        rest = buffered.slice(n)
-        self.pending = [rest] if rest.num_rows else []
-        self.rows -= n
-        self.written += n
 
 
 def _in(table: pa.Table, ids: pa.Array) -> pa.Table:
