@@ -88,15 +88,23 @@ def reference_pick(rows: list[dict], count: int, seed: int) -> list[dict]:
 
 @pytest.mark.parametrize("seed", [0, 1, 7, 12345])
 @pytest.mark.parametrize("count", [0, 1, 6, 40, 500])
-def test_gallery_pick_matches_the_reference_rule(seed, count):
+@pytest.mark.parametrize("in_id_order", [False, True])  # the shard stage writes the manifest in video_id order
+def test_gallery_pick_matches_the_reference_rule(seed, count, in_id_order):
     rng = random.Random(seed + 99)
     ids = [f"v{rng.randrange(10 ** 6):07d}" for _ in range(300)]
-    ids = list(dict.fromkeys(ids))
-    rng.shuffle(ids)
+    ids = sorted(dict.fromkeys(ids)) if in_id_order else list(dict.fromkeys(ids))
+    if not in_id_order:
+        rng.shuffle(ids)
     rows = [{"video_id": v, "shard": rng.choice([None, "", "longvid-000000.tar", "longvid-000001.tar"]),
              "duration_s": rng.uniform(1, 3600)} for v in ids]
     table = pa.Table.from_pylist(rows)
-    assert report_gallery.pick(table, count, seed) == reference_pick(rows, count, seed)
+    expected = reference_pick(rows, count, seed)
+    assert report_gallery.pick(table, count, seed) == expected
+    for rows_per_batch in (1, 7, 64):  # read in batches, as the report reads the manifest
+        def batches(columns, n=rows_per_batch):
+            return iter(table.select(columns).slice(i, n) for i in range(0, table.num_rows, n))
+
+        assert report_gallery.pick_from_batches(batches, count, seed, table.column_names) == expected
 
 
 def count_driver_requests(monkeypatch) -> Counter:
@@ -203,3 +211,27 @@ def test_counted_histogram_draws_the_bars_of_ax_hist_over_the_values(bins):
         draw(ax)
         images.append(report_plots.png(fig))
     assert images[0] == images[1]
+
+
+def test_report_is_the_same_whatever_the_shards_per_task(mixed, tmp_path, monkeypatch):
+    """A task counts its group's parts of each table together: one task for every shard, or one for all of them,
+    gives the same figures (equal to an independent count, an empty part among them) and the same report bytes."""
+    from pipeline.report import annotations
+    from pipeline.report.build import build
+
+    out = tmp_path / "out"
+    shutil.copytree(mixed, out)
+    qa = min((out / layout.annotation_dir("qa")).glob("*.parquet"))
+    pq.write_table(pq.read_table(qa).slice(0, 0), qa.with_name("longvid-999999.parquet"))  # a shard with no QA
+    cfg = ReportConfig(gallery_videos=2)
+    rows, random_rows, words = expected_facts(out)
+    reports = []
+    for per_task in (1, 64):
+        monkeypatch.setattr(annotations, "SHARDS_PER_TASK", per_task)
+        facts = collect(BuildOutput(str(out)), cfg).facts
+        assert {t: facts.rows[t] for t in TABLES} == {t: rows[t] for t in TABLES}
+        assert {t: facts.random_rows[t] for t in TABLES} == {t: random_rows[t] for t in TABLES}
+        assert {k: dict(c) for k, c in facts.lengths.items()} == {k: dict(Counter(v)) for k, v in words.items()}
+        assert facts.qa and facts.captions  # the gallery videos' rows came back
+        reports.append(build(str(out), cfg))
+    assert reports[0] == reports[1]

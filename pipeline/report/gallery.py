@@ -43,19 +43,59 @@ def pick(videos: pa.Table, count: int, seed: int) -> list[dict]:
 
 def pick_from_batches(batches: Callable[[list[str]], Iterator[pa.Table]], count: int, seed: int,
                       columns: list[str] = MANIFEST_COLUMNS) -> list[dict]:
-    """pick() over a manifest read in batches (`batches(columns)`, called twice), the chosen rows with `columns`.
-    The sample depends only on how many sharded videos there are, so it is drawn as positions among their sorted
-    ids: the driver holds those ids (one string per video, ~25 bytes at 20-character ids) and only the chosen rows
-    of the other columns."""
-    ids = pa.chunked_array([_sharded(t)["video_id"] for t in batches(["video_id", "shard"])], pa.string())
-    candidates = ids.take(pc.sort_indices(ids))
-    positions = random.Random(seed).sample(range(len(candidates)), min(count, len(candidates)))
+    """pick() over a manifest read in batches (`batches(columns)`, called several times), the chosen rows with
+    `columns`. The sample depends only on how many sharded videos there are, so it is drawn as positions among their
+    ids in sorted order. The manifest the `shard` stage writes is in video_id order: then a position is a row
+    position among the sharded rows and the driver holds no id (an extra read of two columns). Otherwise it holds
+    the sharded ids (~25 bytes a video) and their sort order (8 bytes), no sorted copy."""
+    total, ordered = _count_sharded(batches)
+    positions = sorted(random.Random(seed).sample(range(total), min(count, total)))
     if not positions:
         return []
-    chosen = candidates.take(pa.array(sorted(positions), pa.int64())).combine_chunks()
+    chosen = _ids_at_positions(batches, positions) if ordered else _sorted_ids_at_positions(batches, positions)
     rows = _sharded(pa.concat_tables([t.filter(pc.is_in(t["video_id"], value_set=chosen))
                                       for t in batches(columns)]))
     return rows.take(pc.sort_indices(rows["video_id"])).to_pylist()
+
+
+def _sharded_ids(batches: Callable[[list[str]], Iterator[pa.Table]]) -> Iterator[pa.ChunkedArray]:
+    for t in batches(["video_id", "shard"]):
+        yield _sharded(t)["video_id"]
+
+
+def _count_sharded(batches: Callable[[list[str]], Iterator[pa.Table]]) -> tuple[int, bool]:
+    """(sharded videos, whether their ids come in ascending order, no null among them)."""
+    total, ordered, last = 0, True, None
+    for ids in _sharded_ids(batches):
+        total += len(ids)
+        if ordered and len(ids):
+            ordered = (ids.null_count == 0 and (last is None or last <= ids[0].as_py())
+                       and pc.all(pc.less_equal(ids[:-1], ids[1:])).as_py() is not False)
+            last = ids[-1].as_py()
+    return total, ordered
+
+
+def _ids_at_positions(batches: Callable[[list[str]], Iterator[pa.Table]], positions: list[int]) -> pa.Array:
+    """The sharded ids at these ascending positions, reading the ids in their (ascending) order."""
+    picked, offset, i = [], 0, 0
+    for ids in _sharded_ids(batches):
+        mine = []
+        while i < len(positions) and positions[i] < offset + len(ids):
+            mine.append(positions[i] - offset)
+            i += 1
+        if mine:
+            picked.append(ids.take(pa.array(mine, pa.int64())))
+        offset += len(ids)
+    return pa.chunked_array(picked, pa.string()).combine_chunks()
+
+
+def _sorted_ids_at_positions(batches: Callable[[list[str]], Iterator[pa.Table]], positions: list[int]) -> pa.Array:
+    """The sharded ids at these ascending positions of their sorted order."""
+    ids = pa.chunked_array(list(_sharded_ids(batches)), pa.string())
+    chosen = ids.take(pc.sort_indices(ids).take(pa.array(positions, pa.int64()))).combine_chunks()
+    del ids
+    pa.default_memory_pool().release_unused()  # the ids' pages: without this the RSS kept them (measured)
+    return chosen
 
 
 def _sharded(videos: pa.Table) -> pa.Table:
