@@ -195,7 +195,7 @@ class IndexWriter:
     row groups of INDEX_ROW_GROUP_ROWS, so the bytes depend on the rows only, not on how they were split in parts."""
 
     def __init__(self, where):
-        self._rows = RowGroupWriter(where, tables.HICO_INDEX, INDEX_ROW_GROUP_ROWS)
+        self._writer = RowGroupWriter(where, tables.HICO_INDEX, INDEX_ROW_GROUP_ROWS)
         self._last: tuple | None = None
 
     def write(self, part: pa.Table) -> None:
@@ -206,16 +206,16 @@ class IndexWriter:
         if self._last is not None and first < self._last:
             raise ValueError(f"HiCo index rows out of order: {first} after {self._last}")
         self._last = tuple(part[c][-1].as_py() for c, _ in INDEX_ORDER)
-        self._rows.add(part)
+        self._writer.add(part)
 
     def close(self) -> None:
-        self._rows.close()
+        self._writer.close()
 
     def __enter__(self) -> "IndexWriter":
         return self
 
     def __exit__(self, *exc) -> None:
-        self._rows.__exit__(*exc)
+        self._writer.__exit__(*exc)
 
 
 def index_bytes_of(parts: list[pa.Table]) -> bytes:

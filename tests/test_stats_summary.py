@@ -36,8 +36,8 @@ def transcribed(videos: list[dict], stages: list[dict]) -> dict:
         curriculum[stage] = {"videos": len(tagged), "video_hours": round(seconds / 3600, 6)}
     return {"captions": sum(v["captions"] for v in videos), "qa": sum(v["qa"] for v in videos),
             "grounding": sum(v["grounding"] for v in videos), "per_task": dict(sorted(per_task.items())),
-            "hico_clips": dict(sorted(clips.items())), "random_init_videos": sum(bool(v["random_init"]) for v in videos),
-            "curriculum": curriculum}
+            "hico_clips": dict(sorted(clips.items())),
+            "random_init_videos": sum(bool(v["random_init"]) for v in videos), "curriculum": curriculum}
 
 
 def totals(section: dict) -> dict:

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from compressors.row_groups import RowGroupWriter as _RowGroupWriter
+from compressors.row_groups import RowGroupWriter
 from pipeline.io import storage
 from pipeline.stats import remote
 from pipeline.stats.inputs import first_sorted
@@ -187,7 +187,7 @@ def build(videos: pa.Table, task_counts: list[pa.Table], reject_counts: list[pa.
 class Sources:
     """What the other checks left for the per-video rows: ObjectRefs under Ray (fetched by the tasks, never by the
     driver), the values themselves without Ray."""
-    annotations: list  # per group of annotation shards, its per-video counts (pipeline/stats/annotations.py VIDEO_PAYLOAD)
+    annotations: list  # per group of annotation shards, its per-video counts (stats/annotations.py VIDEO_PAYLOAD)
     hico_stages: list[str]  # HiCo stages with an index (their clips per video are read from it)
     hico_random: list  # arrays of the video_ids of random-weight HiCo records
     in_shards: list  # per group of shards, its (video_id, in_shard) table from the shard records
@@ -225,7 +225,7 @@ def build_file(out: BuildOutput, sources: Sources, tasks_in_flight: int | None =
     result = VideosFile(path)
     weakref.finalize(result, _remove, path)
     last = None
-    with _RowGroupWriter(path, stats_schema.VIDEOS, stats_schema.STATS_VIDEOS_ROWS_PER_GROUP) as writer:
+    with RowGroupWriter(path, stats_schema.VIDEOS, stats_schema.STATS_VIDEOS_ROWS_PER_GROUP) as writer:
         for found, _ in remote.imap_with_payload("stats", group_rows, spans,
                                                  (out.root, storage.settings(), sources), "video rows",
                                                  total=-(-total // size), in_flight=tasks_in_flight):
