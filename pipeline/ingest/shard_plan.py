@@ -307,9 +307,11 @@ def pending_scene_parts(ctx: StageContext, todo: ScenesTodo) -> Iterator[tuple[s
     del names
     remote = ray.remote(num_cpus=1, max_retries=2)(plan_rows.take_probe_rows)
     run: list[tuple[str, int, int]] = []
+    rows = 0  # videos in `run`
     for k, part in enumerate(pending):
         run.append(part)
-        if k + 1 < len(pending) and sum(stop - start for _, start, stop in run) < GATHER_ROWS:
+        rows += part[2] - part[1]
+        if k + 1 < len(pending) and rows < GATHER_ROWS:
             continue
         wanted = np.concatenate([todo.accepted[start:stop] for _, start, stop in run])
         ref = remote.remote((wanted, todo.plan.probe_starts), ctx, *todo.plan.probe_groups)
@@ -317,7 +319,7 @@ def pending_scene_parts(ctx: StageContext, todo: ScenesTodo) -> Iterator[tuple[s
         for name, start, stop in run:
             yield name, plan_rows.StoredRows(ref, offset, stop - start)
             offset += stop - start
-        run = []
+        run, rows = [], 0
 
 
 def _gather(remote, ctx: StageContext, plan: Plan, first: int, end: int):
