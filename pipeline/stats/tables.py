@@ -211,11 +211,3 @@ def write(out: BuildOutput, result: BuildStats) -> None:
     storage.commit_file_if_changed(result.videos.path, out.uri(layout.stats_table_path("videos")))
     for name, table in result.small_tables.items():
         storage.write_parquet(out.uri(layout.stats_table_path(name)), table)
-
-
-def load(out: BuildOutput) -> dict[str, pa.Table] | None:
-    """The stats tables as written, or None when the `stats` stage has not run."""
-    paths = {name: layout.stats_table_path(name) for name in layout.STATS_TABLES}
-    if not all(out.exists(p) for p in paths.values()):
-        return None
-    return {name: out.read_table(p) for name, p in paths.items()}
