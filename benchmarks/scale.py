@@ -29,6 +29,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -65,12 +66,21 @@ STORAGE_CALLS = ("exists", "size", "read_bytes", "read_range", "open_read", "lis
 OVERRIDES = ["annotate.backend=transformers", "annotate.tiny_demo_model=true"]
 
 
-def build_config(out: str, source_dir: str, workers: int, endpoint: str | None):
+def build_config(out: str, source_dir: str, workers: int, endpoint: str | None, sets: list[str] = ()):
+    """The build's config; `sets` are `--set` overrides (the job's syntax), applied after the benchmark's own."""
     from schemas import config as config_schema
 
     data = {"sources": [source_dir], "out": out, "stages": list(STAGES), "ray": {"num_cpus": workers},
             "storage": {"s3_endpoint_url": endpoint}}
-    return config_schema.build(data, OVERRIDES)
+    return config_schema.build(data, OVERRIDES + list(sets))
+
+
+def default_out(work: str, fraction: float, sets: list[str]) -> str:
+    """--work/scale-<F>, with the overrides in the name so builds of different settings live side by side."""
+    name = f"scale-{fraction:g}"
+    if sets:
+        name += "-" + "-".join(re.sub(r"[^A-Za-z0-9._=-]+", "_", s) for s in sets)
+    return os.path.join(work, name)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -331,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stages", default=",".join(STAGES), help="which of the stages to measure, in order")
     ap.add_argument("--reuse", action="store_true", help="keep a build fabricated before with the same fraction")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override for the fabrication and every stage, as the job's --set (repeatable; e.g. "
+                         "shard.target_bytes=2147483648 for shards of twice the size); --reuse compares them too")
     ap.add_argument("--timeout-s", type=float, default=3600.0, help="per stage")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--config-json", help=argparse.SUPPRESS)
@@ -372,12 +385,18 @@ def _measure(args) -> int:
     from pipeline.core.context import StageContext
     from pipeline.io import storage
 
-    out = args.out or os.path.join(args.work, f"scale-{args.fraction:g}")
+    from schemas.config import ConfigError
+
+    out = args.out or default_out(args.work, args.fraction, args.sets)
     storage.configure(args.s3_endpoint_url)
-    cfg = build_config(out, args.work, args.workers, args.s3_endpoint_url)
+    try:
+        cfg = build_config(out, args.work, args.workers, args.s3_endpoint_url, args.sets)
+    except (ConfigError, ValueError) as e:
+        print(f"scale.py: --set: {e}", file=sys.stderr)
+        return 2
     marker = storage.join(out, "work/scale-fabricated.json")
     hico_marker = storage.join(out, "work/scale-hico-fabricated.json")
-    want = {"fraction": args.fraction, "seed": args.seed}
+    want = {"fraction": args.fraction, "seed": args.seed, **({"set": args.sets} if args.sets else {})}
     try:
         stages = parse_stages(args.stages)
     except StageListError as e:
@@ -425,7 +444,8 @@ def _measure(args) -> int:
                      str(r["driver_http_requests"]) if storage.is_s3(out) else "—"])
     total = sum(r["wall_s"] for r in results.values())
     print(f"\nLongVid at F = {args.fraction:g}: {counts['videos']} videos ({counts['inputs']} inputs), {counts['shards']} "
-          f"shards, {counts['qa']} QA (LongVid {LONGVID_QA} x F = {round(LONGVID_QA * args.fraction)}), "
+          f"shards ({counts['videos'] / max(counts['shards'], 1):.1f} videos a shard), {counts['qa']} QA "
+          f"(LongVid {LONGVID_QA} x F = {round(LONGVID_QA * args.fraction)}), "
           f"{counts['captions']} captions, {counts['grounding']} grounding; {args.workers} workers; "
           f"load average {load:.1f} at start; fabrication {fabricate_s:.0f} s (not counted)\n")
     print(markdown(["stage", "wall (s)", "driver peak RSS (MiB)", "largest worker peak RSS (MiB)", "videos/s",
@@ -433,7 +453,7 @@ def _measure(args) -> int:
     print(f"\nwhole driver-side run: {total:.1f} s")
     if args.json:
         doc = {"fraction": args.fraction, "videos": counts["videos"], "qa": counts["qa"], "shards": counts["shards"],
-               "workers": args.workers,
+               "workers": args.workers, **({"set": args.sets} if args.sets else {}),
                "stages": {s: {k: r[k] for k in ("wall_s", "driver_peak_rss_mib", "worker_peak_rss_mib",
                                                 "driver_storage_requests", "driver_http_requests")}
                           for s, r in results.items()}}

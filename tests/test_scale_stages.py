@@ -89,3 +89,18 @@ def test_report_alone_on_a_complete_build_keeps_every_other_output(fabricated, r
     assert "`report` reads stats, which is missing from the build; add `stats` (the stage that writes it) and the " \
            "stages after it: --stages stats,report" in run.stderr
     assert _hashes(out) == before
+
+
+def test_set_overrides_the_fabricated_build_and_lives_beside_the_default(fabricated, capsys):
+    default = json.loads((fabricated / f"scale-{FRACTION}" / "work/scale-counts.json").read_text())
+    assert _scale(fabricated, "--set", "shard.max_samples=4", "--stages", "") == 0
+    small = fabricated / f"scale-{FRACTION}-shard.max_samples=4"
+    counts = json.loads((small / "work/scale-counts.json").read_text())
+    assert counts["videos"] == default["videos"]
+    assert counts["shards"] == -(-counts["videos"] // 4) > default["shards"]
+    records = [json.loads((small / layout.shard_record_path(i)).read_text()) for i in range(counts["shards"])]
+    assert sum(r["nsamples"] for r in records) == counts["videos"] and max(r["nsamples"] for r in records) == 4
+    assert json.loads((fabricated / f"scale-{FRACTION}" / "work/scale-counts.json").read_text()) == default
+
+    assert _scale(fabricated, "--set", "shard.max_sample=4", "--stages", "") == 2
+    assert "shard.max_sample: unknown key" in capsys.readouterr().err
