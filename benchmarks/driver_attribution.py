@@ -65,19 +65,25 @@ def _status_kib() -> dict:
 
 
 class Sampler(threading.Thread):
-    """VmRSS every 10 ms; `take()` returns the peak since the last call."""
+    """/proc/self/status every 10 ms; `take()` returns the figures at the highest VmRSS since the last call."""
 
     def __init__(self):
         super().__init__(daemon=True)
-        self.peak = 0
+        self.peak = {"VmRSS": 0}
         self.stop = threading.Event()
 
     def run(self) -> None:
         while not self.stop.wait(0.01):
-            self.peak = max(self.peak, _status_kib()["VmRSS"])
+            self._sample()
 
-    def take(self) -> int:
-        peak, self.peak = max(self.peak, _status_kib()["VmRSS"]), 0
+    def _sample(self) -> None:
+        now = _status_kib()
+        if now["VmRSS"] > self.peak["VmRSS"]:
+            self.peak = now
+
+    def take(self) -> dict:
+        self._sample()
+        peak, self.peak = self.peak, {"VmRSS": 0}
         return peak
 
 
@@ -96,7 +102,10 @@ class Recorder:
         status = _status_kib()
         rec = {"point": name, "t": time.monotonic(), "rss_kib": status["VmRSS"], "anon_kib": status["RssAnon"],
                "file_kib": status["RssFile"], "shmem_kib": status["RssShmem"], "hwm_kib": status["VmHWM"],
-               "peak_since_last_kib": self.sampler.take(), "arrow_bytes": pa.total_allocated_bytes()}
+               "arrow_bytes": pa.total_allocated_bytes()}
+        peak = self.sampler.take()
+        rec.update({"peak_since_last_kib": peak["VmRSS"], "peak_anon_kib": peak["RssAnon"],
+                    "peak_shmem_kib": peak["RssShmem"]})
         rec.update(_ray_counts())
         counts = collections.Counter(type(o).__name__ for o in gc.get_objects())
         rec["gc_objects"] = sum(counts.values())
@@ -205,12 +214,13 @@ def _mib(kib: float) -> str:
 def print_run(doc: dict) -> None:
     print(f"{doc['stage']} on {doc['out']}: {doc['videos']} videos, {doc['shards']} shards, wall {doc['wall_s']:.1f} s"
           f"{' (tracemalloc on)' if doc['trace'] else ''}")
-    print("| point | t (s) | RSS | anon | file | shmem | peak since last | arrow MiB | refs | mem store (n / KiB) |"
-          " gc objects |")
+    print("| point | t (s) | RSS | anon | file | shmem | peak since last (anon / shmem) | arrow MiB | refs | "
+          "mem store (n / KiB) | gc objects |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for p in doc["points"]:
         print(f"| {p['point']} | {p['t']:.1f} | {_mib(p['rss_kib'])} | {_mib(p['anon_kib'])} | {_mib(p['file_kib'])} | "
-              f"{_mib(p['shmem_kib'])} | {_mib(p['peak_since_last_kib'])} | {p['arrow_bytes'] / 2**20:.1f} | "
+              f"{_mib(p['shmem_kib'])} | {_mib(p['peak_since_last_kib'])} ({_mib(p['peak_anon_kib'])} / "
+              f"{_mib(p['peak_shmem_kib'])}) | {p['arrow_bytes'] / 2**20:.1f} | "
               f"{p['object_refs']} | {p['memory_store_objects']} / {p['memory_store_bytes'] / 1024:.0f} | "
               f"{p['gc_objects']} |")
     if doc["trace"]:
