@@ -184,7 +184,9 @@ def run(args) -> dict:
         tracemalloc.start(1)
     recorder = Recorder(args.trace)
     recorder.point("start (imports done)")
+    path = list(sys.path)
     from scale import build_config
+    sys.path[:] = path  # scale.py puts its own checkout first: PYTHONPATH says which code runs (before/after runs)
 
     from pipeline.core import runner
 
