@@ -49,6 +49,9 @@ STATS_SHARDS_PER_TASK = 64
 # driver holds the rows of the tasks in flight and of one row group at most
 STATS_VIDEOS_PER_TASK = 8192
 STATS_VIDEOS_ROWS_PER_GROUP = 8192
+# rows of a build table (stats/videos.parquet, the manifest) a driver reads at a time while it sums it: the stats
+# section of summary.json and the report
+TABLE_BATCH_ROWS = 8192
 
 _PROBE_COLUMNS = [f for f in PROBE_FIELDS if f.name not in ("video_id", "sha256")]
 # Columns of stats/videos.parquet copied unchanged from manifest/videos.parquet.

@@ -23,6 +23,7 @@ from pipeline.report import plots as report_plots
 from pipeline.report.data import collect
 from pipeline.stats.sources import BuildOutput
 from schemas import layout
+from schemas import stats as stats_schema
 from schemas.config import ReportConfig
 
 TABLES = ("captions", "qa", "grounding", "rejects")
@@ -162,12 +163,11 @@ def test_driver_storage_requests_do_not_grow_with_shards(mixed, tmp_path, monkey
 def test_videos_table_read_in_small_batches_gives_the_same_report(mixed, monkeypatch):
     """The stats videos table and the manifest are read a batch at a time: batches of one row give the same figures
     as an independent count over the whole table, and the same report bytes."""
-    from pipeline.report import aggregate
     from pipeline.report.build import build
 
     cfg = ReportConfig(gallery_videos=2)
     whole = build(str(mixed), cfg)
-    monkeypatch.setattr(aggregate, "BATCH_ROWS", 1)
+    monkeypatch.setattr(stats_schema, "TABLE_BATCH_ROWS", 1)
     assert build(str(mixed), cfg) == whole
     facts = collect(BuildOutput(str(mixed)), cfg).videos
 

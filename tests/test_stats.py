@@ -188,7 +188,7 @@ def test_summary_section_read_a_video_at_a_time_counts_each_stages_videos(mixed,
 
     out, _ = mixed
     written = json.loads((out / layout.STATS_SUMMARY).read_text())["stats"]
-    monkeypatch.setattr(stats_summary, "BATCH_ROWS", 1)
+    monkeypatch.setattr(stats_schema, "TABLE_BATCH_ROWS", 1)
     assert stats_summary.section(str(out), summary.summarize_persisted(str(out))) == written
     durations = {v["video_id"]: v["duration_s"] for v in rows(out / layout.MANIFEST_VIDEOS)}
     for stage, c in written["curriculum"].items():

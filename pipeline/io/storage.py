@@ -10,6 +10,7 @@ import io
 import os
 import posixpath
 import shutil
+import stat
 import threading
 import uuid
 from dataclasses import dataclass
@@ -283,14 +284,31 @@ def list_files(uri: str) -> Iterator[tuple[str, int]]:
                     if not obj["Key"].endswith("/"):
                         yield f"s3://{bucket}/{obj['Key']}", int(obj["Size"])
         return
-    found = []
-    for root, dirs, files in os.walk(uri):
-        dirs.sort()
-        for name in files:
-            path = os.path.join(root, name)
-            if os.path.isfile(path):
-                found.append((path, os.path.getsize(path)))
-    yield from sorted(found)
+    yield from _local_files_sorted(uri)
+
+
+def _local_files_sorted(top: str) -> Iterator[tuple[str, int]]:
+    """(path, size) of every file under `top` in the order of their sorted paths, holding one directory's names at a
+    time. A directory is named with a trailing "/" while its siblings are sorted: that is where its paths fall in a
+    sort of the whole list ("a-b" < "a.txt" < "a/..." < "a0"). Symbolic links to directories are not followed (as
+    os.walk); links to files are listed with their target's size."""
+    try:
+        with os.scandir(top) as listing:
+            names = [e.name + "/" if e.is_dir(follow_symlinks=False) else e.name for e in listing]
+    except OSError:
+        return
+    names.sort()
+    for name in names:
+        if name.endswith("/"):
+            yield from _local_files_sorted(os.path.join(top, name[:-1]))
+            continue
+        path = os.path.join(top, name)
+        try:
+            st = os.stat(path)
+        except OSError:  # a broken link, or removed since its folder was listed
+            continue
+        if stat.S_ISREG(st.st_mode):
+            yield path, st.st_size
 
 
 TEMPORARY_MARKER = ".tmp-"  # local outputs are written as `<name>.tmp-<random>` and renamed when complete

@@ -15,8 +15,8 @@ import pyarrow.compute as pc
 from pipeline.report import plots as report_plots
 from pipeline.stats import summary as stats_summary
 from pipeline.stats.sources import BuildOutput
+from schemas import stats as stats_schema
 
-BATCH_ROWS = 8192  # rows of a table read at a time
 TOTALS = ("captions", "qa", "grounding", "annotation_rejects")
 MAPS = ("hico_clips", "annotations_per_task")
 COUNTED = {"sizes": ["width", "height"], "fps": ["fps"], "codecs": ["codec"], "containers": ["container"]}
@@ -26,10 +26,10 @@ Batches = Callable[[list[str]], Iterator[pa.Table]]  # batches(columns): a table
 
 
 def parquet_batches(out: BuildOutput, relative: str) -> Batches:
-    """A Parquet file of the build read `BATCH_ROWS` rows at a time (BuildOutput.batches: a row group after the
+    """A Parquet file of the build read `TABLE_BATCH_ROWS` rows at a time (BuildOutput.batches: a row group after the
     other, freed pages handed back after each)."""
     def batches(columns: list[str]) -> Iterator[pa.Table]:
-        for batch in out.batches(relative, columns, BATCH_ROWS):
+        for batch in out.batches(relative, columns, stats_schema.TABLE_BATCH_ROWS):
             yield pa.Table.from_batches([batch])
 
     return batches
@@ -38,7 +38,7 @@ def parquet_batches(out: BuildOutput, relative: str) -> Batches:
 def table_batches(table: pa.Table) -> Batches:
     """A table in memory (the stats tables computed for the report) read as `parquet_batches` reads a file."""
     def batches(columns: list[str]) -> Iterator[pa.Table]:
-        for batch in table.select(columns).to_batches(BATCH_ROWS):
+        for batch in table.select(columns).to_batches(stats_schema.TABLE_BATCH_ROWS):
             yield pa.Table.from_batches([batch])
 
     return batches

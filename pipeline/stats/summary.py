@@ -10,6 +10,7 @@ import pyarrow.compute as pc
 
 from pipeline.stats.sources import BuildOutput
 from schemas import layout
+from schemas import stats as stats_schema
 
 MIXTURES_NOT_BUILT = "not built (run the `mix` stage)"
 
@@ -40,7 +41,6 @@ def _sequential_sum(values: np.ndarray) -> float:
 
 SECTION_COLUMNS = ["captions", "qa", "grounding", "annotations_per_task", "hico_clips", "random_init", "stage_tags",
                    "duration_s"]
-BATCH_ROWS = 8192  # stats/videos.parquet rows read at a time
 
 
 class _VideoTotals:
@@ -110,7 +110,7 @@ def section(out_uri: str, summary: dict) -> dict | None:
     rejects = out.read_table(paths["rejects"]).to_pylist()
     stage_rows = out.read_table(paths["stages"]).to_pylist()
     videos = _VideoTotals(sorted({r["stage"] for r in stage_rows}))
-    for batch in out.batches(paths["videos"], SECTION_COLUMNS, BATCH_ROWS):
+    for batch in out.batches(paths["videos"], SECTION_COLUMNS, stats_schema.TABLE_BATCH_ROWS):
         videos.add(batch)
     input_rejects = sum(r["count"] for r in rejects if r["scope"] == "input")
     mixture_stages = out.mixture_stages()
