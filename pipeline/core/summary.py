@@ -78,8 +78,8 @@ def summarize_persisted(out_uri: str) -> dict | None:
     videos = out.open_parquet(layout.MANIFEST_VIDEOS)
     unsharded = pending_scenes = input_bytes = 0
     seconds = 0  # summed as Python floats in row order, as `summarize` sums them: the same figure to the last bit
-    # `scenes` is read for its nulls only: one leaf of it carries them, at half the bytes of both (the read of a row
-    # group of it was the peak of the hico and annotate drivers)
+    # `scenes` is read for its nulls only: one leaf of it carries them, at half the bytes of both (a row group of
+    # `scenes` is most of what this read holds at once)
     for batch in out.batches(layout.MANIFEST_VIDEOS, ["bytes", "shard", _first_leaf(videos, "scenes"), "duration_s"],
                              layout.MANIFEST_BATCH_ROWS):
         counts = _group_counts(batch)

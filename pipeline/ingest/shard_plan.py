@@ -475,7 +475,7 @@ class VideosWriter(RowGroupWriter):
     def _flush(self, n: int) -> None:
         super()._flush(n)
         # Arrow's allocator keeps the pages of a group's copy and encoding buffers once freed: without this the
-        # shard driver held ~190 MiB of them at 8,192-row groups (benchmarks/driver_attribution.py).
+        # shard driver held ~150 MiB of them for the rest of the stage at F = 0.25 (benchmarks/driver_attribution.py).
         pa.default_memory_pool().release_unused()
 
 
