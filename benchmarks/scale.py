@@ -98,6 +98,22 @@ def _vm_hwm_kib(pid: int) -> int:
     return 0
 
 
+RSS_PARTS = ("RssAnon", "RssFile", "RssShmem")  # /proc/<pid>/status: private heap, mapped files, shared memory
+
+
+def _rss_parts_kib(pid: int) -> dict[str, int]:
+    parts = dict.fromkeys(RSS_PARTS, 0)
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                key = line.split(":", 1)[0]
+                if key in parts:
+                    parts[key] = int(line.split()[1])
+    except OSError:
+        pass
+    return parts
+
+
 def _descendants(root: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
@@ -127,12 +143,14 @@ def _is_ray_worker(pid: int) -> bool:
 
 
 class WorkerPeaks(threading.Thread):
-    """Polls the peak RSS of every Ray worker process below this driver."""
+    """Polls the peak RSS of every Ray worker process below this driver, and the largest of each part of the
+    driver's own RSS seen at a poll (anonymous memory, mapped files, shared memory such as Ray's object store)."""
 
     def __init__(self, interval_s: float = 0.2):
         super().__init__(daemon=True)
         self.interval_s = interval_s
         self.peaks: dict[int, int] = {}
+        self.driver_parts = dict.fromkeys(RSS_PARTS, 0)
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -141,6 +159,8 @@ class WorkerPeaks(threading.Thread):
             self.stop.wait(self.interval_s)
 
     def sample(self) -> None:
+        for key, kib in _rss_parts_kib(os.getpid()).items():
+            self.driver_parts[key] = max(self.driver_parts[key], kib)
         for pid in _descendants(os.getpid()):
             if pid not in self.peaks and not _is_ray_worker(pid):
                 continue
@@ -236,6 +256,7 @@ def run_child(stage: str, cfg_json: str, result_path: str) -> None:
     peaks.stop.set()
     out = {"wall_s": wall, "driver_peak_rss_mib": _vm_hwm_kib(os.getpid()) / 1024,
            "driver_rss_before_mib": rss_before / 1024,
+           **{f"driver_peak_{key[3:].lower()}_mib": kib / 1024 for key, kib in peaks.driver_parts.items()},
            "worker_peak_rss_mib": max(peaks.peaks.values(), default=0) / 1024, "workers_seen": len(peaks.peaks),
            "driver_storage_requests": counter.calls, "driver_http_requests": counter.http,
            "result": result["stages"].get(stage)}
@@ -455,7 +476,9 @@ def _measure(args) -> int:
         doc = {"fraction": args.fraction, "videos": counts["videos"], "qa": counts["qa"], "shards": counts["shards"],
                "workers": args.workers, **({"set": args.sets} if args.sets else {}),
                "stages": {s: {k: r[k] for k in ("wall_s", "driver_peak_rss_mib", "worker_peak_rss_mib",
-                                                "driver_storage_requests", "driver_http_requests")}
+                                                "driver_storage_requests", "driver_http_requests",
+                                                "driver_peak_anon_mib", "driver_peak_file_mib",
+                                                "driver_peak_shmem_mib")}
                           for s, r in results.items()}}
         with open(args.json, "w") as f:
             json.dump(doc, f, indent=1)
