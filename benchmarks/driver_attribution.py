@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/driver_attribution.py --out /tmp/x/scale-0.05 --stage annotate --json a005.json
     .venv/bin/python benchmarks/driver_attribution.py --out /tmp/x/scale-0.05 --stage annotate --trace   # + tracemalloc
     .venv/bin/python benchmarks/driver_attribution.py --compare a005.json a025.json     # growth per video / per shard
+    .venv/bin/python benchmarks/driver_attribution.py --out BUILD --stage stats   # on a build with every stage run
 
 Runs one stage of a build fabricated by benchmarks/scale.py (its committed units all present, so the stage does its
 driver-side work only) through `runner.run_build`, in this process, as scale.py's child does. The stage's own
@@ -15,7 +16,7 @@ gc-tracked object types, and with --trace tracemalloc's allocation sites grown s
 --compare reads two such runs and prints each point's growth per video and per shard between them.
 
 The outputs of the stage are removed first when they are what scale.py would remove (shard: the manifest and
-shard index; annotate: the QVHighlights export), so the run does the stage's full driver work.
+shard index; annotate: the QVHighlights export; stats: stats/), so the run does the stage's full driver work.
 """
 
 from __future__ import annotations
@@ -45,11 +46,15 @@ POINTS = {
              ("pipeline.ingest.sharded_videos", "shard_names")],
     "annotate": [("pipeline.stages.annotate", "_units"), ("pipeline.ingest.sharded_videos", "shard_names"),
                  ("pipeline.stages.annotate", "_write_qvhighlights")],
+    "stats": [("pipeline.stats.tables", "shard_rows"), ("pipeline.stats.tables", "read_annotations"),
+              ("pipeline.stats.tables", "read_hico"), ("pipeline.stats.tables", "collect_mixtures"),
+              ("pipeline.stats.videos", "build_file"), ("pipeline.stats.tables", "write"),
+              ("pipeline.stats.summary", "section")],
 }
 COMMON = [("pipeline.core.ray_runtime", "init"), ("pipeline.core.orphans", "remove_unplanned"),
           ("pipeline.core.summary", "summarize_persisted"), ("pipeline.core.summary", "write")]
 RESET = {"shard": ("manifest/videos.parquet", "manifest/rejects.parquet", "shards/index.json", "manifest/plan"),
-         "annotate": ("annotations/grounding_qvhighlights.jsonl",), "hico": ()}
+         "annotate": ("annotations/grounding_qvhighlights.jsonl",), "hico": (), "stats": ("stats",)}
 TOP_TYPES = 8
 TOP_SITES = 8
 
