@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/scale.py --fraction 0.01                # 1,142 videos, ~34k QA
     .venv/bin/python benchmarks/scale.py --fraction 0.1 --workers 1 --json scale-0.1-w1.json
     .venv/bin/python benchmarks/scale.py --fraction 0.002 --out s3://bucket/scale   # against an S3 endpoint
+    .venv/bin/python benchmarks/scale.py --fraction 0.25 --set shard.target_bytes=2147483648   # ~36 videos a shard
 
 Fabricates the committed outputs of a build of F x LongVid (benchmarks/scale_fabricate.py: crawl list, probe and
 scene parts, shards of placeholder media, annotation tables) under --out, then runs the stages that follow them
@@ -360,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", default=os.path.join(ROOT, "bench-out"))
     ap.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint for an s3:// --out (e.g. moto_server)")
     ap.add_argument("--stages", default=",".join(STAGES), help="which of the stages to measure, in order")
-    ap.add_argument("--reuse", action="store_true", help="keep a build fabricated before with the same fraction")
+    ap.add_argument("--reuse", action="store_true", help="keep a build fabricated before with the same fraction, seed and --set")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="config override for the fabrication and every stage, as the job's --set (repeatable; e.g. "
