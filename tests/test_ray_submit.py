@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -87,15 +88,30 @@ def ray_head():
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+# What the job API answers while the head's job agent has not registered yet (seconds after `ray start` returns):
+# nothing was submitted, and Ray asks to try again.
+AGENT_NOT_READY = "No available agent to submit job"
+
+
+def _submit(cmd: list[str], env: dict, ready_within_s: float = 60.0) -> tuple[int, str]:
+    """`ray job submit` as a user runs it, submitted again while the head's job agent is still starting."""
+    deadline = time.monotonic() + ready_within_s
+    while True:
+        done = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL, timeout=300)
+        log = done.stdout.decode(errors="replace")
+        if done.returncode == 0 or AGENT_NOT_READY not in log or time.monotonic() > deadline:
+            return done.returncode, log
+        time.sleep(2)
+
+
 def test_ray_job_submit_builds_the_corpus(ray_head, corpus, tmp_path):
     out = tmp_path / "out"
     cmd = [RAY, "job", "submit", "--address", ray_head, "--working-dir", str(ROOT), "--",
            PYTHON, "jobs/build_longvid.py", "--source", str(corpus.root), "--out", str(out)]
     # Ray 2.60 enables token auth by default: the client reads the token (~/.ray/auth_token) when told to.
-    done = subprocess.run(cmd, env=_client_env(RAY_AUTH_MODE="token"), stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=300)
-    log = done.stdout.decode(errors="replace")
-    assert done.returncode == 0, log[-6000:]
+    returncode, log = _submit(cmd, _client_env(RAY_AUTH_MODE="token"))
+    assert returncode == 0, log[-6000:]
     assert "succeeded" in log, log[-6000:]
     # The driver joined the submitted cluster (via $RAY_ADDRESS) instead of starting an in-process Ray.
     assert "Connecting to existing Ray cluster at address: 127.0.0.1:" in log, log[-6000:]
