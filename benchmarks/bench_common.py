@@ -16,6 +16,21 @@ from typing import Callable
 RESULTS_MD = Path(__file__).resolve().with_name("RESULTS.md")
 
 
+def proc_status_kib(pid: int | str, keys: tuple[str, ...]) -> dict[str, int]:
+    """Fields of /proc/<pid>/status in KiB (VmHWM, VmRSS, RssAnon, RssFile, RssShmem...); 0 for each when the
+    process is gone."""
+    found = dict.fromkeys(keys, 0)
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                key = line.split(":", 1)[0]
+                if key in found:
+                    found[key] = int(line.split()[1])
+    except OSError:
+        pass
+    return found
+
+
 def warm_up_ray(num_cpus: int, preload: str) -> None:
     """Start an in-process Ray and its worker processes, each importing `preload`, before anything is timed."""
     import ray

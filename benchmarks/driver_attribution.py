@@ -35,6 +35,8 @@ import tracemalloc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from bench_common import proc_status_kib  # noqa: E402
+
 # The named points: (module, function) pairs whose entry and exit are recorded, per stage. Functions are patched
 # on their module, so a caller that looks them up there (module.function) goes through the wrapper.
 POINTS = {
@@ -60,13 +62,7 @@ TOP_SITES = 8
 
 
 def _status_kib() -> dict:
-    out = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            key = line.split(":", 1)[0]
-            if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem"):
-                out[key] = int(line.split()[1])
-    return out
+    return proc_status_kib("self", ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem"))
 
 
 class Sampler(threading.Thread):

@@ -41,6 +41,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from bench_common import proc_status_kib  # noqa: E402
+
 STAGES = ("shard", "annotate", "mix", "stats", "report")
 # The stages --stages may name, in pipeline order (pipeline/stages/__init__.py).
 ORDER = ("probe", "scenes", "shard", "hico", "annotate", "mix", "stats", "report")
@@ -89,30 +91,10 @@ def default_out(work: str, fraction: float, sets: list[str]) -> str:
 
 
 def _vm_hwm_kib(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    return proc_status_kib(pid, ("VmHWM",))["VmHWM"]
 
 
 RSS_PARTS = ("RssAnon", "RssFile", "RssShmem")  # /proc/<pid>/status: private heap, mapped files, shared memory
-
-
-def _rss_parts_kib(pid: int) -> dict[str, int]:
-    parts = dict.fromkeys(RSS_PARTS, 0)
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                key = line.split(":", 1)[0]
-                if key in parts:
-                    parts[key] = int(line.split()[1])
-    except OSError:
-        pass
-    return parts
 
 
 def _descendants(root: int) -> list[int]:
@@ -160,7 +142,7 @@ class WorkerPeaks(threading.Thread):
             self.stop.wait(self.interval_s)
 
     def sample(self) -> None:
-        for key, kib in _rss_parts_kib(os.getpid()).items():
+        for key, kib in proc_status_kib(os.getpid(), RSS_PARTS).items():
             self.driver_parts[key] = max(self.driver_parts[key], kib)
         for pid in _descendants(os.getpid()):
             if pid not in self.peaks and not _is_ray_worker(pid):
@@ -361,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", default=os.path.join(ROOT, "bench-out"))
     ap.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint for an s3:// --out (e.g. moto_server)")
     ap.add_argument("--stages", default=",".join(STAGES), help="which of the stages to measure, in order")
-    ap.add_argument("--reuse", action="store_true", help="keep a build fabricated before with the same fraction, seed and --set")
+    ap.add_argument("--reuse", action="store_true",
+                    help="keep a build fabricated before with the same fraction, seed and --set")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="config override for the fabrication and every stage, as the job's --set (repeatable; e.g. "
