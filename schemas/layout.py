@@ -176,4 +176,15 @@ def stats_table_path(name: str) -> str:
     return f"{STATS_DIR}/{name}.parquet"
 
 
+# Per-video data one `stats` check hands to the stats/videos rows (shard membership, random-weight HiCo videos,
+# annotation counts per video), written by the Ray task that computed it for a group of shards and read back by the
+# tasks that need it, so that it never waits in the driver's memory; removed when the stage's checks end.
+STATS_SPOOL_DIR = "work/stats-spool"
+
+
+def stats_spool_path(kind: str, group: str) -> str:
+    """`group`: the first unit (shard stem or record name) of the group whose payload this is."""
+    return f"{STATS_SPOOL_DIR}/{kind}/{group}.pickle"
+
+
 REPORT_HTML = "report.html"

@@ -111,3 +111,72 @@ def test_annotation_files_naming_videos_outside_the_manifest_are_each_named(mixe
     keys = inputs.manifest_keys(str(out), storage.settings())
     read_annotations(BuildOutput(str(out)), keys, messages)
     assert [m for m in messages if "not in manifest" in m] == [m for *_, m in sorted(expected)]
+
+
+def test_per_video_payloads_are_spooled_by_the_tasks_and_removed_even_on_failure(mixed, tmp_path, monkeypatch):
+    """Under Ray each group's per-video payload (here the shard membership) is a file under work/stats-spool/ that
+    the task wrote, holding what the same check returns without Ray; the checks remove the folder when they end,
+    and also when they fail."""
+    import os
+
+    import ray
+
+    from pipeline.io import storage
+    from pipeline.stats import inputs, remote
+    from schemas import stats as stats_schema
+
+    out = tmp_path / "out"
+    shutil.copytree(mixed[0], out)
+    build = BuildOutput(str(out))
+    local_keys = inputs.manifest_keys(str(out), storage.settings())
+    ray_runtime.init()
+    refs = stats.shard_rows(build, remote.call(inputs.manifest_keys, str(out), storage.settings())).in_shards
+    markers = [ray.get(ref) for ref in refs]
+    assert markers and all(isinstance(m, remote.Spooled) for m in markers)
+    assert all(m.uri.startswith(str(out / layout.STATS_SPOOL_DIR)) and os.path.isfile(m.uri) for m in markers)
+    with monkeypatch.context() as m:
+        m.setattr(ray, "is_initialized", lambda: False)
+        expected = stats.shard_rows(build, local_keys).in_shards
+    assert [remote.get(ref) for ref in refs] == expected
+    assert sum(t.num_rows for t in expected) == pq.read_metadata(out / layout.MANIFEST_VIDEOS).num_rows
+
+    assert stats.compute(build).mismatches == []
+    assert not (out / layout.STATS_SPOOL_DIR).exists()
+
+    # a manifest out of video_id order fails the stats/videos rows, after the payloads were spooled
+    manifest = pq.read_table(out / layout.MANIFEST_VIDEOS)
+    pq.write_table(manifest.take(list(range(manifest.num_rows - 1, -1, -1))), out / layout.MANIFEST_VIDEOS)
+    monkeypatch.setattr(stats_schema, "STATS_VIDEOS_PER_TASK", 1)
+    with pytest.raises(stats.stats_videos.ManifestOrder):
+        stats.compute(build)
+    assert not (out / layout.STATS_SPOOL_DIR).exists()
+
+
+def test_stats_on_s3_spool_their_payloads_there_and_leave_none(mixed, moto_endpoint):
+    """The same build on S3 (moto_server): the spooled payloads are objects under the output prefix, the tables are
+    those of the local build, and no spooled object is left."""
+    from conftest import s3_client
+
+    from pipeline.io import storage
+    from pipeline.stats import inputs, remote
+
+    client = s3_client(moto_endpoint)
+    client.create_bucket(Bucket="stats-spool")
+    for path in sorted(p for p in mixed[0].rglob("*") if p.is_file()):
+        client.upload_file(str(path), "stats-spool", f"build/{path.relative_to(mixed[0])}")
+    out = "s3://stats-spool/build"
+    storage.configure(moto_endpoint)
+    ray_runtime.init()
+    build = BuildOutput(out)
+    refs = stats.shard_rows(build, remote.call(inputs.manifest_keys, out, storage.settings())).in_shards
+    import ray
+
+    uris = [ray.get(ref).uri for ref in refs]
+    assert uris and all(u.startswith(f"{out}/{layout.STATS_SPOOL_DIR}/") and storage.exists(u) for u in uris)
+
+    result = stats.compute(build)
+    assert result.mismatches == []
+    for name, table in written_tables(mixed[0]).items():
+        assert result.tables[name].equals(table), name
+    left = client.list_objects_v2(Bucket="stats-spool", Prefix=f"build/{layout.STATS_SPOOL_DIR}/")
+    assert left.get("KeyCount", 0) == 0

@@ -86,8 +86,8 @@ def read_annotations(out: BuildOutput, keys, mismatches: list[str],
 
 def read_shard_group(group: tuple, root: str, settings, keys: pa.Table) -> tuple[dict, dict, dict]:
     """One group of shards: (reject counts and messages for the driver; payloads: this group's piece of the row
-    lookup, its per-video counts). `group` holds (shard stem, {table: relative path of its Parquet file}); each
-    shard's rows are checked against its record."""
+    lookup, its per-video counts, spooled under Ray). `group` holds (shard stem, {table: relative path of its
+    Parquet file}); each shard's rows are checked against its record."""
     storage.configure(**dataclasses.asdict(settings))
     out = BuildOutput(root)
     accepted = keys["video_id"]
@@ -134,7 +134,8 @@ def read_shard_group(group: tuple, root: str, settings, keys: pa.Table) -> tuple
     }
     summary = {"reject_counts": sorted(reject_counts.items()), "file_messages": file_messages,
                "record_messages": record_messages}
-    return summary, lookup, per_video
+    spooled = remote.spool(per_video, out.uri(layout.stats_spool_path("annotation-videos", group[0][0])))
+    return summary, lookup, spooled
 
 
 def _unknown_video_messages(read: list[tuple], accepted: pa.Array) -> list[tuple]:
@@ -203,7 +204,7 @@ def check_hico_index(stage: str, root: str, settings, keys: pa.Table) -> dict:
 
 
 def read_hico_records(paths: list[str], root: str, settings) -> tuple[dict, pa.Array]:
-    """HiCo records: (their clips; payload: the video_ids of the random-weight ones)."""
+    """HiCo records: (their clips; payload: the video_ids of the random-weight ones, spooled under Ray)."""
     storage.configure(**dataclasses.asdict(settings))
     out = BuildOutput(root)
     clips, random_videos = 0, []
@@ -212,4 +213,8 @@ def read_hico_records(paths: list[str], root: str, settings) -> tuple[dict, pa.A
         clips += record.get("clips", 0)
         if record.get("random_init"):
             random_videos.append(pa.array([s["video_id"] for s in record.get("segments", [])], pa.string()))
-    return {"clips": clips}, (pa.concat_arrays(random_videos) if random_videos else pa.array([], pa.string()))
+    random_videos = pa.concat_arrays(random_videos) if random_videos else pa.array([], pa.string())
+    stage, first = paths[0].rsplit("/", 2)[-2:]  # work/hico/<stage>/<shard stem>.json
+    spooled = remote.spool(random_videos, out.uri(layout.stats_spool_path("hico-random",
+                                                                          f"{stage}/{first.removesuffix('.json')}")))
+    return {"clips": clips}, spooled

@@ -1,13 +1,18 @@
-"""Ray plumbing of the stats checks: tasks whose bulky results stay in the object store. A task returns a small
+"""Ray plumbing of the stats checks: tasks whose bulky results stay out of the driver. A task returns a small
 summary, which the driver fetches, and payloads (a per-row lookup, per-bucket record ids), which the driver only
-hands on by reference to later tasks; without Ray everything runs in this process and payloads are plain values."""
+hands on by reference to later tasks: an ObjectRef, or a file in the build's work folder (`spool`) for per-video
+payloads small enough that Ray would keep them in the driver's own memory. Without Ray everything runs in this
+process and payloads are plain values."""
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.core import ray_runtime
+from pipeline.io import storage
 
 
 def remote(fn: Callable, returns: int = 1):
@@ -46,8 +51,37 @@ def call(fn: Callable, *args, returns: int = 1):
     return remote(fn, returns).remote(*args)
 
 
+@dataclass(frozen=True)
+class Spooled:
+    uri: str
+
+
+def spool(value, uri: str):
+    """In a Ray task: `value` written to `uri` (storage, so any node's task can read it) and a Spooled reference to
+    it. Ray keeps a task's return values under 100 KiB in the memory of the process that submitted the task: a group's
+    per-video payload returned as such would stay in the driver until the stage ends, ~60 bytes a video. Without Ray:
+    `value` itself."""
+    if not ray_runtime.ray_running():
+        return value
+    # pickle, as Ray's own object store does: written and read back by this stage's tasks in the build's work folder
+    storage.write_bytes(uri, pickle.dumps(value, protocol=5))
+    return Spooled(uri)
+
+
 def get(value):
-    """The value behind an ObjectRef (fetched into this process), or `value` itself."""
+    """The value behind an ObjectRef (fetched into this process) and, where that is a Spooled file, the file's
+    value; or `value` itself."""
     import ray
 
-    return ray.get(value) if isinstance(value, ray.ObjectRef) else value
+    if isinstance(value, ray.ObjectRef):
+        value = ray.get(value)
+    if isinstance(value, Spooled):
+        return pickle.loads(storage.read_bytes(value.uri))  # noqa: S301 - written by `spool` in this stage's run
+    return value
+
+
+def remove_spool(folder_uri: str) -> None:
+    """Every file `spool` wrote under `folder_uri` (a listing and batched deletes: requests grow with the groups of
+    shards, not with videos)."""
+    storage.remove_files([uri for uri, _ in storage.list_files(folder_uri)],
+                         prune_below=None if storage.is_s3(folder_uri) else storage.parent(folder_uri))

@@ -95,7 +95,8 @@ IN_SHARD = pa.schema([("video_id", pa.string()), ("in_shard", pa.string())])
 
 def check_shard_group(entries: list[dict], root: str, settings, keys: pa.Table) -> tuple[dict, pa.Table]:
     """Entries of shards/index.json checked against their records and tars: (their stats/shards rows, messages and
-    the recorded video_ids missing from `keys`; payload: the (video_id, in_shard) table of their records)."""
+    the recorded video_ids missing from `keys`; payload: the (video_id, in_shard) table of their records, spooled
+    under Ray)."""
     storage.configure(**dataclasses.asdict(settings))
     out = BuildOutput(root)
     ids = keys["video_id"].combine_chunks()
@@ -136,8 +137,10 @@ def check_shard_group(entries: list[dict], root: str, settings, keys: pa.Table) 
         duration = sum(d or 0.0 for d in pc.take(durations, mine).to_pylist())
         row.update({"duration_s": round(duration, 6), "hours": round(duration / 3600, 6)})
     unknown = pc.unique(pc.filter(recorded, pc.invert(pc.is_in(recorded, value_set=ids))))
+    first = layout.shard_stem(entries[0]["url"])
+    spooled = remote.spool(in_shard, out.uri(layout.stats_spool_path("in-shards", first)))
     return {"rows": rows, "messages": messages, "unknown": unknown.combine_chunks() if isinstance(
-        unknown, pa.ChunkedArray) else unknown}, in_shard
+        unknown, pa.ChunkedArray) else unknown}, spooled
 
 
 def reject_rows(input_rejects: list[tuple], rejected: int, annotation_rejects: Counter) -> list[dict]:
@@ -165,12 +168,22 @@ def compute(out: BuildOutput, tasks_in_flight: int | None = None, member_rows: i
             jsonl_bytes: int | None = None) -> BuildStats:
     """All four tables and the list of disagreements (empty when the build reconciles). Every check runs as Ray
     tasks, at most `tasks_in_flight` at a time (default: twice the cluster's CPUs), and the per-video data they pass
-    on (the manifest's keys, annotation and HiCo counts, stage tags, shard membership) stays in the object store:
-    the driver holds per-shard results and the stats/videos rows of the groups in flight, spooled to a local
-    Parquet file as they arrive (pipeline/stats/videos.py). A mixture task larger than `member_rows` rows or
-    `jsonl_bytes` bytes (schemas.stats defaults) is checked in parts. None of these changes a byte of the tables."""
+    on (the manifest's keys, annotation and HiCo counts, stage tags, shard membership) stays out of the driver, in
+    the object store or spooled to work/stats-spool/ (pipeline/stats/remote.py `spool`; removed when the checks
+    end, however they end): the driver holds per-shard results and the stats/videos rows of the groups in flight,
+    spooled to a local Parquet file as they arrive (pipeline/stats/videos.py). A mixture task larger than
+    `member_rows` rows or `jsonl_bytes` bytes (schemas.stats defaults) is checked in parts. None of these changes a
+    byte of the tables."""
     for rel in (layout.MANIFEST_CRAWL, layout.MANIFEST_VIDEOS, layout.MANIFEST_REJECTS):
         _require(out, rel)
+    try:
+        return _compute(out, tasks_in_flight, member_rows, jsonl_bytes)
+    finally:
+        remote.remove_spool(out.uri(layout.STATS_SPOOL_DIR))
+
+
+def _compute(out: BuildOutput, tasks_in_flight: int | None, member_rows: int | None,
+             jsonl_bytes: int | None) -> BuildStats:
     settings = storage.settings()
     checked_inputs = remote.call(inputs.check_inputs, out.root, settings)
     keys = remote.call(inputs.manifest_keys, out.root, settings)
