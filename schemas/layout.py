@@ -176,14 +176,15 @@ def stats_table_path(name: str) -> str:
     return f"{STATS_DIR}/{name}.parquet"
 
 
-# Per-video data one `stats` check hands to the stats/videos rows (shard membership, random-weight HiCo videos,
-# annotation counts per video), written by the Ray task that computed it for a group of shards and read back by the
-# tasks that need it, so that it never waits in the driver's memory; removed when the stage's checks end.
+# Per-video data one `stats` check hands to another (shard membership, random-weight HiCo videos, annotation counts
+# per video, the stats/videos rows of a run of manifest rows), written by the Ray task that computed it and read back
+# by the tasks or the driver that need it, so that it never waits in the driver's memory or its mapped object-store
+# pages; removed when the stage's checks end.
 STATS_SPOOL_DIR = "work/stats-spool"
 
 
 def stats_spool_path(kind: str, group: str) -> str:
-    """`group`: the first unit (shard stem or record name) of the group whose payload this is."""
+    """`group` names the unit of work whose payload this is (its first shard stem or record, or manifest row)."""
     return f"{STATS_SPOOL_DIR}/{kind}/{group}.pickle"
 
 

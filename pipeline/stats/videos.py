@@ -229,7 +229,7 @@ def build_file(out: BuildOutput, sources: Sources, tasks_in_flight: int | None =
         for found, _ in remote.imap_with_payload("stats", group_rows, spans,
                                                  (out.root, storage.settings(), sources), "video rows",
                                                  total=-(-total // size), in_flight=tasks_in_flight):
-            rows = found["rows"]
+            rows = remote.get(found["rows"])  # read from the task's spooled file: heap pages, handed back below
             if rows.num_rows:
                 first = rows["video_id"][0].as_py()
                 if last is not None and first <= last:
@@ -238,6 +238,8 @@ def build_file(out: BuildOutput, sources: Sources, tasks_in_flight: int | None =
                 last = rows["video_id"][-1].as_py()
             writer.add(rows)
             result.rows += rows.num_rows
+            del rows
+            pa.default_memory_pool().release_unused()
             result.claimed += found["claimed"]
             result.wrong_shard += found["wrong_shard"]
             result.wrong_shard_examples = sorted(result.wrong_shard_examples +
@@ -264,7 +266,7 @@ def _among(values: pa.Array | pa.ChunkedArray, ids: pa.Array) -> pa.Array:
 
 def group_rows(span: tuple[int, int], root: str, settings, sources: Sources) -> tuple[dict, None]:
     """stats/videos.parquet rows of manifest rows span[0] to span[1] (in video_id order), with how many of them name
-    a shard and which disagree with the shard records on it; no payload."""
+    a shard and which disagree with the shard records on it (the rows spooled under Ray); no payload."""
     storage.configure(**dataclasses.asdict(settings))
     out = BuildOutput(root)
     with arrow_s3_operation("GetObject", out.uri(layout.MANIFEST_VIDEOS)):
@@ -286,7 +288,10 @@ def group_rows(span: tuple[int, int], root: str, settings, sources: Sources) -> 
         [_among(remote.get(r), ids) for r in sources.hico_random]
     rows = build(videos, [_in(a["task_counts"], ids) for a in annotations],
                  [_in(a["reject_video_counts"], ids) for a in annotations], hico_clips, stage_tags, random_ids)
-    found = {"rows": rows, "claimed": 0, "wrong_shard": 0, "wrong_shard_examples": []}
+    # Spooled rather than returned: the driver would read them in place from the object store, whose pages stay in
+    # its RSS (measured: 13 -> 22 MiB from F = 0.25 to 1.0)
+    spooled = remote.spool(rows, out.uri(layout.stats_spool_path("videos", f"{span[0]:012d}")))
+    found = {"rows": spooled, "claimed": 0, "wrong_shard": 0, "wrong_shard_examples": []}
     claimed = videos.filter(pc.fill_null(pc.not_equal(videos["shard"], ""), False)).select(["video_id", "shard"])
     found["claimed"] = claimed.num_rows
     if not sources.shard_index_missing:
