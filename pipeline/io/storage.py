@@ -271,6 +271,15 @@ def open_read(uri: str) -> Iterator[BinaryIO]:
             yield f
 
 
+COPY_BYTES = 1 << 20  # read at a time by copy_into
+
+
+def copy_into(uri: str, dst: BinaryIO) -> None:
+    """A local file's or an S3 object's bytes appended to an open binary file, a chunk at a time."""
+    with open_read(uri) as src:
+        shutil.copyfileobj(src, dst, COPY_BYTES)
+
+
 def list_files(uri: str) -> Iterator[tuple[str, int]]:
     """(uri, size) of every file under a local directory (recursive) or an S3 prefix (paginated), sorted."""
     if is_s3(uri):
@@ -486,6 +495,15 @@ def remove_files(uris: list[str], prune_below: str | None = None) -> None:
             while folder.startswith(os.path.join(prune_below, "")) and not os.listdir(folder):
                 os.rmdir(folder)
                 folder = os.path.dirname(folder)
+
+
+def remove_folder(uri_dir: str) -> None:
+    """A local folder and everything under it, or every object under an S3 prefix (one listing, batched deletes);
+    nothing when it is not there."""
+    if is_s3(uri_dir):
+        remove_files([uri for uri, _ in list_files(uri_dir)])
+    else:
+        shutil.rmtree(uri_dir, ignore_errors=True)
 
 
 def read_parquet(uri: str, columns: list[str] | None = None):

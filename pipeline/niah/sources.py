@@ -109,8 +109,8 @@ def local_copy(ref: VideoRef) -> Iterator[str]:
             path = sharding.extract_videos(ref.uri, [{"video_id": ref.key, "extension": ref.extension}], tmp)[ref.key]
         else:
             path = os.path.join(tmp, "video." + (storage.extension(ref.uri) or "bin"))
-            with storage.open_read(ref.uri) as src, open(path, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
+            with open(path, "wb") as dst:
+                storage.copy_into(ref.uri, dst)
         yield path
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

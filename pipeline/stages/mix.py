@@ -15,7 +15,6 @@ video; the files do not depend on the partitioning."""
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from typing import Callable, Iterable
 
@@ -128,8 +127,5 @@ def _build(ctx: StageContext) -> dict:
 def _remove_parts(ctx: StageContext) -> None:
     """The parts, runs and spooled files of this run or of a killed one."""
     for folder in (layout.MIX_PARTS_DIR, layout.MIX_SPOOL_DIR):
-        root = ctx.uri(folder)
-        if storage.is_s3(root):
-            storage.remove_files([uri for _, uri, _ in storage.list_committed(root)])
-        else:  # with the folders the spooled files were moved out of, and temporaries of killed tasks
-            shutil.rmtree(root, ignore_errors=True)
+        # locally with the folders the spooled files were moved out of, and temporaries of killed tasks
+        storage.remove_folder(ctx.uri(folder))

@@ -78,10 +78,3 @@ def get(value):
     if isinstance(value, Spooled):
         return pickle.loads(storage.read_bytes(value.uri))  # noqa: S301 - written by `spool` in this stage's run
     return value
-
-
-def remove_spool(folder_uri: str) -> None:
-    """Every file `spool` wrote under `folder_uri` (a listing and batched deletes: requests grow with the groups of
-    shards, not with videos)."""
-    storage.remove_files([uri for uri, _ in storage.list_files(folder_uri)],
-                         prune_below=None if storage.is_s3(folder_uri) else storage.parent(folder_uri))

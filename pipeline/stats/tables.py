@@ -179,7 +179,7 @@ def compute(out: BuildOutput, tasks_in_flight: int | None = None, member_rows: i
     try:
         return _compute(out, tasks_in_flight, member_rows, jsonl_bytes)
     finally:
-        remote.remove_spool(out.uri(layout.STATS_SPOOL_DIR))
+        storage.remove_folder(out.uri(layout.STATS_SPOOL_DIR))
 
 
 def _compute(out: BuildOutput, tasks_in_flight: int | None, member_rows: int | None,
