@@ -84,6 +84,15 @@ def annotation_record_path(shard_name_: str) -> str:
     return f"{ANNOTATION_RECORDS_DIR}/{shard_stem(shard_name_)}.json"
 
 
+# The QVHighlights export's text of each group of shards, written by the Ray task that formats it and copied in order
+# into GROUNDING_QVH by the driver; removed when the export ends.
+QVH_PIECES_DIR = "work/annotate-qvh"
+
+
+def qvh_piece_path(group: int) -> str:
+    return f"{QVH_PIECES_DIR}/{group:06d}.jsonl"
+
+
 # Curriculum mixtures (the `mix` stage): per stage, one annotation file per task family plus the trainer's data.yaml,
 # the WebDataset shard list, per-task sampling weights, and the membership table (which annotation went where).
 MIXTURES_DIR = "mixtures"

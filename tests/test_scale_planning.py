@@ -84,6 +84,7 @@ def test_qvhighlights_export_is_one_pass_over_the_shards(fabricated, monkeypatch
     got = (out / layout.GROUNDING_QVH).read_bytes()
     assert got == _expected_qvhighlights(out, cfg.annotate.qvh_clip_s)
     assert got.count(b"\n") == counts["grounding"]
+    assert not (out / layout.QVH_PIECES_DIR).exists()  # the groups' pieces the driver copied in are removed
     monkeypatch.setattr(sharded_videos, "SHARDS_PER_TASK", 1000)  # one task for every shard: the same bytes
     (out / layout.GROUNDING_QVH).unlink()
     runner.run_build(cfg, ["annotate"], quiet=True)
@@ -103,6 +104,7 @@ def test_a_record_that_miscounts_its_grounding_rows_stops_the_export(fabricated,
         with pytest.raises(Exception, match=f"grounding of {name} holds .* rows, its annotation record"):
             runner.run_build(cfg, ["annotate"], quiet=True)
         assert (out / layout.GROUNDING_QVH).read_bytes() == export  # the committed export is left as it was
+        assert not (out / layout.QVH_PIECES_DIR).exists()  # and the other groups' pieces are removed
     finally:
         record_path.write_bytes(record)
 
