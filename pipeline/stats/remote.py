@@ -1,8 +1,8 @@
 """Ray plumbing of the stats checks: tasks whose bulky results stay out of the driver. A task returns a small
 summary, which the driver fetches, and payloads (a per-row lookup, per-bucket record ids), which the driver only
 hands on by reference to later tasks: an ObjectRef, or a file in the build's work folder (`spool`) for per-video
-payloads small enough that Ray would keep them in the driver's own memory. Without Ray everything runs in this
-process and payloads are plain values."""
+data that would otherwise stay in the driver, in its memory or its mapped object-store pages. Without Ray
+everything runs in this process and payloads are plain values."""
 
 from __future__ import annotations
 
@@ -59,8 +59,9 @@ class Spooled:
 def spool(value, uri: str):
     """In a Ray task: `value` written to `uri` (storage, so any node's task can read it) and a Spooled reference to
     it. Ray keeps a task's return values under 100 KiB in the memory of the process that submitted the task: a group's
-    per-video payload returned as such would stay in the driver until the stage ends, ~60 bytes a video. Without Ray:
-    `value` itself."""
+    per-video payload returned as such would stay in the driver until the stage ends, ~60 bytes a video; a larger
+    value the driver reads itself would be read in place from the object store, whose pages stay in its RSS. Without
+    Ray: `value` itself."""
     if not ray_runtime.ray_running():
         return value
     # pickle, as Ray's own object store does: written and read back by this stage's tasks in the build's work folder
