@@ -91,3 +91,33 @@ def test_two_payloads_are_two_objects_fetched_apart_with_and_without_ray(monkeyp
                                           payloads=2))
     assert [(r, pc.max(a).as_py(), int(b["big"][0])) for r, (a, b) in local] == [({"unit": u}, u * 10, u)
                                                                                for u in range(3)]
+
+
+def slow_marker(unit: int, folder: str) -> int:
+    import os
+    import time
+
+    if unit > 0:
+        time.sleep(3)  # still running when the caller gives up after unit 0
+    with open(os.path.join(folder, f"unit-{unit}"), "w") as f:
+        f.write("done")
+    return unit
+
+
+def test_imap_units_closed_early_leaves_no_task_running(tmp_path):
+    """A caller that stops after the first result (an error in its loop, `contextlib.closing`) gets back control only
+    once the tasks still in flight have stopped: nothing they would have written appears afterwards."""
+    import contextlib
+    import time
+
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray_runtime.init()
+    results = ray_runtime.imap_units("test", slow_marker, iter(range(4)), (str(tmp_path),), "units", 4, in_flight=3)
+    with contextlib.closing(results):
+        assert next(results) == 0
+    written = sorted(p.name for p in tmp_path.iterdir())
+    time.sleep(4)  # longer than the cancelled tasks would have taken
+    assert sorted(p.name for p in tmp_path.iterdir()) == written
+    assert "unit-3" not in written  # never submitted: the window was full

@@ -121,7 +121,9 @@ def imap_units(stage: str, fn: Callable[..., Any], units: Iterable[Any], shared_
     `fn` returns (result, n payloads) and this yields (result, a tuple of their n ObjectRefs). `inputs_of` as in
     `map_units`: a unit's ObjectRefs, passed after the shared arguments once they are ready. With
     `local_without_ray`, when Ray is not running (a command outside a job), `fn` runs on each unit in this process
-    instead."""
+    instead. When a task fails, or the caller closes the iterator before its end (`contextlib.closing` around a loop
+    that may raise), the tasks still in flight are cancelled and waited for, so none writes after the caller has
+    cleaned up."""
     import ray
 
     if local_without_ray and not ray_running():
@@ -143,13 +145,33 @@ def imap_units(stage: str, fn: Callable[..., Any], units: Iterable[Any], shared_
         progress.advance(items)
         return result
 
-    for u in units:
-        pending.append((remote.remote(u, *shared_refs, *(inputs_of(u) if inputs_of else ())), items_of(u)))
-        if len(pending) >= window:
+    try:
+        for u in units:
+            pending.append((remote.remote(u, *shared_refs, *(inputs_of(u) if inputs_of else ())), items_of(u)))
+            if len(pending) >= window:
+                yield oldest()
+        while pending:
             yield oldest()
-    while pending:
-        yield oldest()
+    finally:  # a task failed or the caller stopped early (close()): no task of this call outlives it
+        if pending:
+            _cancel_and_wait([ref[0] if isinstance(ref, list) else ref for ref, _ in pending])
     progress.finish()
+
+
+CANCEL_WAIT_S = 60.0  # at most this long for cancelled tasks to stop
+
+
+def _cancel_and_wait(refs: list) -> None:
+    """Cancel the tasks behind `refs` and wait until they have stopped (finished, failed or cancelled), so that none
+    writes after its caller has cleaned up or reported the failure."""
+    import ray
+
+    for ref in refs:
+        try:
+            ray.cancel(ref)
+        except Exception:  # noqa: BLE001 - already finished, or its owner is going away: nothing to stop
+            pass
+    ray.wait(refs, num_returns=len(refs), timeout=CANCEL_WAIT_S, fetch_local=False)
 
 
 def flatten(results: Iterable[dict], key: str) -> list:

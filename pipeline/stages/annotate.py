@@ -7,6 +7,7 @@ Decoding upstream of the actors keeps the model from waiting on it."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -277,9 +278,11 @@ def _write_qvhighlights(ctx: StageContext, grounding_rows: list[tuple[str, int]]
     storage.remove_folder(pieces)  # those of a killed run
     try:
         with storage.local_output_if_changed(ctx.uri(layout.GROUNDING_QVH)) as path, open(path, "wb") as f:
-            for piece in ray_runtime.imap_units(NAME, qvhighlights_lines, groups, (ctx,), "shards exported",
-                                                total_items=len(grounding_rows), items_of=lambda g: len(g[2])):
-                storage.copy_into(piece, f)
+            written = ray_runtime.imap_units(NAME, qvhighlights_lines, groups, (ctx,), "shards exported",
+                                             total_items=len(grounding_rows), items_of=lambda g: len(g[2]))
+            with contextlib.closing(written):  # closed on a failed copy: no task writes after the cleanup
+                for piece in written:
+                    storage.copy_into(piece, f)
     finally:
         storage.remove_folder(pieces)
 

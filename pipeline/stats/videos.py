@@ -8,6 +8,7 @@ offsets computed with numpy."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import weakref
@@ -226,24 +227,25 @@ def build_file(out: BuildOutput, sources: Sources, tasks_in_flight: int | None =
     weakref.finalize(result, _remove, path)
     last = None
     with RowGroupWriter(path, stats_schema.VIDEOS, stats_schema.STATS_VIDEOS_ROWS_PER_GROUP) as writer:
-        for found, _ in remote.imap_with_payload("stats", group_rows, spans,
-                                                 (out.root, storage.settings(), sources), "video rows",
-                                                 total=-(-total // size), in_flight=tasks_in_flight):
-            rows = remote.get(found["rows"])  # read from the task's spooled file: heap pages, handed back below
-            if rows.num_rows:
-                first = rows["video_id"][0].as_py()
-                if last is not None and first <= last:
-                    raise ManifestOrder(f"{layout.MANIFEST_VIDEOS} is not in video_id order ({first!r} after "
-                                        f"{last!r}): rerun the `shard` stage")
-                last = rows["video_id"][-1].as_py()
-            writer.add(rows)
-            result.rows += rows.num_rows
-            del rows
-            pa.default_memory_pool().release_unused()
-            result.claimed += found["claimed"]
-            result.wrong_shard += found["wrong_shard"]
-            result.wrong_shard_examples = sorted(result.wrong_shard_examples +
-                                                 found["wrong_shard_examples"])[:stats_schema.EXAMPLES]
+        results = remote.imap_with_payload("stats", group_rows, spans, (out.root, storage.settings(), sources),
+                                           "video rows", total=-(-total // size), in_flight=tasks_in_flight)
+        with contextlib.closing(results):  # closed on ManifestOrder: no task spools after the cleanup
+            for found, _ in results:
+                rows = remote.get(found["rows"])  # read from the task's spooled file: heap pages, handed back below
+                if rows.num_rows:
+                    first = rows["video_id"][0].as_py()
+                    if last is not None and first <= last:
+                        raise ManifestOrder(f"{layout.MANIFEST_VIDEOS} is not in video_id order ({first!r} after "
+                                            f"{last!r}): rerun the `shard` stage")
+                    last = rows["video_id"][-1].as_py()
+                writer.add(rows)
+                result.rows += rows.num_rows
+                del rows
+                pa.default_memory_pool().release_unused()
+                result.claimed += found["claimed"]
+                result.wrong_shard += found["wrong_shard"]
+                result.wrong_shard_examples = sorted(result.wrong_shard_examples +
+                                                     found["wrong_shard_examples"])[:stats_schema.EXAMPLES]
     return result
 
 
