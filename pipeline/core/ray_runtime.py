@@ -166,6 +166,8 @@ def _cancel_and_wait(refs: list) -> None:
     writes after its caller has cleaned up or reported the failure."""
     import ray
 
+    if not ray.is_initialized():  # closed after Ray shut down (at exit): its tasks went with it
+        return
     for ref in refs:
         try:
             ray.cancel(ref)
