@@ -165,18 +165,18 @@ class Hico:
 
 def read_hico(out: BuildOutput, keys, mismatches: list[str], tasks_in_flight: int | None = None) -> Hico:
     """Per HiCo stage: its index checked against the manifest and its records (`check_hico_index`, one Ray task),
-    the records read in groups (`read_hico_records`), whose random-weight video_ids stay in the object store. The
-    clips per video are read from the index by the stats/videos rows themselves."""
+    the records read in groups (`read_hico_records`), whose random-weight video_ids they spool for the stats/videos
+    rows. The clips per video are read from the index by the stats/videos rows themselves."""
     hico = Hico(stages=out.hico_stages())
     indexes = [remote.call(check_hico_index, stage, out.root, storage.settings(), keys) for stage in hico.stages]
     for stage, index in zip(hico.stages, indexes):
-        records_dir = f"{layout.HICO_RECORDS_DIR}/{stage}"
+        records_dir = layout.hico_records_dir(stage)
         names = out.listing(records_dir).files
         size = stats_schema.STATS_SHARDS_PER_TASK
         groups = ([f"{records_dir}/{n}" for n in names[i:i + size]] for i in range(0, len(names), size))
         recorded = 0
         for found, random_videos in remote.imap_with_payload("stats", read_hico_records, groups,
-                                                             (out.root, storage.settings()), "HiCo records",
+                                                             (stage, out.root, storage.settings()), "HiCo records",
                                                              total=-(-len(names) // size), in_flight=tasks_in_flight):
             recorded += found["clips"]
             hico.random_videos.append(random_videos)
@@ -203,8 +203,9 @@ def check_hico_index(stage: str, root: str, settings, keys: pa.Table) -> dict:
             "unknown": unknown.combine_chunks() if isinstance(unknown, pa.ChunkedArray) else unknown}
 
 
-def read_hico_records(paths: list[str], root: str, settings) -> tuple[dict, pa.Array]:
-    """HiCo records: (their clips; payload: the video_ids of the random-weight ones, spooled under Ray)."""
+def read_hico_records(paths: list[str], stage: str, root: str, settings) -> tuple[dict, pa.Array]:
+    """HiCo records of `stage`: (their clips; payload: the video_ids of the random-weight ones, spooled under
+    Ray)."""
     storage.configure(**dataclasses.asdict(settings))
     out = BuildOutput(root)
     clips, random_videos = 0, []
@@ -214,7 +215,6 @@ def read_hico_records(paths: list[str], root: str, settings) -> tuple[dict, pa.A
         if record.get("random_init"):
             random_videos.append(pa.array([s["video_id"] for s in record.get("segments", [])], pa.string()))
     random_videos = pa.concat_arrays(random_videos) if random_videos else pa.array([], pa.string())
-    stage, first = paths[0].rsplit("/", 2)[-2:]  # work/hico/<stage>/<shard stem>.json
-    spooled = remote.spool(random_videos, out.uri(layout.stats_spool_path("hico-random",
-                                                                          f"{stage}/{first.removesuffix('.json')}")))
+    first = paths[0].rsplit("/", 1)[-1].removesuffix(".json")  # the group's first record, <shard stem>.json
+    spooled = remote.spool(random_videos, out.uri(layout.stats_spool_path("hico-random", f"{stage}/{first}")))
     return {"clips": clips}, spooled
